@@ -1,0 +1,43 @@
+"""User-facing errors: each carries a message a person can act on and an exit code.
+
+The CLI catches `SoakError` and prints its message, never a traceback.
+"""
+
+EXIT_PASS = 0
+EXIT_CRITERIA_FAILED = 1
+EXIT_USAGE = 2
+EXIT_RUN_FAILED = 3
+
+
+class SoakError(Exception):
+    """Base of every error soak reports to its user."""
+
+    exit_code = EXIT_RUN_FAILED
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class ProfileError(SoakError):
+    """The profile (or a command-line override of it) is invalid: exit code 2."""
+
+    exit_code = EXIT_USAGE
+
+
+class UsageError(SoakError):
+    """A command was called with arguments that cannot work: exit code 2."""
+
+    exit_code = EXIT_USAGE
+
+
+class RunError(SoakError):
+    """The run itself could not be carried out (target down, ports busy): exit code 3."""
+
+    exit_code = EXIT_RUN_FAILED
+
+
+class RunDirError(SoakError):
+    """A run directory is missing, unreadable or of an unknown format: exit code 2."""
+
+    exit_code = EXIT_USAGE

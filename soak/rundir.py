@@ -1,0 +1,282 @@
+"""The run directory: the contract between `run`/`collect` and `report`/`compare`.
+
+Layout of one run (`reports/<utc-stamp>_<profile>_<label>/`)::
+
+    manifest.json              format_version, resolved profile (secrets redacted),
+                               targets, host, started_at/ended_at, status
+    events.jsonl               phases, target restarts, collector errors, run end
+    chats.jsonl                one chat aggregate per target per interval
+    anomalies.jsonl            one record per non-ok turn (bounded per interval)
+    targets/<name>/process.jsonl   process samples (threads, RSS, CPU, fds)
+    targets/<name>/threads.jsonl   thread-name families per sample
+    targets/<name>/health.jsonl    /health samples (status, latency, JSON body)
+    report.html, report.md, summary.json, junit.xml   written by `soak report`
+
+Every data file is JSON Lines, append-only, flushed after each record, so it is
+readable while the run goes on and after a kill; a torn last line is skipped.
+All timestamps `t` are Unix epoch seconds (float, UTC).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import re
+import socket
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TextIO
+
+from soak import __version__
+from soak.errors import RunDirError
+
+FORMAT_VERSION = 1
+
+MANIFEST = "manifest.json"
+EVENTS = "events.jsonl"
+CHATS = "chats.jsonl"
+ANOMALIES = "anomalies.jsonl"
+GENERATOR = "generator.jsonl"
+PROCESS = "process.jsonl"
+THREADS = "threads.jsonl"
+HEALTH = "health.jsonl"
+
+STATUS_RUNNING = "running"
+STATUS_COMPLETED = "completed"
+STATUS_ABORTED = "aborted"
+STATUS_CRASHED = "crashed"
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def safe_name(text: str, fallback: str = "run") -> str:
+    """A file-name-safe form of a label or target name (no separators, no '..')."""
+    cleaned = _UNSAFE.sub("-", text).strip("-.")[:60]
+    return cleaned or fallback
+
+
+def utc_stamp(when: float | None = None) -> str:
+    """A sortable UTC stamp for directory names, e.g. 20261121T124200Z."""
+    return datetime.fromtimestamp(when or time.time(), UTC).strftime("%Y%m%dT%H%M%SZ")
+
+
+def iso(when: float) -> str:
+    return datetime.fromtimestamp(when, UTC).isoformat(timespec="seconds")
+
+
+def host_info() -> dict[str, Any]:
+    """What machine the run came from: for comparability warnings."""
+    return {
+        "hostname": socket.gethostname(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "cpu_count": os.cpu_count(),
+    }
+
+
+class JsonlWriter:
+    """Appends one JSON object per line and flushes it at once (kill-safe)."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._file: TextIO = open(path, "a", encoding="utf-8")  # noqa: SIM115
+
+    def write(self, record: dict[str, Any]) -> None:
+        self._file.write(json.dumps(record, separators=(",", ":"), default=str) + "\n")
+        self._file.flush()
+
+    def close(self) -> None:
+        self._file.close()
+
+    def __enter__(self) -> JsonlWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
+    """Yield the records of a JSON Lines file; missing file = no records.
+
+    Lines that do not parse (a torn last line after a kill) are skipped.
+    """
+    try:
+        handle = open(path, encoding="utf-8", errors="replace")  # noqa: SIM115
+    except FileNotFoundError:
+        return
+    with handle:
+        for line in handle:
+            if not line.endswith("\n"):
+                break  # torn last line: the writer was cut off mid-record
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(record, dict):
+                yield record
+
+
+@dataclass(frozen=True)
+class TargetInfo:
+    """One target of a run as recorded in the manifest."""
+
+    name: str
+    url: str
+    health: str | None = None
+    pid: int | None = None
+    build: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "url": self.url,
+            "health": self.health,
+            "pid": self.pid,
+            "build": self.build,
+        }
+
+
+class RunDir:
+    """Paths and access to one run directory."""
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+
+    # -- layout ---------------------------------------------------------
+    @property
+    def manifest_path(self) -> Path:
+        return self.path / MANIFEST
+
+    def file(self, name: str) -> Path:
+        return self.path / name
+
+    def target_dir(self, target: str) -> Path:
+        return self.path / "targets" / safe_name(target, "target")
+
+    def target_file(self, target: str, name: str) -> Path:
+        return self.target_dir(target) / name
+
+    # -- creation ---------------------------------------------------------
+    @classmethod
+    def create(
+        cls,
+        root: Path,
+        profile_name: str,
+        label: str,
+        manifest: dict[str, Any],
+        started_at: float | None = None,
+    ) -> RunDir:
+        """Make a new run directory under `root` and write its manifest.
+
+        Refuses to reuse an existing directory: a run never overwrites another.
+        """
+        started_at = started_at or time.time()
+        name = f"{utc_stamp(started_at)}_{safe_name(profile_name, 'profile')}_{safe_name(label)}"
+        path = Path(root) / name
+        try:
+            path.mkdir(parents=True, exist_ok=False)
+        except FileExistsError:
+            raise RunDirError(
+                f"run directory {path} already exists; soak never overwrites a run. "
+                "Use another --label or wait a second."
+            ) from None
+        except OSError as exc:
+            raise RunDirError(f"cannot create run directory {path}: {exc.strerror}") from None
+        run = cls(path)
+        full = {
+            "format_version": FORMAT_VERSION,
+            "soak_version": __version__,
+            "run_id": name,
+            "profile_name": profile_name,
+            "label": label,
+            "host": host_info(),
+            "started_at": started_at,
+            "started_at_iso": iso(started_at),
+            "ended_at": None,
+            "status": STATUS_RUNNING,
+            "pid": os.getpid(),
+            **manifest,
+        }
+        run.write_manifest(full)
+        return run
+
+    def write_manifest(self, manifest: dict[str, Any]) -> None:
+        """Replace the manifest atomically (write to a temp file, then rename)."""
+        tmp = self.manifest_path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(manifest, indent=2, default=str) + "\n", encoding="utf-8")
+        os.replace(tmp, self.manifest_path)
+
+    def update_manifest(self, **changes: Any) -> dict[str, Any]:
+        manifest = self.manifest()
+        manifest.update(changes)
+        self.write_manifest(manifest)
+        return manifest
+
+    def finish(self, status: str) -> None:
+        """Record the end of the run: status and end time."""
+        ended = time.time()
+        self.update_manifest(status=status, ended_at=ended, ended_at_iso=iso(ended))
+
+    # -- reading ----------------------------------------------------------
+    def manifest(self) -> dict[str, Any]:
+        """The manifest, checked for a known format_version."""
+        if not self.path.is_dir():
+            raise RunDirError(f"{self.path} is not a directory; give the path of a run directory.")
+        try:
+            manifest = json.loads(self.manifest_path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise RunDirError(
+                f"{self.path} has no {MANIFEST}: it is not a soak run directory "
+                "(run directories are made by `soak run` or `soak collect` under reports/)."
+            ) from None
+        except ValueError as exc:
+            raise RunDirError(f"{self.manifest_path} is not valid JSON ({exc}).") from None
+        if not isinstance(manifest, dict):
+            raise RunDirError(f"{self.manifest_path} does not hold a JSON object.")
+        version = manifest.get("format_version")
+        if version != FORMAT_VERSION:
+            raise RunDirError(
+                f"{self.path} has format_version {version!r}; this soak ({__version__}) reads "
+                f"format_version {FORMAT_VERSION}. Use the soak version that recorded it "
+                f"(manifest soak_version: {manifest.get('soak_version', 'unknown')})."
+            )
+        return manifest
+
+    def status(self) -> str:
+        """The run's status; a 'running' run whose writer is gone reads as 'crashed'."""
+        manifest = self.manifest()
+        status = manifest.get("status", STATUS_RUNNING)
+        if status == STATUS_RUNNING and not _pid_alive(manifest.get("pid")):
+            return STATUS_CRASHED
+        return status
+
+    def targets(self) -> list[TargetInfo]:
+        return [
+            TargetInfo(**{k: t.get(k) for k in ("name", "url", "health", "pid", "build")})
+            for t in self.manifest().get("targets", [])
+        ]
+
+    def records(self, name: str) -> Iterator[dict[str, Any]]:
+        return read_jsonl(self.file(name))
+
+    def target_records(self, target: str, name: str) -> Iterator[dict[str, Any]]:
+        return read_jsonl(self.target_file(target, name))
+
+
+def _pid_alive(pid: object) -> bool:
+    if not isinstance(pid, int):
+        return False
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
