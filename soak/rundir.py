@@ -24,6 +24,7 @@ import os
 import platform
 import re
 import socket
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -79,16 +80,19 @@ def host_info() -> dict[str, Any]:
 
 
 class JsonlWriter:
-    """Appends one JSON object per line and flushes it at once (kill-safe)."""
+    """Appends one JSON object per line and flushes it at once (kill-safe, thread-safe)."""
 
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self._file: TextIO = open(path, "a", encoding="utf-8")  # noqa: SIM115
+        self._lock = threading.Lock()
 
     def write(self, record: dict[str, Any]) -> None:
-        self._file.write(json.dumps(record, separators=(",", ":"), default=str) + "\n")
-        self._file.flush()
+        line = json.dumps(record, separators=(",", ":"), default=str) + "\n"
+        with self._lock:  # one line, one write(2): whole lines even with O_APPEND sharers
+            self._file.write(line)
+            self._file.flush()
 
     def close(self) -> None:
         self._file.close()
@@ -280,3 +284,30 @@ def _pid_alive(pid: object) -> bool:
     except PermissionError:
         return True
     return True
+
+
+class JsonlTail:
+    """Reads the records appended to a JSON Lines file since the last call (live views)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.offset = 0
+
+    def new_records(self) -> list[dict[str, Any]]:
+        try:
+            with open(self.path, "rb") as handle:
+                handle.seek(self.offset)
+                chunk = handle.read()
+        except FileNotFoundError:
+            return []
+        complete = chunk[: chunk.rfind(b"\n") + 1]  # leave a half-written line for next time
+        self.offset += len(complete)
+        records = []
+        for line in complete.splitlines():
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(record, dict):
+                records.append(record)
+        return records

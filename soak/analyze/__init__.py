@@ -1,0 +1,20 @@
+"""Analysis of a run directory: load it, fit trends, summarise it (never imports locust)."""
+
+from soak.analyze.load import RunData, TargetData, load_run
+from soak.analyze.summary import SCHEMA_VERSION, Analysis, TargetAnalysis, analyze_run, summarize
+from soak.analyze.trend import Fit, Segment, find_segments, theil_sen
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "Analysis",
+    "Fit",
+    "RunData",
+    "Segment",
+    "TargetAnalysis",
+    "TargetData",
+    "analyze_run",
+    "find_segments",
+    "load_run",
+    "summarize",
+    "theil_sen",
+]

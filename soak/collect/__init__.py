@@ -1,0 +1,6 @@
+"""The collector: samples each target's process and /health into the run directory.
+
+It runs as a plain process of its own (`python -m soak.collect`), so a
+saturated load generator cannot delay it, and it can watch a server that
+someone else is loading.
+"""

@@ -1,0 +1,18 @@
+"""Chat protocol adapters: turn one chat turn into frames and recognise the reply.
+
+An adapter connects to a target and returns a `Conversation`; the shared
+`run_turn` drives one turn over any conversation and classifies its outcome.
+No module here imports locust or gevent: adapters use blocking clients
+(`websockets.sync.client`) that become cooperative once the load process has
+monkey-patched the standard library.
+"""
+
+from soak.protocols.base import (
+    Adapter,
+    ConnectionLost,
+    Conversation,
+    Frame,
+    adapter_for,
+)
+
+__all__ = ["Adapter", "ConnectionLost", "Conversation", "Frame", "adapter_for"]
