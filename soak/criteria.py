@@ -44,9 +44,13 @@ def format_number(value: float) -> str:
     return f"{value:.1e}"
 
 
-def format_seconds(seconds: float) -> str:
-    """A latency for people: "0.41 s", "2 s", "12 ms"."""
-    if abs(seconds) >= 0.1 or seconds == 0:
+def format_seconds(seconds: float, scale: float | None = None) -> str:
+    """A latency for people: "0.41 s", "2 s", "120 ms".
+
+    Milliseconds are used below 1 s, judged on `scale` (seconds) when given, so a
+    value and its threshold can share one unit.
+    """
+    if abs(seconds if scale is None else scale) >= 1:
         return f"{format_number(seconds)} s"
     return f"{format_number(seconds * 1000)} ms"
 
@@ -89,19 +93,19 @@ class Metric:
             return raw / turns if turns > 0 else None
         return float(raw)
 
-    def format(self, value: float) -> str:
-        """A value or threshold of this metric for people."""
+    def format(self, value: float, scale: float | None = None) -> str:
+        """A value or threshold of this metric for people (times in the unit `scale` suits)."""
         if self.kind == "growth":
             return format_growth(value, self.quantity)
         if self.kind == "rate":
             return f"{format_number(value * 100)}%"
         if self.kind == "time":
-            return format_seconds(value)
+            return format_seconds(value, scale)
         if self.kind == "percent":
             return f"{format_number(value)}%"
         return f"{format_number(value)}{self.quantity}"
 
-    def describe(self, value: float, summary: Mapping[str, Any]) -> str:
+    def describe(self, value: float, summary: Mapping[str, Any], scale: float | None = None) -> str:
         """What the value says, with the context a person needs to act on it."""
         if self.kind == "growth":
             return self._describe_growth(value, summary)
@@ -116,7 +120,7 @@ class Metric:
             samples = summary.get(self.field.replace("_percent", "_samples"))
             basis = f" (median of {samples:,} samples)" if isinstance(samples, int) else ""
             return f"{self.label} {self.format(value)} of one core{basis}"
-        return f"{self.label} {self.format(value)}"
+        return f"{self.label} {self.format(value, scale)}"
 
     def _describe_growth(self, value: float, summary: Mapping[str, Any]) -> str:
         text = f"{self.label} {self.format(value)}"
@@ -226,10 +230,11 @@ class Criterion:
             reason = reasons.get(metric.field) or _default_reason(metric)
             return self._result(None, SKIPPED, None, f"{metric.name} not checked: {reason}.")
         passed = OPERATORS[self.op](value, self.threshold)
-        limit = self.metric.format(self.threshold)
+        limit = metric.format(self.threshold, self.threshold)
         limit = limit if self.op == "==" else f"{_SYMBOLS[self.op]} {limit}"
         verb = "meets" if passed else "breaks"
-        message = f"{metric.describe(value, target_summary)}; {verb} the limit {limit}."
+        said = metric.describe(value, target_summary, self.threshold)
+        message = f"{said}; {verb} the limit {limit}."
         return self._result(passed, PASS if passed else FAIL, value, message)
 
     def _result(

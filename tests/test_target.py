@@ -93,6 +93,7 @@ def test_health_has_the_diagnostics_shape_and_other_paths_are_404(
     with pytest.raises(urllib.error.HTTPError) as error:
         urllib.request.urlopen(patched.health_url.replace("/health", "/nope"), timeout=5)
     assert error.value.code == 404
+    error.value.close()
 
 
 def test_ping_is_answered_while_streaming_and_bad_frames_get_errors(

@@ -175,7 +175,8 @@ def analyze_target(data: TargetData, settings: Settings, started_at: float) -> T
             }
         )
         if end is None:
-            unavailable.update(dict.fromkeys((f"{key}_end{mb}", f"{key}_max{mb}"), _NO_PROCESS))
+            reason = _missing_reason(process, column)
+            unavailable.update(dict.fromkeys((f"{key}_end{mb}", f"{key}_max{mb}"), reason))
         if fits[column] is None:
             unavailable[growth] = _fit_reason(process, headline, column, settings.warmup_s)
 
@@ -185,7 +186,9 @@ def analyze_target(data: TargetData, settings: Settings, started_at: float) -> T
         summary["threads_end"], growth, settings.threads_limit
     )
     if summary["threads_hours_to_limit"] is None:
-        unavailable["threads_hours_to_limit"] = "threads are not growing after the warm-up"
+        unavailable["threads_hours_to_limit"] = unavailable.get(
+            "threads_growth_per_hour", "threads are not growing after the warm-up"
+        )
     family_fits = _family_fits(data, headline, settings.warmup_s)
     summary["threads_top_growing_family"] = _top_family(data, family_fits)
 
@@ -194,8 +197,10 @@ def analyze_target(data: TargetData, settings: Settings, started_at: float) -> T
     summary.update(_loop_lag_summary(data, settings, unavailable))
     summary["restarts"] = max(len(segments) - 1, 0)
     summary["segments"] = []
+    warmup = settings.warmup_s
     for seg in segments:
-        fit = _segment_fit(process, seg, "threads", settings.warmup_s)
+        is_headline = seg is headline
+        fit = fits["threads"] if is_headline else _segment_fit(process, seg, "threads", warmup)
         summary["segments"].append(
             {
                 "pid": seg.pid,
@@ -203,15 +208,19 @@ def analyze_target(data: TargetData, settings: Settings, started_at: float) -> T
                 "end_s": seg.t_end,
                 "samples": seg.stop - seg.start,
                 "threads_growth_per_hour": fit.per_hour if fit else None,
-                "headline": seg is headline,
+                "headline": is_headline,
             }
         )
     summary["samples"] = len(process)
     summary["process_errors"] = data.process_errors
     summary["health_samples"] = len(data.health)
-    summary["health_errors"] = int(_health_failed(data.health).sum())
+    failed = _health_failed(data.health)
+    summary["health_errors"] = int(failed.sum())
+    last_error = data.health.loc[failed, "error"].dropna()
+    summary["health_last_error"] = str(last_error.iloc[-1]) if len(last_error) else None
     summary["anomaly_records"] = data.anomaly_records
     summary["unavailable"] = unavailable
+    summary = json_safe(summary)
     return TargetAnalysis(
         data=data,
         segments=segments,
@@ -276,17 +285,26 @@ def _segment_fit(
 def _fit_reason(
     process: pd.DataFrame, segment: Segment | None, column: str, warmup_s: float
 ) -> str:
-    if segment is None:
-        return _NO_PROCESS
-    rows = _after_warmup(process, segment, warmup_s)
+    """Why `_segment_fit` gave no trend for `column`."""
+    if process[column].notna().sum() == 0:
+        return _missing_reason(process, column)
+    rows = _after_warmup(process, segment, warmup_s) if segment else process.iloc[:0]
     usable = int(rows[column].notna().sum())
     if usable >= MIN_FIT_SAMPLES:
-        return f"the {column} values do not vary over time, so no trend can be fitted"
+        return f"all {column} samples after the warm-up share one time stamp"
     return (
         f"only {usable} {column} samples after the {format_duration(warmup_s)} warm-up in the "
         f"longest process segment ({MIN_FIT_SAMPLES} needed); run longer or lower "
         "criteria.warmup"
     )
+
+
+def _missing_reason(process: pd.DataFrame, column: str) -> str:
+    """Why a process column has no values at all."""
+    if process.empty:
+        return _NO_PROCESS
+    hint = " (open fds need permission to list /proc/PID/fd)" if column == "fds" else ""
+    return f"the process samples carry no {column} values{hint}"
 
 
 def _levels(
@@ -363,22 +381,26 @@ def _loop_lag_summary(
     """Loop-lag percentiles (s) from the configured /health field (ms) after the warm-up."""
     keys = ("loop_lag_p50_s", "loop_lag_p95_s", "loop_lag_p99_s", "loop_lag_max_s")
     field_name = settings.loop_lag_field
+    column = BODY_PREFIX + (field_name or "")
+    health = data.health
     values = np.array([])
     if field_name is None:
         reason = (
             "no loop-lag field is configured; set collector.loop_lag_field in the profile "
             "to the /health field that holds the event-loop lag in ms"
         )
-    else:
-        column = BODY_PREFIX + field_name
-        health = data.health
-        if column in health.columns:
-            after = health[health["elapsed"] >= settings.warmup_s][column]
-            values = after.to_numpy(dtype=float) / 1000.0
-            values = values[np.isfinite(values)]
+    elif column not in health.columns:
         reason = (
-            f"the /health field {field_name!r} is not a number in any sample after the "
-            "warm-up; check collector.loop_lag_field against the bodies in health.jsonl"
+            f"the /health field {field_name!r} is not a number in any sample; check "
+            "collector.loop_lag_field against the bodies in health.jsonl"
+        )
+    else:
+        after = health.loc[health["elapsed"] >= settings.warmup_s, column]
+        values = after.to_numpy(dtype=float) / 1000.0
+        values = values[np.isfinite(values)]
+        reason = (
+            f"no /health sample has {field_name!r} after the "
+            f"{format_duration(settings.warmup_s)} warm-up; run longer or lower criteria.warmup"
         )
     if not len(values):
         unavailable.update(dict.fromkeys(keys, reason))

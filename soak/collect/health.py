@@ -29,7 +29,8 @@ def poll_health(url: str, timeout: float) -> dict[str, Any]:
     except urllib.error.HTTPError as exc:
         record["status"] = exc.code
         record["error"] = f"HTTP {exc.code}"
-        body = exc.read(MAX_BODY_BYTES + 1) if exc.fp else b""
+        with exc:
+            body = exc.read(MAX_BODY_BYTES + 1) if exc.fp else b""
     except TimeoutError:
         record["error"] = f"timeout after {timeout:g} s"
         body = b""

@@ -70,9 +70,12 @@ def render(template: Any, values: dict[str, str]) -> Any:
 
 
 class JsonEventsConversation(Conversation):
-    def __init__(self, adapter: JsonEventsAdapter, socket: ClientConnection) -> None:
+    def __init__(
+        self, adapter: JsonEventsAdapter, socket: ClientConnection, closer: contextlib.ExitStack
+    ) -> None:
         self.adapter = adapter
         self.socket = socket
+        self.closer = closer
         self.session_id: str | None = None
 
     def send_prompt(self, prompt: str, request_id: str) -> None:
@@ -94,22 +97,25 @@ class JsonEventsConversation(Conversation):
 
     def close(self) -> None:
         with contextlib.suppress(Exception):  # closing a broken socket must never fail a user
-            self.socket.close()
+            self.closer.close()
 
 
 class JsonEventsAdapter(Adapter):
     def connect(self, url: str, timeout: float) -> Conversation:
+        closer = contextlib.ExitStack()  # connect() is a context manager since websockets 17.1
         try:
-            socket = connect(
-                url,
-                open_timeout=timeout,
-                proxy=None,
-                max_size=MAX_FRAME_BYTES,
-                close_timeout=2,
+            socket = closer.enter_context(
+                connect(
+                    url,
+                    open_timeout=timeout,
+                    proxy=None,
+                    max_size=MAX_FRAME_BYTES,
+                    close_timeout=2,
+                )
             )
         except (OSError, TimeoutError, InvalidHandshake, InvalidURI) as exc:
             raise ConnectionLost(None, f"connect failed: {exc}") from None
-        conversation = JsonEventsConversation(self, socket)
+        conversation = JsonEventsConversation(self, socket, closer)
         ready = self.config.get("ready")
         if ready is not None:
             conversation.session_id = self._await_ready(conversation, ready, timeout)

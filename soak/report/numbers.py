@@ -84,13 +84,19 @@ def _top_family(t: dict[str, Any]) -> str:
 def _cpu(key: str) -> Callable[[dict[str, Any]], str]:
     def cell(t: dict[str, Any]) -> str:
         value = t.get(f"{key}_percent")
-        return MISSING if value is None else f"{_num(value, '%')} ({t.get(f'{key}_samples')} samples)"
+        return (
+            MISSING
+            if value is None
+            else f"{_num(value, '%')} ({t.get(f'{key}_samples', 0):,} samples)"
+        )
 
     return cell
 
 
 def _health(t: dict[str, Any]) -> str:
-    return f"{t.get('health_samples', 0):,} ({t.get('health_errors', 0):,} failed)"
+    text = f"{t.get('health_samples', 0):,} ({t.get('health_errors', 0):,} failed"
+    last = t.get("health_last_error")
+    return f"{text}; last error: {last})" if last else f"{text})"
 
 
 #: (label, cell) rows of the key-numbers table, one column per target.
@@ -116,8 +122,10 @@ KEY_NUMBERS: list[Row] = [
     ("Open fd growth", _growth("fds_growth_per_hour", "fds_growth_ci_per_hour")),
     ("Idle CPU (median)", _cpu("idle_cpu")),
     ("Busy CPU (median)", _cpu("busy_cpu")),
-    ("Loop lag p99 / max", lambda t: f"{_secs(t.get('loop_lag_p99_s'))} / "
-     f"{_secs(t.get('loop_lag_max_s'))}"),
+    (
+        "Loop lag p99 / max",
+        lambda t: f"{_secs(t.get('loop_lag_p99_s'))} / {_secs(t.get('loop_lag_max_s'))}",
+    ),
     ("Restarts", lambda t: f"{t.get('restarts', 0):,}"),
     ("Process samples", lambda t: f"{t.get('samples', 0):,}"),
     ("/health samples", _health),

@@ -80,6 +80,7 @@ def _figure(rows: int = 1, cols: int = 1) -> tuple[Figure, np.ndarray]:
     axes = figure.subplots(rows, cols, sharex=True, squeeze=False)
     for ax in axes.flat:
         ax.grid(True, alpha=0.3)
+    for ax in axes[-1]:
         ax.set_xlabel("elapsed (min)")
     return figure, axes
 
@@ -245,4 +246,5 @@ def _outcomes(targets: list[Target]) -> Figure | None:
                 ax, chats["elapsed"].to_numpy(float), per_minute, color=colour, label=name
             )
         ax.set_title(f"{outcome} per minute", fontsize=9)
+        ax.set_ylim(bottom=0, top=max(ax.get_ylim()[1], 1.0))
     return _finish(figure, axes, drawn)

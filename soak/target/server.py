@@ -285,6 +285,11 @@ def _reply_words(content: str, tokens: int) -> list[str]:
     return [*words, *filler]
 
 
+def _padded(record: bytes, size: int) -> bytes:
+    """`record` repeated and cut to exactly `size` bytes (real bytes, so RSS really grows)."""
+    return (record * (size // len(record) + 1))[:size]
+
+
 class Chat:
     """One WebSocket connection: its session id and the reply currently streaming, if any."""
 
@@ -349,11 +354,7 @@ class Chat:
         words = _reply_words(content, config.tokens)
         frame = {"type": "token", "session_id": self.session_id, "request_id": request_id}
         record = json.dumps({**frame, "prompt": content, "reply": words}).encode()
-        state.remember(
-            (record * (config.history_bytes_per_reply // len(record) + 1))[
-                : config.history_bytes_per_reply
-            ]
-        )
+        state.remember(_padded(record, config.history_bytes_per_reply))
         buffer = {"session_id": self.session_id, "request_id": request_id, "pending": words}
         ticker = asyncio.create_task(_ticker(buffer, config.ticker_interval))
         stall_at = len(words) // 2 if _every(config.stall_every, n) else -1
@@ -438,7 +439,7 @@ def _stop_on_signals(stop: asyncio.Event, state: TargetState) -> Iterator[None]:
 
 async def serve(config: TargetConfig, stop: asyncio.Event | None = None) -> None:
     """Serve until SIGINT/SIGTERM (main thread) or until `stop` is set, then shut down (< 1 s)."""
-    stop = stop or asyncio.Event()
+    stop = asyncio.Event() if stop is None else stop
     state = TargetState(config)
     loop = asyncio.get_running_loop()
     previous_handler = loop.get_exception_handler()

@@ -1,0 +1,235 @@
+"""report.html: one self-contained page (inline CSS, plots as base64 PNG data URIs).
+
+Every string that comes from the run directory (target names, health fields, thread
+names, error texts, anomaly details) goes through `html.escape`.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+from collections.abc import Iterable
+from typing import Any
+
+import pandas as pd
+
+from soak.analyze.load import BODY_PREFIX
+from soak.analyze.summary import Analysis
+from soak.criteria import format_number
+from soak.report.numbers import key_numbers, verdict_rows
+from soak.report.plots import Plot
+from soak.units import format_duration
+
+#: Rows of the anomalies and events tables, and characters of one detail cell.
+TABLE_ROWS = 200
+DETAIL_CHARS = 400
+#: /health fields listed per target.
+HEALTH_FIELDS = 60
+
+_CSS = """
+body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif;
+       color: #1d2330; margin: 0 auto; max-width: 1180px; padding: 1.5rem; }
+h1 { font-size: 1.5rem; margin: 0 0 .3rem; } h2 { font-size: 1.2rem; margin-top: 2rem;
+  border-bottom: 1px solid #dde1e8; padding-bottom: .2rem; } h3 { font-size: 1rem; }
+table { border-collapse: collapse; margin: .5rem 0 1rem; width: 100%; }
+th, td { border: 1px solid #dde1e8; padding: .3rem .5rem; text-align: left;
+         vertical-align: top; }
+th { background: #f3f5f8; font-weight: 600; }
+td.num { font-variant-numeric: tabular-nums; white-space: nowrap; }
+.badge { display: inline-block; border-radius: 4px; padding: .05rem .5rem; font-weight: 700;
+         text-transform: uppercase; font-size: .85em; }
+.pass { background: #dff3e4; color: #17612d; } .fail { background: #fbe1e1; color: #9b1c1c; }
+.skipped { background: #eef0f4; color: #4b5563; }
+.verdict { font-size: 1.6rem; padding: .2rem .9rem; }
+dl.meta { display: grid; grid-template-columns: max-content 1fr; gap: .1rem 1rem; }
+dl.meta dt { color: #5b6475; } dl.meta dd { margin: 0; }
+figure { margin: 1rem 0; } figure img { max-width: 100%; border: 1px solid #dde1e8; }
+figcaption { color: #5b6475; font-size: .9em; }
+code, .mono { font-family: ui-monospace, SFMono-Regular, Menlo, monospace; font-size: .9em; }
+.detail { white-space: pre-wrap; word-break: break-word; }
+.muted { color: #5b6475; }
+"""
+
+
+def e(value: Any) -> str:
+    """Escape any value for HTML text or attribute use."""
+    return html.escape("" if value is None else str(value), quote=True)
+
+
+def render_html(analysis: Analysis, plots: list[Plot]) -> str:
+    """The whole report page."""
+    summary = analysis.summary
+    parts = [
+        "<!doctype html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        f"<title>soak report: {e(summary['run_id'])}</title>",
+        f"<style>{_CSS}</style></head><body>",
+        _header(summary),
+        _verdict(summary),
+        _criteria(summary),
+        _numbers(summary),
+        _plots(plots),
+        _anomalies(analysis),
+        _events(analysis),
+        _health_fields(analysis),
+        f'<p class="muted">Written by soak {e(summary["soak_version"])} from '
+        f"<code>{e(summary['run_dir'])}</code>.</p>",
+        "</body></html>",
+    ]
+    return "\n".join(parts) + "\n"
+
+
+def _badge(status: str, extra: str = "") -> str:
+    classes = " ".join(filter(None, ("badge", status, extra)))
+    return f'<span class="{e(classes)}">{e(status)}</span>'
+
+
+def _table(headers: Iterable[str], rows: Iterable[Iterable[str]], numeric: int = 0) -> str:
+    """A table of already-escaped cells; the first `numeric` columns get the num style."""
+    head = "".join(f"<th>{h}</th>" for h in headers)
+    body = []
+    for row in rows:
+        cells = "".join(
+            f'<td class="num">{cell}</td>' if i < numeric else f"<td>{cell}</td>"
+            for i, cell in enumerate(row)
+        )
+        body.append(f"<tr>{cells}</tr>")
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+
+
+def _header(summary: dict[str, Any]) -> str:
+    meta = [
+        ("Profile", summary["profile_name"]),
+        ("Label", summary["label"]),
+        ("Status", summary["status"]),
+        ("Started", summary["started_at_iso"]),
+        ("Ended", summary["ended_at_iso"]),
+        ("Duration", format_duration(summary["duration_s"])),
+        ("Warm-up", format_duration(summary["warmup_s"]) if summary["warmup_s"] else "none"),
+        ("Recorded with", f"soak {summary['recorded_with']}"),
+    ]
+    items = "".join(f"<dt>{e(k)}</dt><dd>{e(v)}</dd>" for k, v in meta)
+    return (
+        f"<header><h1>soak report: {e(summary['run_id'])}</h1>"
+        f"<p>{_badge(summary['verdict'], 'verdict')}</p>"
+        f'<dl class="meta">{items}</dl></header>'
+    )
+
+
+def _verdict(summary: dict[str, Any]) -> str:
+    rows = [
+        (e(name), e(build), _badge(verdict), e(failed) or '<span class="muted">none</span>')
+        for name, build, verdict, failed in verdict_rows(summary)
+    ]
+    headers = ("Target", "Build", "Verdict", "Failed criteria")
+    return f'<section id="verdict"><h2>Verdict</h2>{_table(headers, rows)}</section>'
+
+
+def _criteria(summary: dict[str, Any]) -> str:
+    if not summary["criteria"]:
+        return (
+            '<section id="criteria"><h2>Criteria</h2><p>The profile has no criteria '
+            "(<code>criteria.checks</code>), so every target passes.</p></section>"
+        )
+    sections = ['<section id="criteria"><h2>Criteria</h2>']
+    for name in summary["targets"]:
+        rows = [
+            (_badge(c["status"]), f"<code>{e(c['expression'])}</code>", e(c["message"]))
+            for c in summary["criteria"]
+            if c["target"] == name
+        ]
+        sections.append(f"<h3>{e(name)}</h3>{_table(('Status', 'Criterion', 'Result'), rows)}")
+    sections.append("</section>")
+    return "".join(sections)
+
+
+def _numbers(summary: dict[str, Any]) -> str:
+    headers = ["", *(e(name) for name in summary["targets"])]
+    rows = [(e(label), *(e(cell) for cell in cells)) for label, cells in key_numbers(summary)]
+    return f'<section id="numbers"><h2>Key numbers</h2>{_table(headers, rows)}</section>'
+
+
+def _plots(plots: list[Plot]) -> str:
+    figures = []
+    for plot in plots:
+        data = base64.b64encode(plot.path.read_bytes()).decode("ascii")
+        figures.append(
+            f'<figure><img alt="{e(plot.title)}" src="data:image/png;base64,{data}">'
+            f"<figcaption>{e(plot.title)}</figcaption></figure>"
+        )
+    return f'<section id="plots"><h2>Plots</h2>{"".join(figures)}</section>'
+
+
+def _clock(elapsed: Any) -> str:
+    return f"+{format_duration(elapsed)}" if pd.notna(elapsed) and elapsed >= 0 else "—"
+
+
+def _anomalies(analysis: Analysis) -> str:
+    frames = [t.data.anomalies for t in analysis.targets.values() if not t.data.anomalies.empty]
+    total = sum(t.data.anomaly_records for t in analysis.targets.values())
+    title = '<section id="anomalies"><h2>Anomalies</h2>'
+    if not frames:
+        return f"{title}<p>No anomaly records.</p></section>"
+    table = pd.concat(frames).sort_values("t", kind="stable").head(TABLE_ROWS)
+    rows = []
+    for record in table.itertuples(index=False):
+        detail = "" if pd.isna(record.detail) else str(record.detail)
+        if len(detail) > DETAIL_CHARS:
+            detail = detail[:DETAIL_CHARS] + "…"
+        turn = "" if pd.isna(record.turn_elapsed_s) else f"{record.turn_elapsed_s:.2f} s"
+        rows.append(
+            (
+                e(_clock(record.elapsed)),
+                e(turn),
+                e(record.target),
+                e(record.kind),
+                f'<span class="mono">{e(record.request_id)}</span>',
+                f'<div class="detail">{e(detail)}</div>',
+            )
+        )
+    note = (
+        f'<p class="muted">The first {len(rows):,} of {format_number(total)} anomaly records '
+        "(the counts in the key numbers are exact).</p>"
+    )
+    headers = ("Time", "Turn", "Target", "Kind", "Request", "Detail")
+    return f"{title}{note}{_table(headers, rows, numeric=2)}</section>"
+
+
+def _events(analysis: Analysis) -> str:
+    events = analysis.run.events
+    title = '<section id="events"><h2>Events</h2>'
+    if events.empty:
+        return f"{title}<p>No events.</p></section>"
+    rows = [
+        (
+            e(_clock(row.elapsed)),
+            e(row.source),
+            e(row.kind),
+            f'<div class="detail">{e(row.message)}</div>',
+        )
+        for row in events.head(TABLE_ROWS).itertuples(index=False)
+    ]
+    note = f'<p class="muted">{len(rows):,} of {len(events):,} events.</p>'
+    return (
+        f"{title}{note}{_table(('Time', 'Source', 'Kind', 'Message'), rows, numeric=1)}</section>"
+    )
+
+
+def _health_fields(analysis: Analysis) -> str:
+    """The numeric /health fields of each target with their last value: for loop_lag_field."""
+    parts = ['<section id="health"><h2>Numeric /health fields</h2>']
+    for name, target in analysis.targets.items():
+        health = target.data.health
+        columns = [c for c in health.columns if c.startswith(BODY_PREFIX)][:HEALTH_FIELDS]
+        if not columns:
+            parts.append(f"<h3>{e(name)}</h3><p>No numeric /health fields recorded.</p>")
+            continue
+        rows = []
+        for column in columns:
+            values = health[column].dropna()
+            last = format_number(values.iloc[-1]) if len(values) else "—"
+            rows.append((f"<code>{e(column[len(BODY_PREFIX) :])}</code>", e(last)))
+        parts.append(f"<h3>{e(name)}</h3>{_table(('Field', 'Last value'), rows)}")
+    parts.append("</section>")
+    return "".join(parts)

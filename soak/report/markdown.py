@@ -1,0 +1,60 @@
+"""report.md: verdict, key numbers, criteria with their messages, links to the plots."""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from soak.report.numbers import key_numbers, verdict_rows
+from soak.report.plots import Plot
+from soak.units import format_duration
+
+
+def cell(value: Any) -> str:
+    """Text safe inside a Markdown table cell: no pipes, no line breaks, no raw HTML."""
+    text = html.escape("" if value is None else str(value), quote=False)
+    return text.replace("|", "\\|").replace("\r", " ").replace("\n", " ")
+
+
+def _table(headers: Iterable[str], rows: Iterable[Iterable[Any]]) -> list[str]:
+    headers = [cell(h) for h in headers]
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    return [*lines, ""]
+
+
+def render_markdown(summary: dict[str, Any], plots: list[Plot], out_dir: Path) -> str:
+    """The Markdown report; plot links are relative to `out_dir` (where report.md goes)."""
+    lines = [
+        f"# soak report: {cell(summary['run_id'])}",
+        "",
+        f"**Verdict: {summary['verdict'].upper()}** · profile {cell(summary['profile_name'])}"
+        f" · label {cell(summary['label'])} · status {cell(summary['status'])}"
+        f" · {format_duration(summary['duration_s'])} from {summary['started_at_iso']}"
+        f" (warm-up {format_duration(summary['warmup_s']) if summary['warmup_s'] else 'none'})",
+        "",
+        "## Verdict",
+        "",
+        *_table(("Target", "Build", "Verdict", "Failed criteria"), verdict_rows(summary)),
+        "## Key numbers",
+        "",
+        *_table(
+            ("", *summary["targets"]), ((label, *cells) for label, cells in key_numbers(summary))
+        ),
+        "## Criteria",
+        "",
+    ]
+    if not summary["criteria"]:
+        lines += ["The profile has no criteria (`criteria.checks`), so every target passes.", ""]
+    for name in summary["targets"]:
+        checks = [c for c in summary["criteria"] if c["target"] == name]
+        if checks:
+            lines += [f"### {cell(name)}", ""]
+            rows = ((c["status"].upper(), c["expression"], c["message"]) for c in checks)
+            lines += _table(("Status", "Criterion", "Result"), rows)
+    lines += ["## Plots", ""]
+    for plot in plots:
+        lines += [f"![{cell(plot.title)}]({plot.path.relative_to(out_dir).as_posix()})", ""]
+    return "\n".join(lines)

@@ -1,0 +1,136 @@
+"""build_report: the four files and the plots, the summary contract, escaping, exit codes."""
+
+import json
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+from soak.errors import EXIT_CRITERIA_FAILED, EXIT_PASS, RunDirError
+from soak.report import build_report
+from tests.rundir_factory import FakeRun, FakeTarget, write_run
+
+SCRIPT = "<script>alert(1)</script>"
+
+TOP_LEVEL = {
+    "schema_version", "soak_version", "run_id", "run_dir", "profile_name", "label", "status",
+    "started_at_iso", "ended_at_iso", "duration_s", "warmup_s", "verdict", "criteria", "targets",
+}  # fmt: skip
+CRITERION = {
+    "target", "name", "expression", "passed", "status", "value", "threshold", "unit", "message",
+}  # fmt: skip
+TARGET = {
+    "verdict", "build", "url", "replies", "turns", "stalls", "errors", "disconnects",
+    "violations", "mismatches", "first_token_timeouts", "stall_rate",
+    "ttft_p50_s", "ttft_p95_s", "ttft_p99_s", "reply_p50_s", "reply_p95_s", "reply_p99_s",
+    "threads_start", "threads_end", "threads_max", "threads_growth_per_hour",
+    "threads_growth_ci_per_hour", "threads_hours_to_limit", "threads_top_growing_family",
+    "rss_start_mb", "rss_end_mb", "rss_growth_mb_per_hour", "fds_end", "fds_growth_per_hour",
+    "idle_cpu_percent", "busy_cpu_percent", "loop_lag_p99_s", "loop_lag_max_s", "restarts",
+    "samples",
+}  # fmt: skip
+CHECKS = [
+    "threads.growth_per_hour < 5",
+    "stalls.count == 0",
+    "ttft.p95 < 2s",
+    "idle_cpu.percent < 5",
+]
+
+
+def _hostile_target() -> FakeTarget:
+    """A target whose health, thread names and anomaly details all carry markup."""
+    return FakeTarget(
+        name="evil",
+        threads=lambda s: 50 + s // 300,
+        health_body=lambda s: {SCRIPT: 1, "diagnostics": {"loop_lag_ms": 3}},
+        health_error=SCRIPT,
+        families=lambda s, n: {"MainThread": 1, SCRIPT: n - 1},
+        stalls_per_interval=1,
+        anomaly_detail=f"frame {SCRIPT} | pipe",
+    )
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory: pytest.TempPathFactory):
+    root = tmp_path_factory.mktemp("runs")
+    run = FakeRun(
+        targets=[_hostile_target(), FakeTarget(name="good")],
+        duration_s=900,
+        idle_from_s=700,
+        checks=CHECKS,
+    )
+    return build_report(write_run(root, run))
+
+
+def test_writes_all_files_and_plots(report) -> None:
+    for path in (report.summary_path, report.markdown_path, report.html_path, report.junit_path):
+        assert path.is_file() and path.stat().st_size > 0
+    names = {path.stem for path in report.plot_paths}
+    assert {
+        "threads",
+        "thread_families",
+        "rss",
+        "cpu",
+        "fds",
+        "loop_lag",
+        "ttft",
+        "outcomes",
+    } == names
+    assert all(path.read_bytes().startswith(b"\x89PNG") for path in report.plot_paths)
+
+
+def test_summary_json_matches_contract(report) -> None:
+    def no_nan(token: str) -> float:
+        raise AssertionError(f"{token} in summary.json")
+
+    summary = json.loads(report.summary_path.read_text(), parse_constant=no_nan)
+    assert summary == report.summary
+    assert set(summary) >= TOP_LEVEL and summary["schema_version"] == 1
+    assert len(summary["criteria"]) == len(CHECKS) * 2
+    assert all(set(row) >= CRITERION for row in summary["criteria"])
+    for target in summary["targets"].values():
+        assert set(target) >= TARGET
+    assert summary["verdict"] == "fail"
+    assert summary["targets"]["evil"]["verdict"] == "fail"
+    assert summary["targets"]["good"]["verdict"] == "pass"
+    assert report.exit_code == EXIT_CRITERIA_FAILED
+
+
+def test_html_is_self_contained_and_escaped(report) -> None:
+    page = report.html_path.read_text()
+    assert "<script" not in page.lower()
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert page.count("data:image/png;base64,") == len(report.plot_paths)
+    assert "http://" not in page.replace("http://127.0.0.1:1", "")
+    assert page.index('id="verdict"') < page.index('id="criteria"') < page.index('id="plots"')
+
+
+def test_markdown_links_plots_and_escapes_cells(report) -> None:
+    text = report.markdown_path.read_text()
+    assert "](plots/threads.png)" in text
+    assert "<script" not in text
+    assert "threads grow" in text and "| evil | test | fail |" in text
+
+
+def test_junit_has_one_case_per_criterion_per_target(report) -> None:
+    root = ET.parse(report.junit_path).getroot()
+    cases = root.findall(".//testcase")
+    assert len(cases) == len(CHECKS) * 2
+    failures = root.findall(".//failure")
+    assert any(f.get("message", "").startswith("threads grow") for f in failures)
+    assert root.get("failures") == str(len(failures)) == "2"
+
+
+def test_passing_run_exits_zero_into_another_dir(tmp_path: Path) -> None:
+    run_dir = write_run(tmp_path / "runs", FakeRun(duration_s=120, checks=["stalls.count == 0"]))
+    result = build_report(run_dir, tmp_path / "out")
+    assert result.exit_code == EXIT_PASS and result.summary["verdict"] == "pass"
+    assert result.html_path.parent == tmp_path / "out"
+    assert not (run_dir / "report.html").exists()
+
+
+def test_bad_run_directory_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(RunDirError, match="no manifest.json"):
+        build_report(tmp_path)
+    with pytest.raises(RunDirError, match="not a directory"):
+        build_report(tmp_path / "missing")

@@ -1,0 +1,103 @@
+"""One chat turn against real WebSocket servers on loopback: every outcome classified."""
+
+import asyncio
+import json
+
+import pytest
+
+from soak.profile import SECTIONS, profile_from_mapping
+from soak.protocols import ConnectionLost, adapter_for
+from soak.protocols.turn import (
+    DISCONNECT,
+    ERRORED,
+    FIRST_TOKEN_TIMEOUT,
+    OK,
+    STALL,
+    run_turn,
+)
+from soak.target import start_target
+from tests.servers import scripted_chat_server
+
+
+def adapter():
+    return adapter_for(profile_from_mapping({}).protocol)
+
+
+def turn(url: str, request_id: str = "r1", timeout: float = 2.0):
+    conversation = adapter().connect(url, timeout=5)
+    try:
+        return conversation.session_id, run_turn(
+            conversation, "hello nonce=abc", request_id,
+            first_token_timeout=timeout, reply_timeout=timeout,
+        )  # fmt: skip
+    finally:
+        conversation.close()
+
+
+def frame(**fields):
+    return json.dumps(fields)
+
+
+def test_default_protocol_matches_the_builtin_target():
+    assert SECTIONS["protocol"]["kind"].default == "json-events"
+    with start_target(patched=True) as target:
+        session, result = turn(target.ws_url)
+    assert session
+    assert result.outcome == OK
+    assert result.tokens == 20 and result.frames == 21
+    assert 0 < result.ttft_s < result.reply_s
+
+
+def test_builtin_target_stall_is_a_stall():
+    with start_target(patched=True, extra_args=["--stall-every", "1"]) as target:
+        _, result = turn(target.ws_url, timeout=1.5)
+    assert result.outcome == STALL
+    assert 0 < result.tokens < 20
+    assert "no terminal frame" in result.detail
+    assert result.last_frames
+
+
+def test_error_frame_is_an_error():
+    async def answer(connection, message):
+        await connection.send(frame(type="error", request_id=message["request_id"], error="boom"))
+
+    with scripted_chat_server(answer) as url:
+        _, result = turn(url)
+    assert result.outcome == ERRORED and "boom" in result.detail
+
+
+def test_silence_is_a_first_token_timeout():
+    async def answer(connection, message):
+        pass
+
+    with scripted_chat_server(answer) as url:
+        _, result = turn(url, timeout=0.5)
+    assert result.outcome == FIRST_TOKEN_TIMEOUT
+
+
+def test_close_mid_reply_is_a_disconnect_with_code():
+    async def answer(connection, message):
+        await connection.send(frame(type="token", request_id=message["request_id"], content="a"))
+        await connection.close(code=4401, reason="token expired")
+
+    with scripted_chat_server(answer) as url:
+        _, result = turn(url)
+    assert result.outcome == DISCONNECT
+    assert "4401" in result.detail and "token expired" in result.detail
+
+
+def test_frames_of_another_request_are_not_counted():
+    async def answer(connection, message):
+        for request in ("old", message["request_id"]):
+            await connection.send(frame(type="token", request_id=request, content="x"))
+        await asyncio.sleep(0.01)
+        await connection.send(frame(type="done", request_id=message["request_id"]))
+
+    with scripted_chat_server(answer) as url:
+        _, result = turn(url)
+    assert result.outcome == OK and result.tokens == 1
+
+
+def test_connect_to_closed_port_raises_connection_lost():
+    with pytest.raises(ConnectionLost, match="connect failed"):
+        adapter().connect("ws://127.0.0.1:9/ws", timeout=2)
