@@ -44,13 +44,9 @@ def format_number(value: float) -> str:
     return f"{value:.1e}"
 
 
-def format_seconds(seconds: float, scale: float | None = None) -> str:
-    """A latency for people: "0.41 s", "2 s", "120 ms".
-
-    Milliseconds are used below 1 s, judged on `scale` (seconds) when given, so a
-    value and its threshold can share one unit.
-    """
-    if abs(seconds if scale is None else scale) >= 1:
+def format_seconds(seconds: float) -> str:
+    """A latency for people: "2 s", "1.5 s", "120 ms", "3.27 ms"."""
+    if abs(seconds) >= 1:
         return f"{format_number(seconds)} s"
     return f"{format_number(seconds * 1000)} ms"
 
@@ -93,19 +89,19 @@ class Metric:
             return raw / turns if turns > 0 else None
         return float(raw)
 
-    def format(self, value: float, scale: float | None = None) -> str:
-        """A value or threshold of this metric for people (times in the unit `scale` suits)."""
+    def format(self, value: float) -> str:
+        """A value or threshold of this metric for people."""
         if self.kind == "growth":
             return format_growth(value, self.quantity)
         if self.kind == "rate":
             return f"{format_number(value * 100)}%"
         if self.kind == "time":
-            return format_seconds(value, scale)
+            return format_seconds(value)
         if self.kind == "percent":
             return f"{format_number(value)}%"
         return f"{format_number(value)}{self.quantity}"
 
-    def describe(self, value: float, summary: Mapping[str, Any], scale: float | None = None) -> str:
+    def describe(self, value: float, summary: Mapping[str, Any]) -> str:
         """What the value says, with the context a person needs to act on it."""
         if self.kind == "growth":
             return self._describe_growth(value, summary)
@@ -120,7 +116,7 @@ class Metric:
             samples = summary.get(self.field.replace("_percent", "_samples"))
             basis = f" (median of {samples:,} samples)" if isinstance(samples, int) else ""
             return f"{self.label} {self.format(value)} of one core{basis}"
-        return f"{self.label} {self.format(value, scale)}"
+        return f"{self.label} {self.format(value)}"
 
     def _describe_growth(self, value: float, summary: Mapping[str, Any]) -> str:
         text = f"{self.label} {self.format(value)}"
@@ -230,10 +226,10 @@ class Criterion:
             reason = reasons.get(metric.field) or _default_reason(metric)
             return self._result(None, SKIPPED, None, f"{metric.name} not checked: {reason}.")
         passed = OPERATORS[self.op](value, self.threshold)
-        limit = metric.format(self.threshold, self.threshold)
+        limit = metric.format(self.threshold)
         limit = limit if self.op == "==" else f"{_SYMBOLS[self.op]} {limit}"
         verb = "meets" if passed else "breaks"
-        said = metric.describe(value, target_summary, self.threshold)
+        said = metric.describe(value, target_summary)
         message = f"{said}; {verb} the limit {limit}."
         return self._result(passed, PASS if passed else FAIL, value, message)
 

@@ -4,6 +4,8 @@ import os
 import threading
 import time
 
+import psutil
+
 from soak.collect.health import poll_health
 from soak.collect.process import ProcessSampler, fold_thread_name, pid_listening_on, thread_families
 from soak.target import start_target
@@ -17,13 +19,14 @@ def test_fold_thread_name_groups_numbered_threads():
 
 
 def test_thread_families_count_every_thread_of_a_process():
+    before = sum(thread_families(os.getpid()).values())
     stop = threading.Event()
     workers = [threading.Thread(target=stop.wait) for _ in range(3)]
     for worker in workers:
         worker.start()
     try:
         families = thread_families(os.getpid())
-        assert sum(families.values()) == threading.active_count()
+        assert sum(families.values()) == before + 3 == psutil.Process().num_threads()
     finally:
         stop.set()
         for worker in workers:

@@ -100,7 +100,7 @@ def test_growth_message_gives_ci_and_time_to_limit() -> None:
 def test_time_check_passes_with_units() -> None:
     result = parse_criterion("ttft.p95 < 2s").check(SUMMARY)
     assert (result.status, result.passed) == (PASS, True)
-    assert result.message == "TTFT p95 0.41 s; meets the limit < 2 s."
+    assert result.message == "TTFT p95 410 ms; meets the limit < 2 s."
     lag = parse_criterion("ttft.p95 < 500ms").check({"ttft_p95_s": 0.012})
     assert lag.message == "TTFT p95 12 ms; meets the limit < 500 ms."
 

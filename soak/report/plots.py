@@ -21,6 +21,7 @@ from soak.analyze.chats import IDLE, idle_intervals, interval_quantiles
 from soak.analyze.load import BODY_PREFIX
 from soak.analyze.summary import Analysis, TargetAnalysis
 from soak.analyze.trend import downsample
+from soak.criteria import format_growth
 
 #: Most points drawn per series.
 PLOT_POINTS = 3000
@@ -124,7 +125,7 @@ def _threads(targets: list[Target]) -> Figure | None:
                 "--",
                 color=colour,
                 linewidth=1.5,
-                label=f"{name} fit {fit.per_hour:+.3g}/h",
+                label=f"{name} fit {format_growth(fit.per_hour)}",
             )
     ax.set_ylabel("threads")
     return _finish(figure, axes, drawn)

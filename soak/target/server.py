@@ -25,6 +25,7 @@ import asyncio
 import collections
 import concurrent.futures
 import contextlib
+import ctypes
 import dataclasses
 import http
 import json
@@ -50,6 +51,7 @@ from soak.errors import UsageError
 
 HEARTBEAT_INTERVAL_S = 0.1
 LOOP_LAG_WINDOW_S = 10.0
+PR_SET_NAME = 15  # prctl option that sets the calling thread's name (linux/prctl.h)
 FILLER = ["lorem", "ipsum", "dolor", "sit", "amet", "consectetur", "adipiscing", "elit"]
 
 # Fault fields left at None take the value of the build: faulty (the default) or patched.
@@ -384,9 +386,25 @@ class Chat:
 
     async def leak_thread(self) -> None:
         """Run a little work on a per-call executor that is never shut down (kept referenced)."""
-        executor = concurrent.futures.ThreadPoolExecutor(max_workers=1)
+        executor = concurrent.futures.ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="reply-exec", initializer=name_native_thread
+        )
         self.state.leaked_executors.append(executor)
         await asyncio.get_running_loop().run_in_executor(executor, sum, range(1000))
+
+
+def name_native_thread() -> None:
+    """Give the OS thread the Python thread's name (first 15 bytes, the kernel's limit).
+
+    CPython before 3.14 leaves every thread named like the process, so a
+    collector reading /proc/PID/task/*/comm could not tell thread families apart.
+    """
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        name = threading.current_thread().name.encode()[:15]
+        libc.prctl(PR_SET_NAME, ctypes.c_char_p(name), 0, 0, 0)
+    except (OSError, AttributeError):
+        pass  # not Linux: names are cosmetic
 
 
 def _json_response(connection: ServerConnection, status: int, body: dict[str, Any]) -> Response:
