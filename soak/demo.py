@@ -15,7 +15,7 @@ from pathlib import Path
 
 from soak.errors import EXIT_CRITERIA_FAILED, EXIT_PASS, RunError
 from soak.profile import apply_overrides, load_profile
-from soak.rundir import STATUS_COMPLETED
+from soak.rundir import STATUS_COMPLETED, safe_name
 from soak.target import start_target
 
 UNPATCHED, PATCHED = "unpatched", "patched"
@@ -82,7 +82,7 @@ def run_demo(
     say(verdict_table(result.summary))
     say(f"report: {result.paths['html']}")
     for name in (UNPATCHED, PATCHED):
-        say(f"  {name}: {result.paths['html']}#target-{name}")
+        say(f"  {name}: {result.paths['html']}#target-{safe_name(name, 'target')}")
     verdicts = {name: t["verdict"] for name, t in result.summary["targets"].items()}
     if outcome.status == STATUS_COMPLETED and verdicts == {UNPATCHED: "fail", PATCHED: "pass"}:
         say("soak demo: as intended: the faulty build fails, the patched build passes.")

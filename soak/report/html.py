@@ -18,6 +18,7 @@ from soak.analyze.summary import Analysis
 from soak.criteria import format_number
 from soak.report.numbers import key_numbers, verdict_rows
 from soak.report.plots import Plot
+from soak.rundir import safe_name
 from soak.units import format_duration
 
 #: Rows of the anomalies and events tables, and characters of one detail cell.
@@ -139,7 +140,9 @@ def _criteria(summary: dict[str, Any]) -> str:
             for c in summary["criteria"]
             if c["target"] == name
         ]
-        sections.append(f"<h3>{e(name)}</h3>{_table(('Status', 'Criterion', 'Result'), rows)}")
+        anchor = e(f"target-{safe_name(name, 'target')}")
+        table = _table(("Status", "Criterion", "Result"), rows)
+        sections.append(f'<h3 id="{anchor}">{e(name)}</h3>{table}')
     sections.append("</section>")
     return "".join(sections)
 
