@@ -16,6 +16,7 @@ import typer
 
 from soak import __version__
 from soak.errors import EXIT_RUN_FAILED, SoakError
+from soak.rundir import STATUS_COMPLETED
 
 app = typer.Typer(
     name="soak",
@@ -145,7 +146,7 @@ def run(
         if outcome.message:
             typer.echo(f"soak: {outcome.message}", err=True)
         code = _report_and_print(outcome.run.path) if report else 0
-        return EXIT_RUN_FAILED if outcome.status == "crashed" else code
+        return code if outcome.status == STATUS_COMPLETED else EXIT_RUN_FAILED
 
     _guarded(body)
 

@@ -9,6 +9,7 @@ the run directory (for the live status) and records the run's end.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import json
 import signal
 import socket
@@ -35,6 +36,8 @@ from soak.rundir import (
 
 #: How long the load process gets to stop after SIGTERM before it is killed, in seconds.
 STOP_GRACE_S = 10.0
+#: prctl option: the signal a child gets when its parent dies (linux/prctl.h).
+PR_SET_PDEATHSIG = 1
 #: How often the live status line is refreshed, in seconds.
 STATUS_EVERY_S = 2.0
 
@@ -152,11 +155,22 @@ def _spawn(module: str, run: RunDir, payload: str) -> subprocess.Popen:
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # a Ctrl-C reaches the orchestrator, which stops children
+            preexec_fn=_stop_with_parent,
         )
     assert process.stdin is not None
     process.stdin.write(payload.encode())
     process.stdin.close()
     return process
+
+
+def _stop_with_parent() -> None:
+    """In the child, before exec: ask Linux for SIGTERM when the orchestrator dies.
+
+    A SIGKILLed orchestrator must not leave load running against a target forever;
+    the children then stop as on Ctrl-C and the run directory reads as crashed.
+    """
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
 
 
 def _wait(process: subprocess.Popen, seconds: float) -> None:
