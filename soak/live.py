@@ -10,16 +10,23 @@ from soak.units import format_duration
 
 
 class LiveStatus:
-    """Elapsed / planned, replies per second, and per target: ok, stalls, threads."""
+    """Elapsed / planned, replies per second, and per target: ok, stalls, threads.
 
-    def __init__(self, run: RunDir, targets: list[str], planned_s: float, started_at: float):
+    Without chat records (soak collect), each target shows its process instead:
+    threads, RSS and CPU.
+    """
+
+    def __init__(
+        self, run: RunDir, targets: list[str], planned_s: float | None, started_at: float
+    ) -> None:
         self.targets = targets
         self.planned_s = planned_s
         self.started_at = started_at
         self.chats = JsonlTail(run.file(CHATS))
         self.process = {name: JsonlTail(run.target_file(name, PROCESS)) for name in targets}
         self.totals = {name: Counter() for name in targets}
-        self.threads: dict[str, int | None] = dict.fromkeys(targets)
+        self.latest: dict[str, dict] = {name: {} for name in targets}
+        self.saw_chats = False
         self.rate = 0.0
 
     def line(self) -> str:
@@ -30,6 +37,7 @@ class LiveStatus:
                 self.totals[target].update(record.get("outcomes", {}))
                 latest[target] = record
         if latest:
+            self.saw_chats = True
             self.rate = sum(
                 r.get("outcomes", {}).get("ok", 0) / max(r.get("interval_s", 1), 1e-6)
                 for r in latest.values()
@@ -37,18 +45,26 @@ class LiveStatus:
         for name, tail in self.process.items():
             for record in tail.new_records():
                 if record.get("threads") is not None:
-                    self.threads[name] = record["threads"]
+                    self.latest[name] = record
         elapsed = time.time() - self.started_at
-        parts = [
-            f"[{format_duration(elapsed)} / {format_duration(self.planned_s)}]",
-            f"{self.rate:.1f} replies/s",
-        ]
+        planned = "until stopped" if self.planned_s is None else format_duration(self.planned_s)
+        parts = [f"[{format_duration(elapsed)} / {planned}]"]
+        if self.saw_chats:
+            parts.append(f"{self.rate:.1f} replies/s")
         for name in self.targets:
+            parts.append(f"{name}: {self._target(name)}")
+        return " | ".join(parts)
+
+    def _target(self, name: str) -> str:
+        sample = self.latest[name]
+        threads = sample.get("threads", "?")
+        if self.saw_chats:
             totals = self.totals[name]
             bad = sum(count for outcome, count in totals.items() if outcome != "ok")
-            threads = self.threads[name]
-            parts.append(
-                f"{name}: {totals['ok']} ok, {totals['stall']} stalls, {bad} not ok, "
-                f"{'?' if threads is None else threads} threads"
-            )
-        return " | ".join(parts)
+            return f"{totals['ok']} ok, {totals['stall']} stalls, {bad} not ok, {threads} threads"
+        if not sample:
+            return "no process sample yet"
+        return (
+            f"pid {sample.get('pid')}, {threads} threads, {sample.get('rss_mb', '?')} MB, "
+            f"{sample.get('cpu_percent', '?')}% cpu"
+        )

@@ -26,7 +26,7 @@ import re
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -123,6 +123,19 @@ def read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
                 continue
             if isinstance(record, dict):
                 yield record
+
+
+def flatten_numbers(value: Any, prefix: str = "") -> Iterator[tuple[str, float]]:
+    """Yield (dotted path, number) for every int/float (not bool) inside nested dicts.
+
+    How a schema-free /health body becomes series: {"diagnostics": {"thread_count": 7}}
+    gives ("diagnostics.thread_count", 7.0).
+    """
+    if isinstance(value, dict):
+        for key, item in value.items():
+            yield from flatten_numbers(item, f"{prefix}.{key}" if prefix else str(key))
+    elif isinstance(value, int | float) and not isinstance(value, bool) and prefix:
+        yield prefix, float(value)
 
 
 @dataclass(frozen=True)
@@ -302,12 +315,17 @@ class JsonlTail:
             return []
         complete = chunk[: chunk.rfind(b"\n") + 1]  # leave a half-written line for next time
         self.offset += len(complete)
-        records = []
-        for line in complete.splitlines():
-            try:
-                record = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(record, dict):
-                records.append(record)
-        return records
+        return parse_lines(complete.splitlines())
+
+
+def parse_lines(lines: Iterable[bytes | str]) -> list[dict[str, Any]]:
+    """The JSON objects among `lines`; blank, unparsable and non-object lines are skipped."""
+    records = []
+    for line in lines:
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict):
+            records.append(record)
+    return records

@@ -1,4 +1,8 @@
-"""Entry point of the collector process: `python -m soak.collect --run-dir DIR < profile.json`."""
+"""Entry point of the collector process.
+
+`python -m soak.collect --run-dir DIR [--metrics-port PORT] < profile.json`: the
+resolved profile (secrets included) comes on stdin, never in argv or on disk.
+"""
 
 import argparse
 import json
@@ -8,17 +12,23 @@ import threading
 from pathlib import Path
 
 from soak.collect.collector import run_collector
+from soak.errors import SoakError
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m soak.collect")
     parser.add_argument("--run-dir", type=Path, required=True)
+    parser.add_argument("--metrics-port", type=int, default=None)
     args = parser.parse_args()
     profile = json.load(sys.stdin)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    run_collector(args.run_dir, profile, stop)
+    try:
+        run_collector(args.run_dir, profile, stop, args.metrics_port)
+    except SoakError as exc:
+        print(f"soak collector: error: {exc.message}", file=sys.stderr)
+        sys.exit(exc.exit_code)
 
 
 main()

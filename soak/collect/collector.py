@@ -1,145 +1,408 @@
-"""The sampling loop: every interval, each target's process and its /health.
+"""The sampling loops: every interval each target's process, every health interval its /health.
 
-Each target gets two threads, one for process samples and one for /health,
-so a hanging /health never delays the process samples. A target that dies
-is looked for again every interval (by its pid, then by its listening port);
-a new pid is recorded as a restart.
+Each target gets one thread for process samples and one for /health, so a
+hanging /health never delays the process samples. A target whose process
+ends is looked for again every interval (by its pid while that lives, by
+its process-name pattern, by the port it listens on); a process with another
+pid or start time is recorded as a restart. Any unexpected error of a loop is
+recorded as a `collector_error` event (rate-limited) and the loop goes on:
+a collector that dies on day two has lost the run.
 """
 
 from __future__ import annotations
 
+import re
+import sys
 import threading
 import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import psutil
 
-from soak.collect.health import poll_health
-from soak.collect.process import ProcessSampler, pid_listening_on, thread_families
+from soak.collect.forensics import Forensics, PySpy
+from soak.collect.health import LatencyFloor, poll_health
+from soak.collect.metrics import Metrics
+from soak.collect.process import ProcessSampler, is_local_url, pid_matching, pid_on_port, port_of
 from soak.rundir import EVENTS, HEALTH, PROCESS, THREADS, JsonlWriter, RunDir
+
+#: The same loop error is recorded at most once per this many seconds.
+ERROR_REPEAT_S = 60.0
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The profile's [collector] section, in seconds."""
+
+    interval: float = 5.0
+    health_interval: float = 5.0
+    health_timeout: float = 5.0
+    detail_interval: float = 30.0
+    loop_lag_field: str | None = None
+    pyspy: bool = False
+    pyspy_every: float = 1800.0
+
+    @classmethod
+    def from_profile(cls, collector: dict[str, Any]) -> Settings:
+        """Settings from a resolved profile's collector dict (health_interval: as interval)."""
+        interval = float(collector.get("interval", cls.interval))
+        health = collector.get("health_interval") or interval
+        return cls(
+            interval=interval,
+            health_interval=float(health),
+            health_timeout=float(collector.get("health_timeout", cls.health_timeout)),
+            detail_interval=max(float(collector.get("detail_interval", 30.0)), interval),
+            loop_lag_field=collector.get("loop_lag_field"),
+            pyspy=bool(collector.get("pyspy", False)),
+            pyspy_every=float(collector.get("pyspy_every", cls.pyspy_every)),
+        )
+
+
+class Events:
+    """events.jsonl for the collector: one writer, shared by its threads."""
+
+    def __init__(self, writer: JsonlWriter) -> None:
+        self.writer = writer
+        self._last_error: dict[str, tuple[float, int]] = {}
+        self._lock = threading.Lock()
+
+    def write(self, kind: str, message: str, target: str | None = None, **extra: Any) -> None:
+        record = {"t": round(time.time(), 3), "source": "collector", "kind": kind}
+        if target is not None:
+            record["target"] = target
+        try:
+            self.writer.write({**record, "message": message, **extra})
+        except (OSError, ValueError) as exc:  # disk full, closed: say so on stderr, go on
+            print(f"soak collector: cannot write event {kind} ({exc}): {message}", file=sys.stderr)
+
+    def error(self, where: str, message: str, target: str | None = None) -> None:
+        """A collector_error event; a repeat of `where` at most once per ERROR_REPEAT_S."""
+        now = time.monotonic()
+        with self._lock:
+            last, skipped = self._last_error.get(where, (-ERROR_REPEAT_S, 0))
+            if now - last < ERROR_REPEAT_S:
+                self._last_error[where] = (last, skipped + 1)
+                return
+            self._last_error[where] = (now, 0)
+        more = f" ({skipped} more since the last report)" if skipped else ""
+        self.write("collector_error", message + more, target, where=where)
 
 
 class TargetWatch:
     """Finds and samples the process of one target, noticing restarts."""
 
-    def __init__(self, target: dict[str, Any], run: RunDir, events: JsonlWriter) -> None:
-        self.name = target["name"]
-        self.url = target["url"]
-        self.pid_hint: int | None = target.get("pid")
+    def __init__(
+        self,
+        target: dict[str, Any],
+        run: RunDir,
+        events: Events,
+        settings: Settings,
+        metrics: Metrics | None = None,
+    ) -> None:
+        self.name: str = target["name"]
         self.events = events
+        self.settings = settings
+        self.metrics = metrics
+        self.pid_hint: int | None = target.get("pid")
+        pattern = target.get("process")
+        self.pattern = re.compile(pattern) if pattern else None
+        self.port: int | None = target.get("port") or next(
+            (port_of(u) for u in (target.get("url"), target.get("health")) if is_local_url(u)),
+            None,
+        )
         self.sampler: ProcessSampler | None = None
+        self.identity: tuple[int, float] | None = None  # (pid, create_time) last sampled
         self.lost_reported = False
+        self.last_detail = float("-inf")
+        self._families: tuple[dict[str, Any], bool] | None = None  # last record, written?
         self.process_out = JsonlWriter(run.target_file(self.name, PROCESS))
         self.threads_out = JsonlWriter(run.target_file(self.name, THREADS))
+        if not self.findable:
+            self.events.write(
+                "target_lost",
+                f"{self.name}: not on this machine, so its process is not sampled; run soak "
+                "collect on the target's machine, or give pid, process or port",
+                self.name,
+            )
+
+    @property
+    def findable(self) -> bool:
+        """Whether there is any way to find the target's process on this machine."""
+        return bool(self.pid_hint or self.pattern or self.port)
+
+    @property
+    def pid(self) -> int | None:
+        sampler = self.sampler
+        return sampler.pid if sampler else None
 
     def sample(self) -> None:
-        if self.sampler is None or not self.sampler.alive():
+        """One process sample (and thread families), finding the process first if needed."""
+        if not self.findable:
+            return
+        if self.sampler is not None and not self.sampler.alive():
+            self._lose()
+        if self.sampler is None:
             self._find()
         if self.sampler is None:
-            self.process_out.write({"t": time.time(), "pid": None, "error": "process not found"})
+            self.process_out.write(
+                {"t": round(time.time(), 3), "pid": None, "error": "process not found"}
+            )
             return
+        now = time.monotonic()
+        detail = (
+            now - self.last_detail >= self.settings.detail_interval - self.settings.interval / 2
+        )
         try:
-            record = self.sampler.sample()
-            families = thread_families(self.sampler.pid)
+            record = self.sampler.sample(detail)
+            families = self.sampler.families(refresh=detail)
         except psutil.Error as exc:
             self.process_out.write(
-                {"t": time.time(), "pid": self.sampler.pid, "error": type(exc).__name__}
+                {"t": round(time.time(), 3), "pid": self.sampler.pid, "error": type(exc).__name__}
             )
-            self.sampler = None
+            self._lose()
             return
+        if detail:
+            self.last_detail = now
         self.process_out.write(record)
-        self.threads_out.write({"t": record["t"], "pid": record["pid"], "families": families})
+        self._write_families(
+            {"t": record["t"], "pid": record["pid"], "families": families}, periodic=detail
+        )
+        if self.metrics:
+            self.metrics.process(self.name, record)
+            self.metrics.families(self.name, families)
+
+    def _write_families(self, record: dict[str, Any], periodic: bool) -> None:
+        """threads.jsonl: a record when the families change (with the last unchanged sample
+        before it, so a step is exact) and on every detail sample, else none."""
+        previous = self._families
+        changed = (
+            previous is None
+            or previous[0]["pid"] != record["pid"]
+            or previous[0]["families"] != record["families"]
+        )
+        if changed and previous and not previous[1] and previous[0]["pid"] == record["pid"]:
+            self.threads_out.write(previous[0])
+        write = changed or periodic
+        if write:
+            self.threads_out.write(record)
+        self._families = (record, write)
+
+    def _lose(self) -> None:
+        """The sampled process is gone (or unreadable): say so once, forget its pid hint."""
+        sampler, self.sampler = self.sampler, None
+        if sampler is not None and sampler.pid == self.pid_hint:
+            self.pid_hint = None  # a reused pid must never pass for the target
+        if self.metrics:
+            self.metrics.lost(self.name)
+        if not self.lost_reported and sampler is not None:
+            self.lost_reported = True
+            self.events.write(
+                "target_lost", f"{self.name}: pid {sampler.pid} is gone", self.name, pid=sampler.pid
+            )
+
+    def _candidates(self) -> list[tuple[str, Callable[[], int | None]]]:
+        found: list[tuple[str, Callable[[], int | None]]] = []
+        if self.pid_hint:
+            hint = self.pid_hint
+            found.append(("pid", lambda: hint))
+        if self.pattern:
+            pattern = self.pattern
+            found.append(("process", lambda: pid_matching(pattern)))
+        if self.port:
+            port = self.port
+            found.append(("port", lambda: pid_on_port(port)))
+        return found
 
     def _find(self) -> None:
-        previous = self.sampler
-        candidates = [self.pid_hint, pid_listening_on(self.url)]
-        for pid in candidates:
+        for how, lookup in self._candidates():
+            pid = lookup()
             if pid is None:
                 continue
             try:
                 sampler = ProcessSampler(pid)
             except psutil.Error:
                 continue
-            if previous is not None and (sampler.pid, sampler.create_time) == (
-                previous.pid,
-                previous.create_time,
-            ):
-                continue
-            self.sampler = sampler
-            self.lost_reported = False
-            if previous is not None:
-                self._event(
-                    "target_restart",
-                    f"{self.name}: new process pid {pid}",
-                    old_pid=previous.pid,
-                    new_pid=pid,
-                )
-            else:
-                self._event("target_found", f"{self.name}: sampling pid {pid}", pid=pid)
+            self._adopt(sampler, how)
             return
-        self.sampler = None
         if not self.lost_reported:
             self.lost_reported = True
-            hint = "" if previous else " (give --pid, or run soak on the target's machine)"
-            self._event("target_lost", f"{self.name}: no process to sample{hint}")
+            self.events.write(
+                "target_lost",
+                f"{self.name}: no process found (by {', '.join(h for h, _ in self._candidates())})",
+                self.name,
+            )
 
-    def _event(self, kind: str, message: str, **extra: Any) -> None:
-        self.events.write(
-            {
-                "t": time.time(),
-                "source": "collector",
-                "kind": kind,
-                "target": self.name,
-                "message": message,
-                **extra,
-            }
-        )
+    def _adopt(self, sampler: ProcessSampler, how: str) -> None:
+        identity = (sampler.pid, sampler.create_time)
+        previous, self.identity = self.identity, identity
+        self.sampler = sampler
+        self.lost_reported = False
+        self.last_detail = float("-inf")
+        if previous is None:
+            self.events.write(
+                "target_found",
+                f"{self.name}: sampling pid {sampler.pid} (found by {how})",
+                self.name,
+                pid=sampler.pid,
+                create_time=sampler.create_time,
+                found_by=how,
+            )
+        elif previous != identity:
+            if self.metrics:
+                self.metrics.restarted(self.name)
+            self.events.write(
+                "target_restart",
+                f"{self.name}: new process pid {sampler.pid} (was {previous[0]}; found by {how})",
+                self.name,
+                old_pid=previous[0],
+                new_pid=sampler.pid,
+                old_create_time=previous[1],
+                new_create_time=sampler.create_time,
+                found_by=how,
+            )
+        else:
+            self.events.write(
+                "target_found", f"{self.name}: sampling pid {sampler.pid} again", self.name,
+                pid=sampler.pid, create_time=sampler.create_time, found_by=how,
+            )  # fmt: skip
 
     def close(self) -> None:
         self.process_out.close()
         self.threads_out.close()
 
 
-def run_collector(run_dir: Path, profile: dict[str, Any], stop: threading.Event) -> None:
-    """Sample every target each collector.interval seconds until `stop` is set."""
-    run = RunDir(run_dir)
-    collector = profile["collector"]
-    interval = collector["interval"]
-    with JsonlWriter(run.file(EVENTS)) as events:
-        watches = [TargetWatch(target, run, events) for target in profile["targets"]]
-        threads = [
-            threading.Thread(target=_every, args=(interval, stop, watch.sample), daemon=True)
-            for watch in watches
+class HealthWatch:
+    """Polls one target's /health into health.jsonl."""
+
+    def __init__(
+        self, target: dict[str, Any], run: RunDir, settings: Settings, metrics: Metrics | None
+    ) -> None:
+        self.name: str = target["name"]
+        self.url: str = target["health"]
+        self.headers: dict[str, str] = dict(target.get("health_headers") or {})
+        self.timeout = settings.health_timeout
+        self.metrics = metrics
+        self.floor = LatencyFloor()
+        self.out = JsonlWriter(run.target_file(self.name, HEALTH))
+
+    def poll(self) -> None:
+        record = poll_health(self.url, self.timeout, self.headers)
+        self.out.write(record)
+        over = self.floor.excess(record)
+        if self.metrics:
+            self.metrics.health(self.name, record, over)
+
+    def close(self) -> None:
+        self.out.close()
+
+
+class Collector:
+    """All of a run's sampling: built (and able to fail) before any thread starts."""
+
+    def __init__(
+        self, run_dir: Path, profile: dict[str, Any], metrics_port: int | None = None
+    ) -> None:
+        self.run = RunDir(run_dir)
+        self.settings = Settings.from_profile(profile.get("collector") or {})
+        self.metrics = Metrics(metrics_port, self.settings.loop_lag_field) if metrics_port else None
+        self._events_out = JsonlWriter(self.run.file(EVENTS))
+        self.events = Events(self._events_out)
+        targets = profile["targets"]
+        self.watches = [
+            TargetWatch(t, self.run, self.events, self.settings, self.metrics) for t in targets
         ]
-        for target in profile["targets"]:
-            if target.get("health"):
-                writer = JsonlWriter(run.target_file(target["name"], HEALTH))
-                poll = _health_poller(target["health"], collector["health_timeout"], writer)
-                threads.append(
-                    threading.Thread(target=_every, args=(interval, stop, poll), daemon=True)
-                )
-        for thread in threads:
-            thread.start()
-        stop.wait()
-        for thread in threads:
-            thread.join(timeout=collector["health_timeout"] + 1)
-        for watch in watches:
-            watch.close()
+        self.healths = [
+            HealthWatch(t, self.run, self.settings, self.metrics)
+            for t in targets
+            if t.get("health")
+        ]
+
+    def _loops(self) -> list[tuple[str, float, Callable[[], None]]]:
+        loops = [(f"{w.name} process", self.settings.interval, w.sample) for w in self.watches]
+        loops += [(f"{h.name} health", self.settings.health_interval, h.poll) for h in self.healths]
+        if self.settings.pyspy:
+            forensics = Forensics(
+                self.run,
+                lambda: {w.name: w.pid for w in self.watches},
+                PySpy(self.run, self._pyspy_problem),
+                self._dumped,
+                self.settings.pyspy_every,
+            )
+            loops.append(("forensics", self.settings.interval, forensics.tick))
+        return loops
+
+    def _pyspy_problem(self, message: str, target: str | None) -> None:
+        self.events.error(f"pyspy {target}", message, target)
+
+    def _dumped(self, target: str, pid: int, reason: str, path: Path) -> None:
+        self.events.write(
+            "pyspy_dump",
+            f"{target}: py-spy dump of pid {pid} ({reason})",
+            target,
+            pid=pid,
+            reason=reason,
+            path=str(path.relative_to(self.run.path)),
+        )
+
+    def run_until(self, stop: threading.Event) -> None:
+        """Sample until `stop` is set, then close every file (and the metrics server)."""
+        threads = [
+            threading.Thread(
+                target=_every,
+                args=(interval, stop, action, self._on_error(where)),
+                name=f"soak-{where}",
+                daemon=True,
+            )  # fmt: skip
+            for where, interval, action in self._loops()
+        ]
+        try:
+            for thread in threads:
+                thread.start()
+            stop.wait()
+            for thread in threads:
+                thread.join(timeout=self.settings.health_timeout + 1)
+        finally:
+            for part in (*self.watches, *self.healths):
+                part.close()
+            self._events_out.close()
+            if self.metrics:
+                self.metrics.close()
+
+    def _on_error(self, where: str) -> Callable[[BaseException], None]:
+        def report(exc: BaseException) -> None:
+            frame = traceback.extract_tb(exc.__traceback__)[-1:]
+            at = f" at {Path(frame[0].filename).name}:{frame[0].lineno}" if frame else ""
+            self.events.error(where, f"{where}: {type(exc).__name__}: {exc}{at}")
+
+        return report
 
 
-def _health_poller(url: str, timeout: float, writer: JsonlWriter):
-    def poll() -> None:
-        writer.write(poll_health(url, timeout))
+def run_collector(
+    run_dir: Path, profile: dict[str, Any], stop: threading.Event, metrics_port: int | None = None
+) -> None:
+    """Sample every target of `profile` into `run_dir` until `stop` is set."""
+    Collector(run_dir, profile, metrics_port).run_until(stop)
 
-    return poll
 
+def _every(
+    interval: float,
+    stop: threading.Event,
+    action: Callable[[], None],
+    on_error: Callable[[BaseException], None],
+) -> None:
+    """Call `action` every `interval` seconds on a fixed schedule (no drift) until stopped.
 
-def _every(interval: float, stop: threading.Event, action) -> None:
-    """Call `action` every `interval` seconds on a fixed schedule (no drift) until stopped."""
+    An exception of `action` goes to `on_error` and the schedule goes on.
+    """
     next_at = time.monotonic()
     while not stop.is_set():
-        action()
+        try:
+            action()
+        except Exception as exc:  # noqa: BLE001 - survive anything; it is recorded
+            on_error(exc)
         next_at += interval
         delay = next_at - time.monotonic()
         if delay < 0:  # an action overran: skip the missed ticks instead of bursting
