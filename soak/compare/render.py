@@ -1,0 +1,299 @@
+"""compare.md, compare.html, compare.json and the terminal table of a Comparison.
+
+Cells are built once as plain text (`table_rows`); each format escapes them its own
+way (Markdown via soak.report.markdown.cell, HTML via soak.report.html.e).
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from soak import __version__
+from soak.compare.core import (
+    ALPHA,
+    FIXED,
+    IMPROVED,
+    NEW_FAILURE,
+    NOT_AVAILABLE,
+    REGRESSED,
+    SPECS,
+    VERDICTS,
+    Comparison,
+    Row,
+    Side,
+)
+from soak.criteria import METRICS, format_number
+from soak.report.html import e
+from soak.report.markdown import cell
+from soak.report.plots import Plot
+from soak.runs import text_table
+from soak.units import format_duration
+
+#: compare.json layout version (docs/compare-json.md); bump when a field changes meaning.
+SCHEMA_VERSION = 1
+MISSING = "—"
+_TESTS = {
+    "slope": "95% CIs of the Theil–Sen slopes do not overlap",
+    "rate": f"two-proportion z-test, p < {ALPHA}",
+    "quantile": "block-bootstrap 95% CIs do not overlap",
+    "level": "minimum effect only",
+}
+#: CSS class of each verdict badge (green better, red worse, grey same).
+_BADGE = {
+    **dict.fromkeys((FIXED, IMPROVED, "pass"), "good"),
+    **dict.fromkeys((REGRESSED, NEW_FAILURE, "mixed", "fail"), "bad"),
+}
+
+CSS = """
+body { font: 14px/1.45 system-ui, sans-serif; color: #1d2330; max-width: 1180px;
+       margin: 0 auto; padding: 1.5rem; }
+h1 { font-size: 1.45rem; } h2 { font-size: 1.15rem; margin-top: 1.8rem;
+     border-bottom: 1px solid #dde1e8; }
+table { border-collapse: collapse; width: 100%; margin: .5rem 0 1rem; }
+th, td { border: 1px solid #dde1e8; padding: .3rem .5rem; text-align: left; vertical-align: top; }
+th { background: #f3f5f8; } td.num { white-space: nowrap; font-variant-numeric: tabular-nums; }
+.badge { border-radius: 4px; padding: .05rem .45rem; font-weight: 700; white-space: nowrap; }
+.good { background: #dff3e4; color: #17612d; } .bad { background: #fbe1e1; color: #9b1c1c; }
+.same { background: #eef0f4; color: #4b5563; }
+.warn { background: #fff6db; border: 1px solid #f0d68a; padding: .5rem .8rem; }
+figure { margin: 1rem 0; } figure img { max-width: 100%; border: 1px solid #dde1e8; }
+.muted { color: #5b6475; }
+"""
+
+
+# --- cells -----------------------------------------------------------------------
+def value_text(row: Row, value: float | None) -> str:
+    """A base or candidate value in the metric's own format (rates as percentages)."""
+    return MISSING if value is None else METRICS[row.name].format(value)
+
+
+def change_text(row: Row) -> str:
+    """`-3,461/h (-100%)`, `+1.2 ms (+24%)`, `+1.9 pp`, `0`: signed change, then relative."""
+    change = row.change
+    if change is None:
+        return MISSING
+    metric = METRICS[row.name]
+    if not change:
+        return "0"
+    sign = "+" if change > 0 else "-"
+    if metric.kind in ("rate", "percent"):
+        amount = f"{format_number(abs(change) * (100 if metric.kind == 'rate' else 1))} pp"
+    else:
+        amount = metric.format(abs(change))
+    relative = row.change_relative
+    if relative is not None:
+        amount += f" ({sign}{format_number(abs(relative) * 100)}%)"
+    return sign + amount
+
+
+def table_rows(comparison: Comparison) -> list[tuple[str, str, str, str, str]]:
+    """(metric, base, candidate, change, verdict) per row, as plain text."""
+    return [
+        (
+            row.label,
+            value_text(row, row.base),
+            value_text(row, row.candidate),
+            change_text(row),
+            row.verdict,
+        )
+        for row in comparison.rows
+    ]
+
+
+def verdict_line(comparison: Comparison) -> str:
+    """`IMPROVED: 4 fixed, 6 improved, 12 unchanged, 0 regressed, 0 new failure`."""
+    counts = comparison.counts
+    shown = ", ".join(f"{counts[v]} {v}" for v in VERDICTS if counts[v] or v != NOT_AVAILABLE)
+    return f"{comparison.verdict.upper()}: {shown}"
+
+
+def side_line(side: Side) -> str:
+    """One line that says which run and target a side is, and how that run went."""
+    run = side.run_summary
+    build = side.summary.get("build")
+    return (
+        f"{side.name}" + (f" (build {build})" if build else "") + f": profile "
+        f"{run['profile_name'] or MISSING}, {format_duration(run['duration_s'])}, "
+        f"{run['status']}, criteria {side.summary['verdict']}"
+    )
+
+
+def intro_lines(comparison: Comparison) -> list[tuple[str, str]]:
+    """(label, text): which sides these are, and that they are paired."""
+    lines = [("base", side_line(comparison.base)), ("candidate", side_line(comparison.candidate))]
+    if comparison.paired:
+        lines.append(("paired by time", "two targets of one run (same load, time and host)"))
+    return lines
+
+
+def detail_rows(comparison: Comparison) -> list[tuple[str, ...]]:
+    """DETAIL_HEADERS cells per row: the table cells and the reason, as plain text."""
+    return [
+        (*cells, row.reason)
+        for cells, row in zip(table_rows(comparison), comparison.rows, strict=True)
+    ]
+
+
+DETAIL_HEADERS = ("Metric", "Base", "Candidate", "Change", "Verdict", "Why")
+
+
+def text_report(comparison: Comparison) -> str:
+    """The terminal output: sides, warnings, the table and the verdict line."""
+    header = ("metric", "base", "candidate", "change", "verdict")
+    lines = [f"{label + ':':<10} {text}" for label, text in intro_lines(comparison)]
+    lines += [f"warning: {note.message}" for note in comparison.warnings]
+    lines += ["", text_table([header, *table_rows(comparison)]), "", verdict_line(comparison)]
+    return "\n".join(lines)
+
+
+# --- compare.json ----------------------------------------------------------------
+def side_json(side: Side) -> dict[str, Any]:
+    run = side.run_summary
+    return {
+        "run_id": run["run_id"],
+        "run_dir": run["run_dir"],
+        "target": side.target,
+        "build": side.summary.get("build"),
+        "profile_name": run["profile_name"],
+        "label": run["label"],
+        "status": run["status"],
+        "started_at_iso": run["started_at_iso"],
+        "duration_s": run["duration_s"],
+        "verdict": side.summary["verdict"],
+    }
+
+
+def compare_json(comparison: Comparison) -> dict[str, Any]:
+    """The compare.json document (docs/compare-json.md)."""
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "soak_version": __version__,
+        "paired": comparison.paired,
+        "base": side_json(comparison.base),
+        "candidate": side_json(comparison.candidate),
+        "verdict": comparison.verdict,
+        "counts": comparison.counts,
+        "warnings": [note.to_json() for note in comparison.warnings],
+        "metrics": [row.to_json() for row in comparison.rows],
+        "settings": {
+            "alpha": ALPHA,
+            "min_effects": {s.name: {"abs": s.min_abs, "rel": s.min_rel} for s in SPECS},
+        },
+    }
+
+
+# --- Markdown ----------------------------------------------------------------------
+def md_table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> list[str]:
+    """A Markdown table, every cell escaped; ends with an empty line."""
+    lines = ["| " + " | ".join(cell(h) for h in headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    return [*lines, ""]
+
+
+def md_plots(plots: list[Plot], out_dir: Path) -> list[str]:
+    lines = []
+    for plot in plots:
+        lines += [f"![{cell(plot.title)}]({plot.path.relative_to(out_dir).as_posix()})", ""]
+    return lines
+
+
+def method_rows() -> list[tuple[str, str, str]]:
+    """(metric, test, minimum effect) per compared metric, for the Method section."""
+    return [(spec.label, _TESTS[spec.test], spec.effect_text()) for spec in SPECS]
+
+
+def render_markdown(comparison: Comparison, plots: list[Plot], out_dir: Path) -> str:
+    """compare.md; plot links are relative to `out_dir`."""
+    lines = [
+        f"# soak compare: {cell(comparison.base.name)} → {cell(comparison.candidate.name)}",
+        "",
+        f"**{cell(verdict_line(comparison))}**",
+        "",
+        *(f"- {cell(label.capitalize())}: {cell(text)}" for label, text in intro_lines(comparison)),
+        "",
+    ]
+    if comparison.warnings:
+        lines += ["## Not quite comparable", ""]
+        lines += [f"- {cell(note.message)}" for note in comparison.warnings] + [""]
+    lines += ["## Metrics", "", *md_table(DETAIL_HEADERS, detail_rows(comparison))]
+    lines += ["## Plots", "", *md_plots(plots, out_dir)]
+    lines += ["## Method", "", *md_table(("Metric", "Test", "Minimum effect"), method_rows())]
+    return "\n".join(lines)
+
+
+# --- HTML ----------------------------------------------------------------------------
+def badge(text: str) -> str:
+    return f'<span class="badge {_BADGE.get(text, "same")}">{e(text)}</span>'
+
+
+def html_table(headers: Sequence[str], rows: Iterable[Sequence[str]], numeric: int = 0) -> str:
+    """A table of already-escaped cells; columns 1..numeric get the num style."""
+    head = "".join(f"<th>{h}</th>" for h in headers)
+    body = "".join(
+        "<tr>"
+        + "".join(
+            f'<td class="num">{c}</td>' if 0 < i <= numeric else f"<td>{c}</td>"
+            for i, c in enumerate(row)
+        )
+        + "</tr>"
+        for row in rows
+    )
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def html_figures(plots: list[Plot]) -> str:
+    """Plots embedded as base64 PNG data URIs (a self-contained page)."""
+    return "".join(
+        f'<figure><img alt="{e(plot.title)}" src="data:image/png;base64,'
+        f'{base64.b64encode(plot.path.read_bytes()).decode("ascii")}">'
+        f"<figcaption>{e(plot.title)}</figcaption></figure>"
+        for plot in plots
+    )
+
+
+def html_page(title: str, body: list[str]) -> str:
+    return "\n".join(
+        [
+            "<!doctype html>",
+            '<html lang="en"><head><meta charset="utf-8">',
+            '<meta name="viewport" content="width=device-width, initial-scale=1">',
+            f"<title>{e(title)}</title><style>{CSS}</style></head><body>",
+            *body,
+            f'<p class="muted">Written by soak {e(__version__)}.</p>',
+            "</body></html>",
+            "",
+        ]
+    )
+
+
+def render_html(comparison: Comparison, plots: list[Plot]) -> str:
+    """compare.html: one self-contained page, verdict first."""
+    title = f"soak compare: {comparison.base.name} → {comparison.candidate.name}"
+    rows = [
+        (*(e(c) for c in cells[:4]), badge(cells[4]), e(cells[5]))
+        for cells in detail_rows(comparison)
+    ]
+    intro = "".join(
+        f"<li>{e(label.capitalize())}: {e(text)}</li>" for label, text in intro_lines(comparison)
+    )
+    body = [
+        f"<h1>{e(title)}</h1>",
+        f"<p>{badge(comparison.verdict)} {e(verdict_line(comparison))}</p>",
+        f"<ul>{intro}</ul>",
+    ]
+    if comparison.warnings:
+        notes = "".join(f"<li>{e(note.message)}</li>" for note in comparison.warnings)
+        body.append(f'<div class="warn"><b>Not quite comparable</b><ul>{notes}</ul></div>')
+    method = [tuple(e(c) for c in row) for row in method_rows()]
+    body += [
+        '<h2 id="metrics">Metrics</h2>',
+        html_table(DETAIL_HEADERS, rows, numeric=3),
+        '<h2 id="plots">Plots</h2>',
+        html_figures(plots),
+        '<h2 id="method">Method</h2>',
+        html_table(("Metric", "Test", "Minimum effect"), method),
+    ]
+    return html_page(title, body)
