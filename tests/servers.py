@@ -1,48 +1,108 @@
-"""Small scripted servers on loopback for tests: misbehaving chat and /health servers."""
+"""Small servers on loopback for tests: scripted chat and /health servers, and one server per
+real protocol family of PROTOCOLS.md (nerve-style JSON events, hermes-style JSON-RPC,
+agent-zero-style Socket.IO with HTTP send), each with switchable faults."""
 
 from __future__ import annotations
 
 import asyncio
+import http
 import json
+import socket
 import threading
+import time
+import urllib.parse
+import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 from websockets.asyncio.server import ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
 
 Handler = Callable[[ServerConnection, dict], Awaitable[None]]
+FILLER = ["lorem", "ipsum", "dolor", "sit", "amet", "consectetur"]
+
+
+@contextmanager
+def _loop_thread(main: Callable[[dict, threading.Event], Awaitable[None]]) -> Iterator[dict]:
+    """Run `main(state, ready)` on an event loop in a thread until the context exits.
+
+    `main` sets `ready` once it listens and must return when `state["stop"]` (a future) is
+    done; yields `state`."""
+    ready = threading.Event()
+    state: dict = {}
+    loop = asyncio.new_event_loop()
+
+    async def run() -> None:
+        state["stop"] = asyncio.get_running_loop().create_future()
+        await main(state, ready)
+
+    thread = threading.Thread(target=loop.run_until_complete, args=(run(),), daemon=True)
+    thread.start()
+    assert ready.wait(10)
+    try:
+        yield state
+    finally:
+        loop.call_soon_threadsafe(state["stop"].set_result, None)
+        thread.join(10)
+        loop.close()
+
+
+@contextmanager
+def _ws_server(
+    handler: Callable[[ServerConnection], Awaitable[None]], health_path: str, health: dict
+) -> Iterator[dict]:
+    """A WebSocket server on 127.0.0.1 that answers GET `health_path` with `health`."""
+
+    def process_request(connection: ServerConnection, request: Request) -> Response | None:
+        if request.path.startswith(health_path):
+            return _json_response(connection, health)
+        return None
+
+    async def main(state: dict, ready: threading.Event) -> None:
+        async with serve(handler, "127.0.0.1", 0, process_request=process_request) as server:
+            state["port"] = server.sockets[0].getsockname()[1]
+            ready.set()
+            await state["stop"]
+
+    with _loop_thread(main) as state:
+        yield state
+
+
+def _json_response(connection: ServerConnection, body: dict) -> Response:
+    response = connection.respond(http.HTTPStatus.OK, json.dumps(body))
+    del response.headers["Content-Type"]
+    response.headers["Content-Type"] = "application/json"
+    return response
+
+
+def reply_words(prompt: str, tokens: int) -> list[str]:
+    """ "You said: <prompt>" padded with filler words up to `tokens` words."""
+    words = ["You", "said:", *prompt.split()]
+    return words + [FILLER[i % len(FILLER)] for i in range(max(0, tokens - len(words)))]
 
 
 @contextmanager
 def scripted_chat_server(on_message: Handler) -> Iterator[str]:
     """A WebSocket server on 127.0.0.1 that greets like the built-in target, then lets
     `on_message(connection, message)` answer each client frame. Yields its ws:// URL."""
-    ready = threading.Event()
-    state: dict = {}
 
     async def handler(connection: ServerConnection) -> None:
         await connection.send(json.dumps({"type": "session_switched", "session_id": "s1"}))
         async for raw in connection:
             await on_message(connection, json.loads(raw))
 
-    async def main() -> None:
-        state["stop"] = asyncio.get_running_loop().create_future()
+    async def main(state: dict, ready: threading.Event) -> None:
         async with serve(handler, "127.0.0.1", 0) as server:
             state["port"] = server.sockets[0].getsockname()[1]
             ready.set()
             await state["stop"]
 
-    loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=loop.run_until_complete, args=(main(),), daemon=True)
-    thread.start()
-    assert ready.wait(10)
-    try:
+    with _loop_thread(main) as state:
         yield f"ws://127.0.0.1:{state['port']}/ws"
-    finally:
-        loop.call_soon_threadsafe(state["stop"].set_result, None)
-        thread.join(10)
-        loop.close()
 
 
 @contextmanager
@@ -65,3 +125,403 @@ def http_server(respond: Callable[[BaseHTTPRequestHandler], None]) -> Iterator[s
     finally:
         server.shutdown()
         server.server_close()
+
+
+@dataclass
+class Faults:
+    """Fault switches shared by the protocol servers; `*_every` = every Nth reply, 0 = off."""
+
+    tokens: int = 12
+    token_interval: float = 0.005
+    swallow_every: int = 0  # the reply dies silently halfway: no terminal frame ever
+    frame_after_done_every: int = 0  # one more token after the terminal frame
+    duplicate_done_every: int = 0  # the terminal frame twice
+    seq_skip_every: int = 0  # one seq number left out mid-reply
+    error_every: int = 0  # the reply ends with an error instead of done
+    non_json_every: int = 0  # one frame that is not JSON mid-reply
+    answer_previous: bool = False  # the first prompt is dropped, each later one gets the
+    # answer to the prompt before it ("it answered the previous question")
+    block_loop_every: int = 0  # block the event loop before replying ...
+    block_loop_s: float = 0.0  # ... for this long (time.sleep on the loop)
+    foreign_every: int = 0  # a token of another request/session mid-reply
+
+    def hits(self, rate: int, n: int) -> bool:
+        return bool(rate) and n % rate == 0
+
+
+@dataclass
+class ServerInfo:
+    """A running test server: its URLs and what it did (replies finished with done)."""
+
+    url: str
+    health_url: str
+    replies: int = 0
+    prompts: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+# --- nerve-style plain JSON events -----------------------------------------------------
+@contextmanager
+def nerve_server(faults: Faults | None = None) -> Iterator[ServerInfo]:
+    """PROTOCOLS.md family 3: `session_switched` on connect, `{type: message, content,
+    session_id}` in, `token` frames and one `done` out (no request ids), ping -> pong,
+    GET /health. Yields a ServerInfo (url ws://.../ws)."""
+    faults = faults or Faults()
+    info = ServerInfo("", "")
+    previous: list[str] = []  # answer_previous: prompts waiting, across connections
+
+    async def reply(connection: ServerConnection, session: str, prompt: str) -> None:
+        info.prompts += 1
+        n = info.prompts
+        if faults.answer_previous:
+            previous.append(prompt)
+            if len(previous) < 2:
+                return  # the first send "dropped during a reconnect window"
+            prompt = previous.pop(0)
+        if faults.hits(faults.block_loop_every, n):
+            time.sleep(faults.block_loop_s)  # noqa: ASYNC251 - blocking the loop is the fault
+        words = reply_words(prompt, faults.tokens)
+        for i, word in enumerate(words):
+            if faults.hits(faults.swallow_every, n) and i == len(words) // 2:
+                return
+            if faults.hits(faults.non_json_every, n) and i == 1:
+                await connection.send("<html>502 Bad Gateway</html>")
+            await connection.send(
+                json.dumps({"type": "token", "session_id": session, "content": word + " "})
+            )
+            await asyncio.sleep(faults.token_interval)
+        if faults.hits(faults.error_every, n):
+            await connection.send(json.dumps({"type": "error", "error": "model overloaded"}))
+            return
+        done = json.dumps({"type": "done", "session_id": session, "usage": {"tokens": len(words)}})
+        await connection.send(done)
+        info.replies += 1
+        if faults.hits(faults.duplicate_done_every, n):
+            await connection.send(done)
+        if faults.hits(faults.frame_after_done_every, n):
+            await asyncio.sleep(0.01)
+            await connection.send(
+                json.dumps({"type": "token", "session_id": session, "content": "!"})
+            )
+
+    async def handler(connection: ServerConnection) -> None:
+        session = uuid.uuid4().hex
+        await connection.send(json.dumps({"type": "session_switched", "session_id": session}))
+        try:
+            async for raw in connection:
+                message = json.loads(raw)
+                if message.get("type") == "ping":
+                    await connection.send(json.dumps({"type": "pong"}))
+                elif message.get("type") == "message":
+                    await reply(connection, session, message["content"])
+        except ConnectionClosed:
+            pass  # the client left mid-reply
+
+    with _ws_server(handler, "/health", {"status": "ok", "version": "test"}) as state:
+        base = f"127.0.0.1:{state['port']}"
+        info.url, info.health_url = f"ws://{base}/ws", f"http://{base}/health"
+        yield info
+
+
+# --- hermes-style JSON-RPC 2.0 ----------------------------------------------------------
+@contextmanager
+def hermes_server(faults: Faults | None = None, token: str = "secret") -> Iterator[ServerInfo]:
+    """PROTOCOLS.md family 1: `ws://.../api/ws?token=T` (bad token: close 4401),
+    `gateway.ready`, `session.create`, `prompt.submit` (busy: RPC error 4009), events with
+    `seq`, `message.delta` tokens, `message.complete {status}`, `ping` -> `{pong: true}`,
+    GET /api/status. Yields a ServerInfo whose url carries the token."""
+    faults = faults or Faults()
+    info = ServerInfo("", "")
+
+    async def stream(send: Callable, session: str, prompt: str, n: int, turn: dict) -> None:
+        hung = False  # a swallowed failure: the session stays busy, nothing more is sent
+        try:
+            if faults.hits(faults.block_loop_every, n):
+                time.sleep(faults.block_loop_s)  # noqa: ASYNC251 - blocking the loop is the fault
+            await send(session, "message.start", {})
+            words = reply_words(prompt, faults.tokens)
+            for i, word in enumerate(words):
+                if faults.hits(faults.swallow_every, n) and i == len(words) // 2:
+                    hung = True
+                    return
+                if faults.hits(faults.seq_skip_every, n) and i == 2:
+                    turn["seq"] += 1  # an event lost on the way
+                if faults.hits(faults.foreign_every, n) and i == 1:
+                    await send("other-session", "message.delta", {"text": "stray "})
+                await send(session, "message.delta", {"text": word + " "})
+                await asyncio.sleep(faults.token_interval)
+            status = "error" if faults.hits(faults.error_every, n) else "complete"
+            payload = {"text": " ".join(words), "usage": {"tokens": len(words)}, "status": status}
+            if status == "error":
+                payload["error"] = "provider returned 500"
+            await send(session, "message.complete", payload)
+            info.replies += status == "complete"
+        finally:
+            turn["busy"] = hung
+
+    async def handler(connection: ServerConnection) -> None:
+        query = urllib.parse.parse_qs(urllib.parse.urlsplit(connection.request.path).query)
+        if query.get("token") != [token]:
+            await connection.close(4401, "unauthorized")
+            return
+        sessions: dict[str, dict] = {}
+
+        async def send_event(session: str, kind: str, payload: dict) -> None:
+            turn = sessions.get(session, {"seq": 0})
+            turn["seq"] += 1
+            params = {"type": kind, "session_id": session, "payload": payload, "seq": turn["seq"]}
+            await connection.send(
+                json.dumps({"jsonrpc": "2.0", "method": "event", "params": params})
+            )
+
+        async def answer(call_id: Any, result: Any = None, error: dict | None = None) -> None:
+            body = {"jsonrpc": "2.0", "id": call_id}
+            body.update({"error": error} if error else {"result": result})
+            await connection.send(json.dumps(body))
+
+        await connection.send(
+            json.dumps(
+                {
+                    "jsonrpc": "2.0",
+                    "method": "event",
+                    "params": {"type": "gateway.ready", "payload": {"version": "test"}},
+                }
+            )  # fmt: skip
+        )
+        tasks = set()
+        async for raw in connection:
+            try:
+                call = json.loads(raw)
+            except ValueError:
+                await answer(None, error={"code": -32700, "message": "parse error"})
+                continue
+            method, params, call_id = call.get("method"), call.get("params") or {}, call.get("id")
+            if method == "ping":
+                await answer(call_id, {"pong": True})
+            elif method == "session.create":
+                session = uuid.uuid4().hex[:8]
+                sessions[session] = {"seq": 0, "busy": False}
+                await answer(call_id, {"session_id": session, "info": params})
+            elif method == "prompt.submit":
+                turn = sessions.get(params.get("session_id"))
+                if turn is None:
+                    await answer(call_id, error={"code": 4004, "message": "no such session"})
+                elif turn["busy"]:
+                    await answer(call_id, error={"code": 4009, "message": "session busy"})
+                else:
+                    turn["busy"] = True
+                    info.prompts += 1
+                    await answer(call_id, {"status": "streaming"})
+                    task = asyncio.create_task(
+                        stream(send_event, params["session_id"], params["text"], info.prompts, turn)
+                    )
+                    tasks.add(task)
+                    task.add_done_callback(tasks.discard)
+            else:
+                await answer(call_id, error={"code": -32601, "message": "method not found"})
+
+    with _ws_server(handler, "/api/status", {"version": "test", "gateway": "ready"}) as state:
+        base = f"127.0.0.1:{state['port']}"
+        info.url = f"ws://{base}/api/ws?token={token}"
+        info.health_url = f"http://{base}/api/status"
+        yield info
+
+
+# --- agent-zero-style Socket.IO with HTTP send ------------------------------------------------
+@contextmanager
+def agent_zero_server(faults: Faults | None = None) -> Iterator[ServerInfo]:
+    """PROTOCOLS.md family 2 on python-socketio's AsyncServer under uvicorn: CSRF token and
+    cookie, same-origin check, auth `{csrf_token, handlers}`, `POST /api/message_async`,
+    `state_request` then `state_push` snapshots with `seq`, done when the context stops
+    running; GET /api/health. A swallowed task exception leaves the context running (the
+    chat silently stops). Yields a ServerInfo (url ws://HOST:PORT)."""
+    import socketio
+    import uvicorn
+
+    faults = faults or Faults()
+    info = ServerInfo("", "")
+    runtime_id = uuid.uuid4().hex[:6]
+    tokens: set[str] = set()
+    contexts: dict[str, dict] = {}
+    subscribers: dict[str, dict[str, int]] = {}  # context -> {sid: seq}
+    sio = socketio.AsyncServer(async_mode="asgi")
+    background: set[asyncio.Task] = set()
+
+    def snapshot(context: str) -> dict:
+        ctx = contexts[context]
+        return {
+            "contexts": [{"id": context, "running": ctx["running"]}],
+            "logs": ctx["logs"],
+            "log_progress_active": ctx["running"],
+        }
+
+    async def push(context: str, skip: bool = False) -> None:
+        for sid, seq in list(subscribers.get(context, {}).items()):
+            seq += 2 if skip else 1
+            subscribers[context][sid] = seq
+            data = {"runtime_epoch": runtime_id, "seq": seq, "snapshot": snapshot(context)}
+            await sio.emit("state_push", {"data": data}, to=sid, namespace="/ws")
+
+    async def run_agent(context: str, text: str, message_id: str) -> None:
+        ctx = contexts[context]
+        info.prompts += 1
+        n = info.prompts
+        ctx["logs"].append({"no": len(ctx["logs"]), "id": message_id, "type": "user",
+                            "heading": "User message", "content": text})  # fmt: skip
+        ctx["running"] = True
+        await push(context)
+        item = {"no": len(ctx["logs"]), "id": uuid.uuid4().hex[:8], "type": "response",
+                "heading": "Response", "content": ""}  # fmt: skip
+        ctx["logs"].append(item)
+        words = reply_words(text, faults.tokens)
+        try:
+            for i, word in enumerate(words):
+                if faults.hits(faults.swallow_every, n) and i == len(words) // 2:
+                    raise RuntimeError("tool crashed")  # swallowed below, like the real bug
+                item["content"] += word + " "
+                await push(context, skip=faults.hits(faults.seq_skip_every, n) and i == 2)
+                await asyncio.sleep(faults.token_interval)
+        except RuntimeError:
+            return  # the context stays "running" forever
+        if faults.hits(faults.error_every, n):
+            ctx["logs"].append({"no": len(ctx["logs"]), "id": "e", "type": "error",
+                                "heading": "Error", "content": "LLM call failed"})  # fmt: skip
+        ctx["running"] = False
+        info.replies += not faults.hits(faults.error_every, n)
+        await push(context)
+
+    @sio.on("connect", namespace="/ws")
+    async def on_connect(sid: str, environ: dict, auth: Any) -> bool:
+        cookies = dict(
+            part.strip().split("=", 1)
+            for part in environ.get("HTTP_COOKIE", "").split(";")
+            if "=" in part
+        )
+        token = (auth or {}).get("csrf_token")
+        return (
+            token in tokens
+            and cookies.get(f"csrf_token_{runtime_id}") == token
+            and "ws_webui" in (auth or {}).get("handlers", [])
+        )
+
+    @sio.on("state_request", namespace="/ws")
+    async def on_state_request(sid: str, data: dict) -> dict:
+        context = data.get("context")
+        subscribers.setdefault(context, {})[sid] = 0
+        if context in contexts:
+            task = asyncio.create_task(push(context))
+            background.add(task)
+            task.add_done_callback(background.discard)
+        return {"runtime_epoch": runtime_id, "seq_base": 0}
+
+    @sio.on("disconnect", namespace="/ws")
+    async def on_disconnect(sid: str, reason: Any = None) -> None:
+        for subs in subscribers.values():
+            subs.pop(sid, None)
+
+    async def http_app(scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http":
+            return
+        path, method = scope["path"], scope["method"]
+        headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
+        extra: list[tuple[bytes, bytes]] = []
+        status, body = 404, {"error": "not found"}
+        if path == "/api/csrf_token":
+            token = uuid.uuid4().hex
+            tokens.add(token)
+            status, body = 200, {"ok": True, "token": token, "runtime_id": runtime_id}
+            extra.append(
+                (b"set-cookie", f"session_{runtime_id}={uuid.uuid4().hex}; Path=/".encode())
+            )
+        elif path == "/api/health":
+            status, body = 200, {"gitinfo": {"version": "test"}, "error": None}
+        elif path == "/api/message_async" and method == "POST":
+            raw = b""
+            while True:
+                message = await receive()
+                raw += message.get("body", b"")
+                if not message.get("more_body"):
+                    break
+            if headers.get("x-csrf-token") not in tokens:
+                status, body = 403, {"error": "CSRF token missing or invalid"}
+            else:
+                request = json.loads(raw)
+                context = request.get("context") or uuid.uuid4().hex[:8]
+                contexts.setdefault(context, {"logs": [], "running": False})
+                task = asyncio.create_task(
+                    run_agent(context, request["text"], request.get("message_id", ""))
+                )
+                background.add(task)
+                task.add_done_callback(background.discard)
+                status, body = 200, {"message": "Message received.", "context": context}
+        payload = json.dumps(body).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [(b"content-type", b"application/json"), *extra],
+            }
+        )
+        await send({"type": "http.response.body", "body": payload})
+
+    app = socketio.ASGIApp(sio, other_asgi_app=http_app, socketio_path="socket.io")
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    config = uvicorn.Config(app, log_level="error", lifespan="off", ws="wsproto")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        assert time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.02)
+    info.url = f"ws://127.0.0.1:{port}"
+    info.health_url = f"http://127.0.0.1:{port}/api/health"
+    try:
+        yield info
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        sock.close()
+
+
+def chat(
+    url: str,
+    protocol: dict[str, Any] | None = None,
+    prompts: int = 1,
+    *,
+    timeout: float = 3.0,
+    linger: float = 0.2,
+    between: Callable[..., Any] | None = None,
+) -> list:
+    """Run `prompts` turns on one connection with the adapter of `protocol` (a [protocol]
+    table, defaults filled in); each prompt carries a fresh nonce, checked when the table
+    says require_nonce. `between(channel)` runs between turns. Returns the TurnResults."""
+    from soak.profile import profile_from_mapping
+    from soak.protocols import adapter_for
+    from soak.protocols.turn import Channel, run_turn
+
+    table = profile_from_mapping({"protocol": protocol or {}}).protocol
+    channel = Channel(adapter_for(table).connect(url, timeout=5))
+    results = []
+    try:
+        for n in range(prompts):
+            if n and between:
+                between(channel)
+            nonce = uuid.uuid4().hex[:8]
+            results.append(
+                run_turn(
+                    channel,
+                    f"turn {n} nonce {nonce}",
+                    f"r{n}",
+                    first_token_timeout=timeout,
+                    reply_timeout=timeout,
+                    linger=linger,
+                    nonce=nonce if table["require_nonce"] else None,
+                )  # fmt: skip
+            )
+    finally:
+        channel.conversation.close()
+    return results

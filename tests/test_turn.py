@@ -13,6 +13,9 @@ from soak.protocols.turn import (
     FIRST_TOKEN_TIMEOUT,
     OK,
     STALL,
+    VIOLATION,
+    WRONG_REQUEST,
+    NonceWatch,
     run_turn,
 )
 from soak.target import start_target
@@ -86,7 +89,7 @@ def test_close_mid_reply_is_a_disconnect_with_code():
     assert "4401" in result.detail and "token expired" in result.detail
 
 
-def test_frames_of_another_request_are_not_counted():
+def test_frames_of_another_request_are_not_counted_and_flag_the_turn():
     async def answer(connection, message):
         for request in ("old", message["request_id"]):
             await connection.send(frame(type="token", request_id=request, content="x"))
@@ -95,7 +98,18 @@ def test_frames_of_another_request_are_not_counted():
 
     with scripted_chat_server(answer) as url:
         _, result = turn(url)
-    assert result.outcome == OK and result.tokens == 1
+    assert result.outcome == VIOLATION and result.subkind == WRONG_REQUEST
+    assert result.tokens == 1 and result.reply_s is not None
+
+
+def test_nonce_watch_finds_a_nonce_split_across_tokens():
+    watch = NonceWatch("a1b2c3")
+    for piece in ("You said: a1", "b2", "c3 and more"):
+        watch.feed(piece)
+    assert watch.found
+    other = NonceWatch("a1b2c3")
+    other.feed("You said: a1b2 c3")
+    assert not other.found and len(other.tail) == 6
 
 
 def test_connect_to_closed_port_raises_connection_lost():

@@ -3,49 +3,113 @@
 Nothing is kept per request beyond the interval it ended in: a day at 500
 replies/s costs one line per target per interval, plus at most
 `MAX_ANOMALIES_PER_INTERVAL` anomaly records per target per interval.
+
+In a distributed run each worker's recorder does not write: `take_delta`
+hands its counts, histograms and anomalies since the last call to the master,
+whose recorder `merge_delta`s them into the interval in progress and alone
+writes the run directory.
 """
 
 from __future__ import annotations
 
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from soak.histogram import Histogram
-from soak.protocols.turn import OK, OUTCOMES, TurnResult
-from soak.rundir import JsonlWriter
+from soak.protocols.turn import DISCONNECT, OK, OUTCOMES, VIOLATION, TurnResult
 
 MAX_ANOMALIES_PER_INTERVAL = 20
+#: Worker gauges (in flight, connections) older than this are ignored, in seconds.
+GAUGE_MAX_AGE_S = 15.0
+#: When in a turn's life an anomaly happened.
+DURING_TURN, DURING_CONNECT, DURING_IDLE = "turn", "connect", "idle"
+
+_HISTOGRAMS = ("ttft", "reply", "ping", "connect")
+_COUNTERS = ("started", "tokens", "frames", "connects", "pings", "pings_lost")
 
 
 @dataclass
 class IntervalStats:
-    """Counters of one target for the interval in progress."""
+    """Counters of one target for the interval in progress (latencies in seconds)."""
 
     started: int = 0
     outcomes: Counter[str] = field(default_factory=Counter)
+    violations: Counter[str] = field(default_factory=Counter)
     tokens: int = 0
     frames: int = 0
     connects: int = 0
+    pings: int = 0
+    pings_lost: int = 0
+    gap_max_s: float = 0.0
     ttft: Histogram = field(default_factory=Histogram)
     reply: Histogram = field(default_factory=Histogram)
+    ping: Histogram = field(default_factory=Histogram)
+    connect: Histogram = field(default_factory=Histogram)
     anomalies_kept: int = 0
     anomalies_dropped: int = 0
 
+    def to_delta(self) -> dict[str, Any]:
+        """Plain data for a worker -> master report."""
+        delta: dict[str, Any] = {name: getattr(self, name) for name in _COUNTERS}
+        delta["outcomes"] = dict(self.outcomes)
+        delta["violations"] = dict(self.violations)
+        delta["gap_max_s"] = self.gap_max_s
+        delta["anomalies_dropped"] = self.anomalies_dropped
+        for name in _HISTOGRAMS:
+            hist: Histogram = getattr(self, name)
+            delta[name] = {"counts": hist.to_json(), "max_s": hist.max_s}
+        return delta
+
+    def merge(self, delta: dict[str, Any]) -> None:
+        """Add a worker's `to_delta` into these counters."""
+        for name in _COUNTERS:
+            setattr(self, name, getattr(self, name) + int(delta.get(name, 0)))
+        self.outcomes.update(delta.get("outcomes", {}))
+        self.violations.update(delta.get("violations", {}))
+        self.gap_max_s = max(self.gap_max_s, float(delta.get("gap_max_s", 0.0)))
+        self.anomalies_dropped += int(delta.get("anomalies_dropped", 0))
+        for name in _HISTOGRAMS:
+            part = delta.get(name) or {}
+            hist: Histogram = getattr(self, name)
+            hist.merge(part.get("counts", {}))
+            hist.max_s = max(hist.max_s, float(part.get("max_s", 0.0)))
+
+
+def _round(value: float) -> float:
+    return round(value, 4)
+
 
 class ChatRecorder:
-    """Collects turn results from every user and writes them once per interval."""
+    """Collects turn results from every user and writes them once per interval.
 
-    def __init__(self, targets: list[str], chats: JsonlWriter, anomalies: JsonlWriter) -> None:
-        self.chats = chats
-        self.anomalies = anomalies
+    `write_chats`/`write_anomaly` receive finished records (the run directory's
+    writers, or nothing on a worker: then anomalies wait in `outbox`).
+    `worker` is this load process's id in a distributed run (None when alone).
+    """
+
+    def __init__(
+        self,
+        targets: list[str],
+        write_chats: Callable[[dict[str, Any]], None] | None,
+        write_anomaly: Callable[[dict[str, Any]], None] | None,
+        worker: str | None = None,
+    ) -> None:
+        self.write_chats = write_chats
+        self.write_anomaly = write_anomaly
+        self.worker = worker
+        self.targets = list(targets)
         self.current = {name: IntervalStats() for name in targets}
         self.in_flight = dict.fromkeys(targets, 0)
         self.connections = dict.fromkeys(targets, 0)
         self.totals: Counter[str] = Counter()
         self.interval_started = time.time()
+        self.outbox: list[dict[str, Any]] = []
+        self.listeners: list[Callable[[str, TurnResult], None]] = []
         self._dropped_carry = dict.fromkeys(targets, 0)
+        self._worker_gauges: dict[str, tuple[float, dict[str, list[int]]]] = {}
 
     # -- called by users -----------------------------------------------------
     def turn_started(self, target: str) -> None:
@@ -56,45 +120,111 @@ class ChatRecorder:
         """A turn cut short by soak itself (users stopping): not counted as an outcome."""
         self.in_flight[target] -= 1
 
-    def turn_finished(self, target: str, result: TurnResult, session: str | None) -> None:
+    def turn_finished(
+        self, target: str, result: TurnResult, session: str | None, during: str = DURING_TURN
+    ) -> None:
+        """Count one ended turn; a non-ok one also leaves an anomaly record."""
         self.in_flight[target] -= 1
         stats = self.current[target]
         stats.outcomes[result.outcome] += 1
         stats.tokens += result.tokens
         stats.frames += result.frames
+        stats.gap_max_s = max(stats.gap_max_s, result.longest_gap_s)
         self.totals[result.outcome] += 1
+        for listener in self.listeners:
+            listener(target, result)
         if result.outcome == OK:
             if result.ttft_s is not None:
                 stats.ttft.add(result.ttft_s)
             if result.reply_s is not None:
                 stats.reply.add(result.reply_s)
             return
-        if stats.anomalies_kept >= MAX_ANOMALIES_PER_INTERVAL:
-            stats.anomalies_dropped += 1
-            return
-        stats.anomalies_kept += 1
-        record: dict[str, Any] = {
-            "t": time.time(),
-            "target": target,
-            "kind": result.outcome,
-            "session": session,
-            "request_id": result.request_id,
-            "turn_elapsed_s": round(result.elapsed_s, 3),
-            "tokens": result.tokens,
-            "detail": result.detail,
-            "last_frames": list(result.last_frames),
-        }
-        if self._dropped_carry[target]:
-            record["dropped_before"] = self._dropped_carry[target]
-            self._dropped_carry[target] = 0
-        self.anomalies.write(record)
+        if result.outcome == VIOLATION and result.subkind:
+            stats.violations[result.subkind] += 1
+        self._anomaly(target, _anomaly_record(target, result, session, during, self.worker))
 
-    def connected(self, target: str) -> None:
-        self.current[target].connects += 1
+    def lost(self, target: str, result: TurnResult, session: str | None, during: str) -> None:
+        """A connect that failed, or a connection that closed between turns: a disconnect
+        outcome of its own (it costs the user a turn)."""
+        self.turn_started(target)
+        self.turn_finished(target, result, session, during)
+
+    def connected(self, target: str, seconds: float) -> None:
+        """A connection (and its handshake) opened in `seconds`."""
+        stats = self.current[target]
+        stats.connects += 1
+        stats.connect.add(seconds)
         self.connections[target] += 1
 
     def disconnected(self, target: str) -> None:
         self.connections[target] -= 1
+
+    def pinged(self, target: str, seconds: float | None) -> None:
+        """One ping round trip in seconds; None when the pong never came."""
+        stats = self.current[target]
+        stats.pings += 1
+        if seconds is None:
+            stats.pings_lost += 1
+        else:
+            stats.ping.add(seconds)
+
+    # -- anomalies, bounded per interval ----------------------------------------
+    def _anomaly(self, target: str, record: dict[str, Any]) -> None:
+        stats = self.current[target]
+        if stats.anomalies_kept >= MAX_ANOMALIES_PER_INTERVAL:
+            stats.anomalies_dropped += 1
+            return
+        stats.anomalies_kept += 1
+        if self._dropped_carry[target]:
+            record["dropped_before"] = self._dropped_carry[target]
+            self._dropped_carry[target] = 0
+        if self.write_anomaly is None:
+            self.outbox.append(record)
+        else:
+            self.write_anomaly(record)
+
+    # -- distributed: worker side ------------------------------------------------
+    def take_delta(self) -> dict[str, Any]:
+        """Everything since the last call, for the master; resets the interval."""
+        delta = {
+            "worker": self.worker,
+            "targets": {name: stats.to_delta() for name, stats in self.current.items()},
+            "gauges": {
+                name: [self.in_flight[name], self.connections[name]] for name in self.targets
+            },
+            "anomalies": self.outbox,
+            "totals": dict(self.totals),
+        }
+        self.current = {name: IntervalStats() for name in self.targets}
+        self.outbox = []
+        return delta
+
+    # -- distributed: master side ------------------------------------------------
+    def merge_delta(self, delta: dict[str, Any], now: float | None = None) -> None:
+        """Add one worker report to the interval in progress (its anomalies are written now,
+        under this recorder's per-interval cap)."""
+        worker = str(delta.get("worker"))
+        for name, part in delta.get("targets", {}).items():
+            if name in self.current:
+                self.current[name].merge(part)
+                self.totals.update(part.get("outcomes", {}))
+        gauges = delta.get("gauges") or {}
+        self._worker_gauges[worker] = (now or time.time(), gauges)
+        for record in delta.get("anomalies", []):
+            if record.get("target") in self.current:
+                self._anomaly(record["target"], record)
+
+    def forget_worker(self, worker: str) -> None:
+        """A worker that finished: its gauges no longer count."""
+        self._worker_gauges.pop(worker, None)
+
+    def _gauges(self, target: str, now: float) -> tuple[int, int]:
+        in_flight, connections = self.in_flight[target], self.connections[target]
+        for at, gauges in self._worker_gauges.values():
+            if now - at <= GAUGE_MAX_AGE_S and target in gauges:
+                in_flight += int(gauges[target][0])
+                connections += int(gauges[target][1])
+        return in_flight, connections
 
     # -- called by the flusher -------------------------------------------------
     def flush(self, now: float | None = None) -> None:
@@ -103,25 +233,62 @@ class ChatRecorder:
         interval = max(now - self.interval_started, 1e-6)
         for target, stats in self.current.items():
             self._dropped_carry[target] += stats.anomalies_dropped
-            self.chats.write(
-                {
-                    "t": now,
-                    "interval_s": round(interval, 3),
-                    "target": target,
-                    "started": stats.started,
-                    "turns": sum(stats.outcomes.values()),
-                    "in_flight": self.in_flight[target],
-                    "connections": self.connections[target],
-                    "connects": stats.connects,
-                    "outcomes": {name: stats.outcomes.get(name, 0) for name in OUTCOMES},
-                    "tokens": stats.tokens,
-                    "frames": stats.frames,
-                    "ttft_hist": stats.ttft.to_json(),
-                    "reply_hist": stats.reply.to_json(),
-                    "ttft_max_s": round(stats.ttft.max_s, 4),
-                    "reply_max_s": round(stats.reply.max_s, 4),
-                    "anomalies_dropped": stats.anomalies_dropped,
-                }
-            )
+            in_flight, connections = self._gauges(target, now)
+            if self.write_chats is not None:
+                self.write_chats(
+                    {
+                        "t": now,
+                        "interval_s": round(interval, 3),
+                        "target": target,
+                        "started": stats.started,
+                        "turns": sum(stats.outcomes.values()),
+                        "in_flight": in_flight,
+                        "connections": connections,
+                        "connects": stats.connects,
+                        "outcomes": {name: stats.outcomes.get(name, 0) for name in OUTCOMES},
+                        "violations": dict(stats.violations),
+                        "tokens": stats.tokens,
+                        "frames": stats.frames,
+                        "ttft_hist": stats.ttft.to_json(),
+                        "reply_hist": stats.reply.to_json(),
+                        "ping_hist": stats.ping.to_json(),
+                        "connect_hist": stats.connect.to_json(),
+                        "ttft_max_s": _round(stats.ttft.max_s),
+                        "reply_max_s": _round(stats.reply.max_s),
+                        "ping_max_s": _round(stats.ping.max_s),
+                        "connect_max_s": _round(stats.connect.max_s),
+                        "gap_max_s": _round(stats.gap_max_s),
+                        "pings": stats.pings,
+                        "pings_lost": stats.pings_lost,
+                        "anomalies_dropped": stats.anomalies_dropped,
+                    }
+                )
             self.current[target] = IntervalStats()
         self.interval_started = now
+
+
+def _anomaly_record(
+    target: str, result: TurnResult, session: str | None, during: str, worker: str | None
+) -> dict[str, Any]:
+    record: dict[str, Any] = {
+        "t": time.time(),
+        "target": target,
+        "kind": result.outcome,
+        "session": session,
+        "request_id": result.request_id,
+        "during": during,
+        "turn_elapsed_s": round(result.elapsed_s, 3),
+        "ttft_s": None if result.ttft_s is None else round(result.ttft_s, 4),
+        "tokens": result.tokens,
+        "frames": result.frames,
+        "detail": result.detail,
+        "last_frames": result.frame_excerpts(),
+    }
+    if result.outcome == VIOLATION:
+        record["subkind"] = result.subkind
+    if result.outcome == DISCONNECT:
+        record["close_code"] = result.close_code
+        record["close_reason"] = result.close_reason
+    if worker is not None:
+        record["worker"] = worker
+    return record

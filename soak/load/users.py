@@ -1,114 +1,199 @@
-"""Locust chat users: each holds one conversation with one target and runs turns."""
+"""Locust chat users: each holds one conversation with one target and runs turns.
+
+A user is a person chatting: connect (and handshake), then turns separated by
+think time. Think time is spent listening on the connection (frames that
+arrive then are charged to the next turn, a close is seen at once) and sending
+a ping probe when one is due. After `turns_per_connection` turns (0: never)
+the connection is closed and a new one opened (churn). After a disconnect or a
+failed connect the user waits with exponential backoff before reconnecting.
+"""
 
 from __future__ import annotations
 
 import random
+import time
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 import gevent
-from locust import User, between, task
+from locust import User, constant, task
 
-from soak.load.record import ChatRecorder
-from soak.protocols import Adapter, ConnectionLost, Conversation
-from soak.protocols.turn import DISCONNECT, TurnResult, run_turn
-
-#: Reconnect backoff after a failed connect, in seconds: doubles up to the cap.
-BACKOFF_START_S = 0.5
-BACKOFF_CAP_S = 30.0
+from soak.load.record import DURING_CONNECT, DURING_IDLE, ChatRecorder
+from soak.protocols import Adapter, ConnectionLost
+from soak.protocols.turn import DISCONNECT, OK, Channel, TurnResult, run_turn
 
 
-def user_classes(
-    targets: list[dict[str, Any]],
-    users: int,
-    load: dict[str, Any],
-    prompt: str,
-    adapter: Adapter,
-    recorder: ChatRecorder,
-) -> list[type[User]]:
-    """One user class per target with `users` split evenly (the first targets get the rest)."""
-    share, rest = divmod(users, len(targets))
-    return [
-        _chat_user_class(
-            target, share + (1 if index < rest else 0), load, prompt, adapter, recorder
+@dataclass(frozen=True)
+class ChatSettings:
+    """What every chat user of a run shares: protocol, recorder and the [load] table."""
+
+    adapter: Adapter
+    recorder: ChatRecorder
+    load: dict[str, Any]
+    prompt: str
+    require_nonce: bool
+
+    @classmethod
+    def from_profile(
+        cls, profile: dict[str, Any], adapter: Adapter, recorder: ChatRecorder
+    ) -> ChatSettings:
+        protocol = profile["protocol"]
+        return cls(
+            adapter, recorder, profile["load"], protocol["prompt"], protocol["require_nonce"]
         )
-        for index, target in enumerate(targets)
-    ]
 
 
-def _chat_user_class(
-    target: dict[str, Any],
-    count: int,
-    load: dict[str, Any],
-    prompt_template: str,
-    adapter: Adapter,
-    recorder: ChatRecorder,
-) -> type[User]:
-    name = target["name"]
-    low, high = load["think_time"]
+def user_classes(targets: list[dict[str, Any]], settings: ChatSettings) -> list[type[User]]:
+    """One user class per target, equal weights: Locust splits every user count evenly
+    (the first targets get the remainder)."""
+    classes = []
+    for target in targets:
+        attributes = {"target_name": target["name"], "url": target["url"], "settings": settings}
+        classes.append(type(f"ChatUser_{target['name']}", (ChatUser,), attributes))
+    return classes
 
-    class ChatUser(User):
-        """A person chatting: connect once, then turns separated by think time."""
 
-        fixed_count = count
-        wait_time = between(low, high)
-        host = target["url"]
+def render_prompt(template: str, values: dict[str, str]) -> str:
+    """Fill {request_id}, {nonce}, {session_id} and {turn} in the profile's prompt."""
+    for key, value in values.items():
+        template = template.replace("{" + key + "}", value)
+    return template
 
-        def on_start(self) -> None:
-            self.conversation: Conversation | None = None
-            self.turns_on_connection = 0
-            self.backoff_s = BACKOFF_START_S
 
-        def on_stop(self) -> None:
-            self._drop_connection()
+def lost_turn(exc: ConnectionLost, detail: str, elapsed_s: float = 0.0) -> TurnResult:
+    """The disconnect outcome of a connect that failed or a connection that closed between
+    turns (no request of its own: request id "-")."""
+    return TurnResult(
+        request_id="-",
+        outcome=DISCONNECT,
+        close_code=exc.code,
+        close_reason=exc.reason,
+        elapsed_s=elapsed_s,
+        detail=detail,
+    )
 
-        @task
-        def chat_turn(self) -> None:
-            if self.conversation is None and not self._connect():
+
+class ChatUser(User):
+    """One person chatting with one target (subclassed per target by `user_classes`)."""
+
+    abstract = True
+    weight = 1
+    wait_time = constant(0)  # think time is spent listening, inside the task
+    target_name: str
+    url: str
+    settings: ChatSettings
+
+    def on_start(self) -> None:
+        self.channel: Channel | None = None
+        self.backoff_s = self.settings.load["reconnect_backoff"][0]
+        self.next_ping_at = 0.0
+
+    def on_stop(self) -> None:
+        self._drop()
+
+    @task
+    def chat(self) -> None:
+        load = self.settings.load
+        if self.channel is None and not self._connect():
+            return
+        think = random.uniform(*load["think_time"])
+        linger = min(load["linger"], think)
+        result = self._turn(self.channel, linger)
+        if result.outcome == OK:
+            self.backoff_s = load["reconnect_backoff"][0]
+        limit = load["turns_per_connection"]
+        if not result.connection_usable or (limit and self.channel.turns >= limit):
+            self._drop()
+        if result.outcome == DISCONNECT:
+            self._back_off()
+        self._think(think - linger)
+
+    # -- one turn ---------------------------------------------------------------------
+    def _turn(self, channel: Channel, linger: float) -> TurnResult:
+        settings, load = self.settings, self.settings.load
+        request_id = uuid.uuid4().hex[:12]
+        nonce = uuid.uuid4().hex[:8]
+        prompt = render_prompt(
+            settings.prompt,
+            {
+                "request_id": request_id,
+                "nonce": nonce,
+                "session_id": channel.session_id or "",
+                "turn": str(channel.turns + 1),
+            },
+        )
+        recorder = settings.recorder
+        recorder.turn_started(self.target_name)
+        finished = False
+        try:
+            result = run_turn(
+                channel,
+                prompt,
+                request_id,
+                first_token_timeout=load["first_token_timeout"],
+                reply_timeout=load["reply_timeout"],
+                linger=linger,
+                nonce=nonce if settings.require_nonce else None,
+            )
+            recorder.turn_finished(self.target_name, result, channel.session_id)
+            finished = True
+        finally:
+            if not finished:
+                recorder.turn_abandoned(self.target_name)  # killed by Locust (users stopping)
+        return result
+
+    # -- between turns ----------------------------------------------------------------
+    def _think(self, seconds: float) -> None:
+        """Spend `seconds` listening on the connection, with a ping probe when one is due."""
+        deadline = time.monotonic() + max(seconds, 0.0)
+        load = self.settings.load
+        while (now := time.monotonic()) < deadline:
+            channel = self.channel
+            if channel is None:
+                gevent.sleep(deadline - now)
                 return
-            request_id = uuid.uuid4().hex[:12]
-            nonce = uuid.uuid4().hex[:8]
-            prompt = prompt_template.replace("{request_id}", request_id).replace("{nonce}", nonce)
-            recorder.turn_started(name)
-            finished = False
             try:
-                result = run_turn(
-                    self.conversation,
-                    prompt,
-                    request_id,
-                    first_token_timeout=load["first_token_timeout"],
-                    reply_timeout=load["reply_timeout"],
-                )
-                recorder.turn_finished(name, result, self.conversation.session_id)
-                finished = True
-            finally:
-                if not finished:
-                    recorder.turn_abandoned(name)
-            self.turns_on_connection += 1
-            limit = load["turns_per_connection"]
-            if not result.connection_usable or (limit and self.turns_on_connection >= limit):
-                self._drop_connection()
-
-        def _connect(self) -> bool:
-            try:
-                self.conversation = adapter.connect(self.host, load["connect_timeout"])
+                pings = load["ping_every"] and channel.conversation.supports_ping
+                if pings and now >= self.next_ping_at:
+                    self.next_ping_at = now + load["ping_every"]
+                    rtt = channel.probe(load["connect_timeout"])
+                    self.settings.recorder.pinged(self.target_name, rtt)
+                else:
+                    channel.listen(
+                        min(deadline, self.next_ping_at) - now if pings else deadline - now
+                    )
             except ConnectionLost as exc:
-                failed = TurnResult(request_id="-", outcome=DISCONNECT, detail=exc.reason)
-                recorder.turn_started(name)
-                recorder.turn_finished(name, failed, None)
-                gevent.sleep(self.backoff_s * random.uniform(0.5, 1.0))
-                self.backoff_s = min(self.backoff_s * 2, BACKOFF_CAP_S)
-                return False
-            self.backoff_s = BACKOFF_START_S
-            self.turns_on_connection = 0
-            recorder.connected(name)
-            return True
+                detail = f"connection lost between turns: code {exc.code}, {exc.reason}"
+                lost = lost_turn(exc, detail)
+                self.settings.recorder.lost(self.target_name, lost, channel.session_id, DURING_IDLE)
+                self._drop()
+                self._back_off()
 
-        def _drop_connection(self) -> None:
-            if self.conversation is not None:
-                self.conversation.close()
-                self.conversation = None
-                recorder.disconnected(name)
+    # -- connections ------------------------------------------------------------------
+    def _connect(self) -> bool:
+        settings = self.settings
+        timeout = settings.load["connect_timeout"]
+        started = time.monotonic()
+        try:
+            conversation = settings.adapter.connect(self.url, timeout)
+        except ConnectionLost as exc:
+            failed = lost_turn(exc, exc.reason, elapsed_s=time.monotonic() - started)
+            settings.recorder.lost(self.target_name, failed, None, DURING_CONNECT)
+            self._back_off()
+            return False
+        settings.recorder.connected(self.target_name, time.monotonic() - started)
+        self.channel = Channel(conversation)
+        self.next_ping_at = time.monotonic() + random.uniform(0, settings.load["ping_every"])
+        return True
 
-    ChatUser.__name__ = f"ChatUser_{name}"
-    return ChatUser
+    def _back_off(self) -> None:
+        """Wait before reconnecting: jittered, doubling up to the cap until a turn is ok."""
+        gevent.sleep(self.backoff_s * random.uniform(0.5, 1.0))
+        self.backoff_s = min(self.backoff_s * 2, self.settings.load["reconnect_backoff"][1])
+
+    def _drop(self) -> None:
+        if self.channel is not None:
+            self.channel.conversation.close()
+            self.channel = None
+            self.settings.recorder.disconnected(self.target_name)

@@ -3,16 +3,36 @@
 An adapter connects to a target and returns a `Conversation`; the shared
 `run_turn` drives one turn over any conversation and classifies its outcome.
 No module here imports locust or gevent: adapters use blocking clients
-(`websockets.sync.client`) that become cooperative once the load process has
-monkey-patched the standard library.
+(`websockets.sync.client`, python-socketio's client, requests) that become
+cooperative once the load process has monkey-patched the standard library.
 """
 
 from soak.protocols.base import (
+    DONE,
+    ERROR,
+    INVALID,
+    OTHER,
+    PONG,
+    TOKEN,
     Adapter,
     ConnectionLost,
     Conversation,
     Frame,
+    adapter_class,
     adapter_for,
 )
 
-__all__ = ["Adapter", "ConnectionLost", "Conversation", "Frame", "adapter_for"]
+__all__ = [
+    "DONE",
+    "ERROR",
+    "INVALID",
+    "OTHER",
+    "PONG",
+    "TOKEN",
+    "Adapter",
+    "ConnectionLost",
+    "Conversation",
+    "Frame",
+    "adapter_class",
+    "adapter_for",
+]

@@ -1,7 +1,16 @@
-"""The adapter interface every chat protocol implements."""
+"""The adapter interface every chat protocol implements.
+
+An `Adapter` is made once per run from the profile's [protocol] table and opens
+one `Conversation` per connection. A conversation sends prompts (and, if the
+protocol has one, pings) and turns whatever the server sends into `Frame`s:
+token, done, error, pong, invalid or other. Everything else (timeouts,
+outcomes, violations, nonce checks) is protocol-independent and lives in
+`soak.protocols.turn`.
+"""
 
 from __future__ import annotations
 
+import importlib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any
@@ -11,17 +20,27 @@ from soak.errors import ProfileError
 TOKEN = "token"
 DONE = "done"
 ERROR = "error"
+PONG = "pong"
+INVALID = "invalid"  # a frame the protocol cannot parse (e.g. not JSON)
 OTHER = "other"
+FRAME_KINDS = (TOKEN, DONE, ERROR, PONG, INVALID, OTHER)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Frame:
-    """One recognised frame: its kind, the request it belongs to, its text."""
+    """One recognised frame.
 
-    kind: str  # token | done | error | other
+    kind: one of FRAME_KINDS. request_id: the request the frame says it belongs
+    to (None when the protocol does not say). text: token text, final reply text
+    of a done frame, or error text. raw: the frame as received (for anomaly
+    records). seq: the frame's sequence number when the protocol numbers frames.
+    """
+
+    kind: str
     request_id: str | None
     text: str
     raw: str
+    seq: int | None = None
 
 
 class ConnectionLost(Exception):
@@ -34,9 +53,16 @@ class ConnectionLost(Exception):
 
 
 class Conversation(ABC):
-    """One open chat connection carrying one or more turns."""
+    """One open chat connection carrying one or more turns.
 
+    Implementations must be usable from one greenlet/thread at a time; they may
+    use background threads internally (they become greenlets in the load process).
+    """
+
+    #: The server's session id for this conversation, when it gives one.
     session_id: str | None = None
+    #: Whether `send_ping` works: a PONG frame then follows in `receive`.
+    supports_ping: bool = False
 
     @abstractmethod
     def send_prompt(self, prompt: str, request_id: str) -> None:
@@ -49,13 +75,22 @@ class Conversation(ABC):
         Raises ConnectionLost when the connection closes.
         """
 
+    def send_ping(self) -> None:
+        """Send one protocol ping; its answer comes as a PONG frame. Raises ConnectionLost."""
+        raise NotImplementedError(f"{type(self).__name__} has no ping")
+
     @abstractmethod
     def close(self) -> None:
         """Close the connection; never raises."""
 
 
 class Adapter(ABC):
-    """Creates conversations with one target for one protocol configuration."""
+    """Creates conversations with one target for one protocol configuration.
+
+    `config` is the profile's [protocol] table with values checked and
+    defaults filled in; a custom adapter finds its own settings in
+    `config["options"]`.
+    """
 
     def __init__(self, config: dict[str, Any]) -> None:
         self.config = config
@@ -68,14 +103,49 @@ class Adapter(ABC):
         """
 
 
-def adapter_for(protocol: dict[str, Any]) -> Adapter:
-    """The adapter named by a profile's [protocol] kind."""
+def builtin_adapters() -> dict[str, type[Adapter]]:
+    """The protocol kinds soak ships, by name."""
     from soak.protocols.json_events import JsonEventsAdapter
+    from soak.protocols.jsonrpc import JsonRpcAdapter
+    from soak.protocols.socketio_agent import SocketIoAgentAdapter
 
-    adapters: dict[str, type[Adapter]] = {"json-events": JsonEventsAdapter}
-    kind = protocol.get("kind", "json-events")
-    if kind not in adapters:
+    return {
+        "json-events": JsonEventsAdapter,
+        "jsonrpc": JsonRpcAdapter,
+        "socketio-agent": SocketIoAgentAdapter,
+    }
+
+
+BUILTIN_KINDS = ("json-events", "jsonrpc", "socketio-agent")
+
+
+def adapter_class(kind: str) -> type[Adapter]:
+    """The adapter class of a protocol kind: a built-in name or `package.module:Class`."""
+    if ":" not in kind:
+        adapters = builtin_adapters()
+        if kind not in adapters:
+            raise ProfileError(
+                f"[protocol] kind: unknown protocol {kind!r}; valid kinds: "
+                f"{', '.join(adapters)}, or your own adapter as 'package.module:Class'."
+            )
+        return adapters[kind]
+    module_name, _, class_name = kind.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
         raise ProfileError(
-            f"[protocol] kind: unknown protocol {kind!r}; valid kinds: {', '.join(adapters)}."
+            f"[protocol] kind = {kind!r}: cannot import module {module_name!r} ({exc}). "
+            "Make it importable (install it, or run soak from the folder that holds it)."
+        ) from None
+    found = getattr(module, class_name, None)
+    if not (isinstance(found, type) and issubclass(found, Adapter)):
+        raise ProfileError(
+            f"[protocol] kind = {kind!r}: {module_name} has no class {class_name!r} derived "
+            "from soak.protocols.Adapter."
         )
-    return adapters[kind](protocol)
+    return found
+
+
+def adapter_for(protocol: dict[str, Any]) -> Adapter:
+    """The adapter named by a profile's [protocol] kind, configured by that table."""
+    return adapter_class(protocol.get("kind", "json-events"))(protocol)

@@ -2,59 +2,66 @@
 
 The profile describes the frame to send as a JSON template with placeholders
 ({prompt}, {session_id}, {request_id}, {nonce}) and how to recognise frames:
-matchers `{path, value}` for ready, token, done and error frames, plus where
-the request id, token text and error text live.
+matchers `{path, value}` for ready, token, done, error and pong frames, plus
+where the request id, sequence number, token text, final text and error text
+live. Frames that match nothing are `other` and never fail a turn, so servers
+may add event types freely.
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
+from collections.abc import Callable, Hashable
 from typing import Any
-
-from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
-from websockets.sync.client import ClientConnection, connect
 
 from soak.protocols.base import (
     DONE,
     ERROR,
+    INVALID,
     OTHER,
+    PONG,
     TOKEN,
     Adapter,
     ConnectionLost,
     Conversation,
     Frame,
 )
-
-#: Largest frame accepted, in bytes: bigger frames close the connection (code 1009).
-MAX_FRAME_BYTES = 16 * 1024 * 1024
+from soak.protocols.wsjson import JsonSocket, as_text, lookup, lookup_parts, parse
 
 
-def lookup(data: Any, path: str | None) -> Any:
-    """Value at a dotted path ("params.payload.text", "items.0.id"), or None."""
-    if path is None:
-        return None
-    for part in path.split("."):
-        if isinstance(data, dict):
-            data = data.get(part)
-        elif isinstance(data, list) and part.isdigit() and int(part) < len(data):
-            data = data[int(part)]
-        else:
-            return None
-    return data
+class Matcher:
+    """A compiled `{path, value}` matcher (value may be a list; absent: the path exists)."""
+
+    __slots__ = ("parts", "wanted")
+
+    def __init__(self, matcher: dict[str, Any]) -> None:
+        self.parts = tuple(matcher["path"].split("."))
+        wanted = matcher.get("value")
+        self.wanted = frozenset(wanted) if isinstance(wanted, list) else wanted
+
+    def __call__(self, data: Any) -> bool:
+        found = lookup_parts(data, self.parts)
+        if self.wanted is None:
+            return found is not None
+        if isinstance(self.wanted, frozenset):
+            return isinstance(found, Hashable) and found in self.wanted
+        return found == self.wanted
+
+
+def _never(data: Any) -> bool:
+    return False
+
+
+def _compile(matcher: dict[str, Any] | None) -> Callable[[Any], bool]:
+    return _never if matcher is None else Matcher(matcher)
+
+
+def _parts(path: str | None) -> tuple[str, ...] | None:
+    return None if path is None else tuple(path.split("."))
 
 
 def matches(data: Any, matcher: dict[str, Any] | None) -> bool:
     """Whether a parsed frame satisfies a `{path, value}` matcher (value may be a list)."""
-    if matcher is None:
-        return False
-    found = lookup(data, matcher["path"])
-    wanted = matcher.get("value")
-    if wanted is None:
-        return found is not None
-    if isinstance(wanted, list):
-        return found in wanted
-    return found == wanted
+    return _compile(matcher)(data)
 
 
 def render(template: Any, values: dict[str, str]) -> Any:
@@ -69,101 +76,89 @@ def render(template: Any, values: dict[str, str]) -> Any:
     return template
 
 
+def _optional_str(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
 class JsonEventsConversation(Conversation):
-    def __init__(
-        self, adapter: JsonEventsAdapter, socket: ClientConnection, closer: contextlib.ExitStack
-    ) -> None:
+    def __init__(self, adapter: JsonEventsAdapter, socket: JsonSocket) -> None:
         self.adapter = adapter
         self.socket = socket
-        self.closer = closer
         self.session_id: str | None = None
+        self.supports_ping = adapter.config.get("ping") is not None
 
     def send_prompt(self, prompt: str, request_id: str) -> None:
         values = {"prompt": prompt, "request_id": request_id, "session_id": self.session_id or ""}
-        frame = render(self.adapter.config["send"], values)
-        try:
-            self.socket.send(json.dumps(frame))
-        except ConnectionClosed as exc:
-            raise _lost(exc) from None
+        self.socket.send(render(self.adapter.config["send"], values))
+
+    def send_ping(self) -> None:
+        self.socket.send(render(self.adapter.config["ping"], {"session_id": self.session_id or ""}))
 
     def receive(self, timeout: float) -> Frame | None:
-        try:
-            raw = self.socket.recv(timeout=max(timeout, 0.0))
-        except TimeoutError:
-            return None
-        except ConnectionClosed as exc:
-            raise _lost(exc) from None
-        return self.adapter.classify(raw)
+        raw = self.socket.recv(timeout)
+        return None if raw is None else self.adapter.classify(raw)
 
     def close(self) -> None:
-        with contextlib.suppress(Exception):  # closing a broken socket must never fail a user
-            self.closer.close()
+        self.socket.close()
 
 
 class JsonEventsAdapter(Adapter):
+    def __init__(self, config: dict[str, Any]) -> None:
+        super().__init__(config)
+        self.is_token = _compile(config["token"])
+        self.is_done = _compile(config["done"])
+        self.is_error = _compile(config.get("error"))
+        self.is_pong = _compile(config.get("pong"))
+        self.request_path = _parts(config.get("request_id_path"))
+        self.seq_path = _parts(config.get("seq_path"))
+        self.token_path = _parts(config.get("token_text_path"))
+        self.done_path = _parts(config.get("done_text_path"))
+        self.error_path = _parts(config.get("error_text_path"))
+
     def connect(self, url: str, timeout: float) -> Conversation:
-        closer = contextlib.ExitStack()  # connect() is a context manager since websockets 17.1
-        try:
-            socket = closer.enter_context(
-                connect(
-                    url,
-                    open_timeout=timeout,
-                    proxy=None,
-                    max_size=MAX_FRAME_BYTES,
-                    close_timeout=2,
-                )
-            )
-        except (OSError, TimeoutError, InvalidHandshake, InvalidURI) as exc:
-            raise ConnectionLost(None, f"connect failed: {exc}") from None
-        conversation = JsonEventsConversation(self, socket, closer)
+        socket = JsonSocket(url, timeout, self.config.get("keepalive", 0.0))
+        conversation = JsonEventsConversation(self, socket)
         ready = self.config.get("ready")
         if ready is not None:
-            conversation.session_id = self._await_ready(conversation, ready, timeout)
+            try:
+                conversation.session_id = self._await_ready(socket, ready, timeout)
+            except ConnectionLost:
+                socket.close()
+                raise
         return conversation
 
-    def _await_ready(
-        self, conversation: JsonEventsConversation, ready: dict[str, Any], timeout: float
-    ) -> str | None:
-        try:
-            while True:
-                raw = conversation.socket.recv(timeout=timeout)
-                data = _parse(raw)
-                if matches(data, ready):
-                    session = lookup(data, self.config.get("session_id_path"))
-                    return None if session is None else str(session)
-        except TimeoutError:
-            conversation.close()
-            raise ConnectionLost(None, f"no ready frame {ready} within {timeout:g} s") from None
-        except ConnectionClosed as exc:
-            raise _lost(exc) from None
+    def _await_ready(self, socket: JsonSocket, ready: dict[str, Any], timeout: float) -> str | None:
+        is_ready = Matcher(ready)
+        raw = socket.recv(timeout)
+        while raw is not None:
+            data = parse(raw)
+            if is_ready(data):
+                return _optional_str(lookup(data, self.config.get("session_id_path")))
+            raw = socket.recv(timeout)
+        raise ConnectionLost(None, f"no ready frame {ready} within {timeout:g} s")
 
     def classify(self, raw: str | bytes) -> Frame:
-        """Recognise one frame as token, done, error or other."""
-        text = raw if isinstance(raw, str) else raw.decode("utf-8", "replace")
-        data = _parse(raw)
-        config = self.config
-        request = lookup(data, config.get("request_id_path"))
-        request_id = None if request is None else str(request)
-        if matches(data, config["token"]):
-            token = lookup(data, config.get("token_text_path"))
-            return Frame(TOKEN, request_id, "" if token is None else str(token), text)
-        if matches(data, config["done"]):
-            return Frame(DONE, request_id, "", text)
-        if matches(data, config.get("error")):
-            error = lookup(data, config.get("error_text_path"))
-            return Frame(ERROR, request_id, str(error or text), text)
-        return Frame(OTHER, request_id, "", text)
+        """Recognise one frame as token, done, error, pong, invalid or other."""
+        text = as_text(raw)
+        data = parse(raw)
+        if not isinstance(data, dict | list):
+            return Frame(INVALID, None, "not a JSON object", text)
+        request_id = _optional_str(self._get(data, self.request_path))
+        seq = self._get(data, self.seq_path)
+        seq = seq if isinstance(seq, int) and not isinstance(seq, bool) else None
+        if self.is_token(data):
+            token = self._get(data, self.token_path)
+            return Frame(TOKEN, request_id, "" if token is None else str(token), text, seq)
+        if self.is_done(data):
+            final = self._get(data, self.done_path)
+            return Frame(DONE, request_id, "" if final is None else str(final), text, seq)
+        if self.is_error(data):
+            error = self._get(data, self.error_path)
+            return Frame(ERROR, request_id, str(error or text), text, seq)
+        if self.is_pong(data):
+            return Frame(PONG, None, "", text, seq)
+        return Frame(OTHER, request_id, "", text, seq)
 
-
-def _parse(raw: str | bytes) -> Any:
-    try:
-        return json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        return None
-
-
-def _lost(exc: ConnectionClosed) -> ConnectionLost:
-    close = exc.rcvd or exc.sent
-    if close is None:
-        return ConnectionLost(None, "connection dropped without a close frame")
-    return ConnectionLost(close.code, close.reason or "closed")
+    @staticmethod
+    def _get(data: Any, parts: tuple[str, ...] | None) -> Any:
+        return None if parts is None else lookup_parts(data, parts)

@@ -1,17 +1,42 @@
 """Drive one chat turn over any conversation and classify its outcome.
 
-Outcomes: ok, stall (tokens came, no terminal frame in time), first_token_timeout
-(nothing came in time), error (the server said so), disconnect (the connection
-closed mid-turn). Times are seconds from the moment the prompt was sent.
+Every turn gets exactly one outcome:
+
+- ok: tokens (or not), then the terminal frame, nothing wrong seen;
+- stall: tokens came, but no terminal frame within the reply timeout;
+- first_token_timeout: nothing came within the first-token timeout;
+- error: an error frame, RPC error or `status: error`;
+- disconnect: the connection closed mid-turn (close code and reason kept);
+- violation: a frame after the terminal frame (`frame_after_done`), a second
+  terminal frame (`duplicate_done`), a frame for another request
+  (`wrong_request`), a gap or step back in `seq` (`seq_gap`, `seq_order`), a
+  frame the protocol cannot parse (`non_json`);
+- mismatch: the reply does not contain the nonce sent in the prompt.
+
+Stall, first-token timeout, error and disconnect take precedence over a
+violation seen earlier in the same turn, and a violation over a mismatch.
+Violations seen between turns (while thinking or probing) are charged to the
+next turn on that connection. Times are seconds from the moment the prompt was sent.
 """
 
 from __future__ import annotations
 
 import time
 from collections import deque
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
-from soak.protocols.base import DONE, ERROR, TOKEN, ConnectionLost, Conversation
+from soak.protocols.base import (
+    DONE,
+    ERROR,
+    INVALID,
+    OTHER,
+    PONG,
+    TOKEN,
+    ConnectionLost,
+    Conversation,
+    Frame,
+)
 
 OK = "ok"
 STALL = "stall"
@@ -22,9 +47,25 @@ VIOLATION = "violation"
 MISMATCH = "mismatch"
 OUTCOMES = (OK, STALL, FIRST_TOKEN_TIMEOUT, ERRORED, DISCONNECT, VIOLATION, MISMATCH)
 
+FRAME_AFTER_DONE = "frame_after_done"
+DUPLICATE_DONE = "duplicate_done"
+WRONG_REQUEST = "wrong_request"
+SEQ_GAP = "seq_gap"
+SEQ_ORDER = "seq_order"
+NON_JSON = "non_json"
+VIOLATION_KINDS = (FRAME_AFTER_DONE, DUPLICATE_DONE, WRONG_REQUEST, SEQ_GAP, SEQ_ORDER, NON_JSON)
+
 #: How many of a turn's last frames an anomaly record keeps, and how much of each (chars).
 LAST_FRAMES = 5
 FRAME_EXCERPT = 300
+#: Ended request ids a connection remembers (to tell late frames from foreign ones).
+RECENT_REQUESTS = 8
+#: Violations noted between turns and kept for the next turn, at most.
+HELD_NOTES = 8
+#: Frame kinds that belong to a reply (others, such as status events, never count).
+REPLY_KINDS = (TOKEN, DONE, ERROR)
+
+Clock = Callable[[], float]
 
 
 @dataclass
@@ -33,90 +74,286 @@ class TurnResult:
 
     request_id: str
     outcome: str = OK
+    subkind: str | None = None  # violation kind when outcome is violation
     ttft_s: float | None = None
     reply_s: float | None = None
     tokens: int = 0
     frames: int = 0
-    longest_gap_s: float = 0.0
+    longest_gap_s: float = 0.0  # longest gap between two frames of the reply
     elapsed_s: float = 0.0
     detail: str = ""
-    last_frames: deque[str] = field(default_factory=lambda: deque(maxlen=LAST_FRAMES))
+    close_code: int | None = None
+    close_reason: str | None = None
+    violations: list[tuple[str, str]] = field(default_factory=list)
+    last_frames: deque[str] = field(default_factory=lambda: deque(maxlen=LAST_FRAMES))  # whole
+
+    def frame_excerpts(self) -> list[str]:
+        """The last frames, each cut to FRAME_EXCERPT characters (for anomaly records)."""
+        return [raw[:FRAME_EXCERPT] for raw in self.last_frames]
 
     @property
     def connection_usable(self) -> bool:
-        """Whether the connection can carry the next turn (after a stall it cannot be trusted)."""
+        """Whether the connection can carry the next turn: after a stall, a violation or a
+        mismatch the stream cannot be trusted to be in step with our prompts."""
         return self.outcome in (OK, ERRORED)
+
+    def violate(self, subkind: str, detail: str) -> None:
+        self.violations.append((subkind, detail))
+
+
+class NonceWatch:
+    """Whether a nonce appears in a reply that arrives in pieces; keeps only a short tail."""
+
+    def __init__(self, nonce: str) -> None:
+        self.nonce = nonce
+        self.tail = ""
+        self.found = False
+
+    def feed(self, text: str) -> None:
+        if self.found or not text:
+            return
+        joined = self.tail + text
+        self.found = self.nonce in joined
+        self.tail = joined[-len(self.nonce) :]
+
+
+class Channel:
+    """One open conversation plus what soak tracks across its turns: the last `seq`,
+    recently ended requests, and violations seen between turns."""
+
+    def __init__(self, conversation: Conversation) -> None:
+        self.conversation = conversation
+        self.last_seq: int | None = None
+        self.recent: deque[str] = deque(maxlen=RECENT_REQUESTS)
+        self.held: deque[tuple[str, str, str]] = deque(maxlen=HELD_NOTES)  # subkind, detail, raw
+        self.turns = 0
+
+    @property
+    def session_id(self) -> str | None:
+        return self.conversation.session_id
+
+    def next_frame(self, timeout: float) -> tuple[Frame | None, tuple[str, str] | None]:
+        """The next frame and the `seq` violation it shows, if any. Raises ConnectionLost."""
+        frame = self.conversation.receive(timeout)
+        if frame is None or frame.seq is None:
+            return frame, None
+        last, self.last_seq = self.last_seq, frame.seq
+        if last is None or frame.seq == last + 1:
+            return frame, None
+        if frame.seq > last + 1:
+            return frame, (SEQ_GAP, f"seq jumped from {last} to {frame.seq}: events lost")
+        return frame, (SEQ_ORDER, f"seq went back from {last} to {frame.seq}")
+
+    def listen(self, seconds: float, clock: Clock = time.monotonic) -> None:
+        """Read whatever arrives for `seconds` (between turns): reply frames and seq
+        problems are held for the next turn. Raises ConnectionLost."""
+        deadline = clock() + seconds
+        while (remaining := deadline - clock()) > 0:
+            frame, seq_problem = self.next_frame(remaining)
+            if frame is None:
+                return
+            self._hold(frame, seq_problem)
+
+    def probe(self, timeout: float, clock: Clock = time.monotonic) -> float | None:
+        """Round trip of one protocol ping in seconds, None when no pong came in `timeout`.
+
+        Only for conversations whose `supports_ping` is true. Raises ConnectionLost.
+        """
+        started = clock()
+        self.conversation.send_ping()
+        while (remaining := started + timeout - clock()) > 0:
+            frame, seq_problem = self.next_frame(remaining)
+            if frame is None:
+                return None
+            if frame.kind == PONG:
+                return clock() - started
+            self._hold(frame, seq_problem)
+        return None
+
+    def _hold(self, frame: Frame, seq_problem: tuple[str, str] | None) -> None:
+        raw = frame.raw[:FRAME_EXCERPT]
+        if seq_problem:
+            self.held.append((*seq_problem, raw))
+        if frame.kind in REPLY_KINDS:
+            ended = f" of request {frame.request_id}" if frame.request_id else ""
+            self.held.append((FRAME_AFTER_DONE, f"{frame.kind} frame{ended} between turns", raw))
+        elif frame.kind == INVALID:
+            self.held.append((NON_JSON, f"unparseable frame between turns: {frame.text}", raw))
+
+    def take_held(self) -> Iterator[tuple[str, str, str]]:
+        while self.held:
+            yield self.held.popleft()
 
 
 def run_turn(
-    conversation: Conversation,
+    conversation: Conversation | Channel,
     prompt: str,
     request_id: str,
     *,
     first_token_timeout: float,
     reply_timeout: float,
-    clock=time.monotonic,
+    linger: float = 0.0,
+    nonce: str | None = None,
+    clock: Clock = time.monotonic,
 ) -> TurnResult:
-    """Send `prompt` and read frames until the terminal frame or a timeout."""
+    """Send `prompt` and read frames until the terminal frame or a timeout.
+
+    `linger` seconds after the terminal frame are still read: a frame of this
+    turn then is a violation. With `nonce`, a reply that does not contain it is
+    a mismatch.
+    """
+    channel = conversation if isinstance(conversation, Channel) else Channel(conversation)
     result = TurnResult(request_id=request_id)
+    for subkind, detail, raw in channel.take_held():
+        result.violate(subkind, detail)
+        result.last_frames.append(raw)
+    watch = NonceWatch(nonce) if nonce else None
     started = clock()
-    _read_reply(conversation, prompt, result, started, first_token_timeout, reply_timeout, clock)
+    try:
+        done = _read_reply(
+            channel, prompt, result, watch, first_token_timeout, reply_timeout, clock
+        )
+        if done:
+            _linger(channel, result, linger, clock)
+    except ConnectionLost as exc:
+        result.outcome = DISCONNECT
+        result.close_code, result.close_reason = exc.code, exc.reason
+        result.detail = (
+            f"connection lost after {clock() - started:.1f} s: code {exc.code}, {exc.reason}"
+        )
+    finally:
+        channel.recent.append(request_id)
+        channel.turns += 1
     result.elapsed_s = clock() - started
+    _settle(result, watch)
     return result
 
 
 def _read_reply(
-    conversation: Conversation,
+    channel: Channel,
     prompt: str,
     result: TurnResult,
-    started: float,
+    watch: NonceWatch | None,
     first_token_timeout: float,
     reply_timeout: float,
-    clock,
-) -> None:
+    clock: Clock,
+) -> bool:
+    """Read until the terminal frame (True) or a timeout/error outcome (False)."""
     request_id = result.request_id
-    last_frame_at = started
-    try:
-        conversation.send_prompt(prompt, request_id)
-        while True:
-            now = clock()
-            deadline = started + (reply_timeout if result.tokens else first_token_timeout)
-            frame = conversation.receive(deadline - now)
-            now = clock()
-            if frame is None:
-                if now < deadline:
-                    continue
-                if result.tokens:
-                    result.outcome = STALL
-                    result.detail = (
-                        f"no terminal frame within {reply_timeout:g} s after "
-                        f"{result.tokens} tokens; last frame {now - last_frame_at:.1f} s ago"
-                    )
-                else:
-                    result.outcome = FIRST_TOKEN_TIMEOUT
-                    result.detail = f"no token within {first_token_timeout:g} s"
-                return
-            if frame.request_id is not None and frame.request_id != request_id:
-                result.last_frames.append(frame.raw[:FRAME_EXCERPT])
-                continue  # a late frame of an earlier turn on this connection
-            result.frames += 1
-            result.last_frames.append(frame.raw[:FRAME_EXCERPT])
+    started = clock()
+    last_frame_at: float | None = None
+    channel.conversation.send_prompt(prompt, request_id)
+    while True:
+        deadline = started + (reply_timeout if result.tokens else first_token_timeout)
+        frame, seq_problem = channel.next_frame(deadline - clock())
+        now = clock()
+        if frame is None:
+            if now < deadline:
+                continue
+            _timed_out(result, now, last_frame_at, first_token_timeout, reply_timeout)
+            return False
+        result.last_frames.append(frame.raw)
+        if seq_problem:
+            result.violate(*seq_problem)
+        if frame.kind == INVALID:
+            result.violate(NON_JSON, f"unparseable frame: {frame.text}")
+            continue
+        if frame.kind in (PONG, OTHER) and frame.request_id is None:
+            continue  # status events, a late pong: not part of the reply
+        if frame.request_id is not None and frame.request_id != request_id:
+            _foreign(channel, result, frame)
+            continue
+        result.frames += 1
+        if last_frame_at is not None:
             result.longest_gap_s = max(result.longest_gap_s, now - last_frame_at)
-            last_frame_at = now
-            if frame.kind == TOKEN:
-                if result.ttft_s is None:
-                    result.ttft_s = now - started
-                result.tokens += 1
-            elif frame.kind == DONE:
-                result.reply_s = now - started
-                return
-            elif frame.kind == ERROR:
-                result.outcome = ERRORED
-                result.detail = f"server error: {frame.text[:FRAME_EXCERPT]}"
-                return
-    except ConnectionLost as exc:
-        result.outcome = DISCONNECT
+        last_frame_at = now
+        if frame.kind == TOKEN:
+            if result.ttft_s is None:
+                result.ttft_s = now - started
+            result.tokens += 1
+            if watch:
+                watch.feed(frame.text)
+        elif frame.kind == DONE:
+            result.reply_s = now - started
+            if watch:
+                watch.feed(frame.text)
+            return True
+        elif frame.kind == ERROR:
+            result.outcome = ERRORED
+            result.detail = f"server error: {frame.text[:FRAME_EXCERPT]}"
+            return False
+
+
+def _timed_out(
+    result: TurnResult,
+    now: float,
+    last_frame_at: float | None,
+    first_token_timeout: float,
+    reply_timeout: float,
+) -> None:
+    if result.tokens:
+        result.outcome = STALL
+        since = now - (last_frame_at or now)
         result.detail = (
-            f"connection lost after {clock() - started:.1f} s: code {exc.code}, {exc.reason}"
+            f"no terminal frame within {reply_timeout:g} s after {result.tokens} tokens; "
+            f"last frame {since:.1f} s ago"
         )
+    else:
+        result.outcome = FIRST_TOKEN_TIMEOUT
+        result.detail = f"no token within {first_token_timeout:g} s"
+
+
+def _foreign(channel: Channel, result: TurnResult, frame: Frame) -> None:
+    """A frame that names another request: a late frame of an ended one, or a stranger."""
+    if frame.kind not in REPLY_KINDS:
         return
+    if frame.request_id in channel.recent:
+        result.violate(
+            FRAME_AFTER_DONE,
+            f"{frame.kind} frame of earlier request {frame.request_id} after it had ended",
+        )
+    else:
+        result.violate(
+            WRONG_REQUEST,
+            f"{frame.kind} frame for request {frame.request_id}, which this connection never sent",
+        )
+
+
+def _linger(channel: Channel, result: TurnResult, linger: float, clock: Clock) -> None:
+    """Keep reading `linger` seconds after the terminal frame: anything of this turn is wrong."""
+    deadline = clock() + linger
+    while (remaining := deadline - clock()) > 0:
+        frame, seq_problem = channel.next_frame(remaining)
+        if frame is None:
+            return
+        result.last_frames.append(frame.raw)
+        if seq_problem:
+            result.violate(*seq_problem)
+        if frame.kind == INVALID:
+            result.violate(NON_JSON, f"unparseable frame after done: {frame.text}")
+        elif frame.kind in REPLY_KINDS:
+            if frame.request_id not in (None, result.request_id):
+                _foreign(channel, result, frame)
+            elif frame.kind == DONE:
+                result.violate(DUPLICATE_DONE, "a second terminal frame for this request")
+            else:
+                result.violate(FRAME_AFTER_DONE, f"{frame.kind} frame after the terminal frame")
+
+
+def _settle(result: TurnResult, watch: NonceWatch | None) -> None:
+    """Pick the one outcome from what the turn saw (precedence in the module docstring)."""
+    notes = "; ".join(detail for _, detail in result.violations[:3])
+    if result.outcome != OK:
+        if notes:
+            result.detail = f"{result.detail} (also: {notes})"
+        return
+    if result.violations:
+        result.outcome = VIOLATION
+        result.subkind = result.violations[0][0]
+        result.detail = notes
+    elif watch and not watch.found:
+        result.outcome = MISMATCH
+        result.detail = (
+            f"the reply ({result.tokens} tokens) does not contain the nonce {watch.nonce!r} "
+            "sent in the prompt: an answer to another prompt?"
+        )

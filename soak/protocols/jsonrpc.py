@@ -1,0 +1,157 @@
+"""JSON-RPC 2.0 over WebSocket (hermes-style gateways).
+
+Handshake: wait for the `gateway.ready` event, then `session.create` (params
+from the profile's `session_params`) gives the session id. A turn is
+`prompt.submit {session_id, text}`; the reply streams as `event`
+notifications `{type, session_id, payload, seq}`: `message.delta` tokens (the
+profile's `token_events`), then `message.complete` whose `payload.status` is
+complete (done), error or interrupted (error). RPC errors (e.g. 4009 session
+busy) are errors of the turn that caused them. `ping` -> `{pong: true}` is the
+round-trip probe. Events of another session carry that session as their
+request id, so a turn flags them as a reply to another request.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Any
+
+from soak.protocols.base import (
+    DONE,
+    ERROR,
+    INVALID,
+    OTHER,
+    PONG,
+    TOKEN,
+    Adapter,
+    ConnectionLost,
+    Conversation,
+    Frame,
+)
+from soak.protocols.wsjson import JsonSocket, as_text, lookup, parse
+
+READY_EVENT = "gateway.ready"
+COMPLETE_EVENT = "message.complete"
+ERROR_EVENT = "error"
+#: RPC ids remembered per connection to map late answers back to their request.
+RPC_MEMORY = 16
+
+
+def _event_type(data: Any) -> str | None:
+    if not isinstance(data, dict) or data.get("method") != "event":
+        return None
+    kind = lookup(data, "params.type")
+    return kind if isinstance(kind, str) else None
+
+
+class JsonRpcConversation(Conversation):
+    supports_ping = True
+
+    def __init__(self, adapter: JsonRpcAdapter, socket: JsonSocket) -> None:
+        self.adapter = adapter
+        self.socket = socket
+        self.session_id: str | None = None
+        self.next_id = 0
+        self.calls: OrderedDict[int, str | None] = OrderedDict()  # rpc id -> request id / None
+        self.ping_ids: set[int] = set()
+        self.current_request: str | None = None
+
+    def call(self, method: str, params: dict[str, Any], request_id: str | None = None) -> int:
+        """Send one JSON-RPC request; return its id."""
+        self.next_id += 1
+        self.calls[self.next_id] = request_id
+        while len(self.calls) > RPC_MEMORY:
+            self.calls.popitem(last=False)
+        self.socket.send({"jsonrpc": "2.0", "id": self.next_id, "method": method, "params": params})
+        return self.next_id
+
+    def send_prompt(self, prompt: str, request_id: str) -> None:
+        self.current_request = request_id
+        self.call("prompt.submit", {"session_id": self.session_id, "text": prompt}, request_id)
+
+    def send_ping(self) -> None:
+        self.ping_ids = {self.call("ping", {})}
+
+    def receive(self, timeout: float) -> Frame | None:
+        raw = self.socket.recv(timeout)
+        return None if raw is None else self.classify(raw)
+
+    def classify(self, raw: str | bytes) -> Frame:
+        text = as_text(raw)
+        data = parse(raw)
+        if not isinstance(data, dict) or data.get("jsonrpc") != "2.0":
+            return Frame(INVALID, None, "not a JSON-RPC 2.0 object", text)
+        if "method" not in data:
+            return self._answer(data, text)
+        kind = _event_type(data)
+        params = data.get("params") if isinstance(data.get("params"), dict) else {}
+        seq = params.get("seq")
+        seq = seq if isinstance(seq, int) and not isinstance(seq, bool) else None
+        session = params.get("session_id")
+        request_id = None
+        if session is not None and self.session_id is not None and str(session) != self.session_id:
+            request_id = f"session:{session}"
+            seq = None  # seq counts per session: another session's numbers are not ours
+        payload = params.get("payload") if isinstance(params.get("payload"), dict) else {}
+        if kind in self.adapter.config["token_events"]:
+            return Frame(TOKEN, request_id, str(payload.get("text") or ""), text, seq)
+        if kind == COMPLETE_EVENT:
+            status = payload.get("status", "complete")
+            if status == "complete":
+                return Frame(DONE, request_id, str(payload.get("text") or ""), text, seq)
+            reason = payload.get("error") or f"message.complete with status {status!r}"
+            return Frame(ERROR, request_id, str(reason), text, seq)
+        if kind == ERROR_EVENT:
+            reason = payload.get("message") or payload.get("error") or text
+            return Frame(ERROR, request_id, str(reason), text, seq)
+        return Frame(OTHER, request_id, "", text, seq)
+
+    def _answer(self, data: dict[str, Any], text: str) -> Frame:
+        """A response to one of our calls: pong, RPC error, or an acknowledgement."""
+        rpc_id = data.get("id")
+        rpc_id = rpc_id if isinstance(rpc_id, int) and not isinstance(rpc_id, bool) else None
+        if rpc_id in self.ping_ids and "error" not in data:
+            self.ping_ids.discard(rpc_id)
+            return Frame(PONG, None, "", text)
+        request_id = self.current_request if rpc_id is None else self.calls.get(rpc_id)
+        error = data.get("error")
+        if isinstance(error, dict):
+            reason = f"RPC error {error.get('code')}: {error.get('message', '')}".strip()
+            return Frame(ERROR, request_id, reason, text)
+        return Frame(OTHER, request_id, "", text)
+
+    def close(self) -> None:
+        self.socket.close()
+
+
+class JsonRpcAdapter(Adapter):
+    def connect(self, url: str, timeout: float) -> Conversation:
+        socket = JsonSocket(url, timeout, self.config.get("keepalive", 0.0))
+        conversation = JsonRpcConversation(self, socket)
+        try:
+            self._handshake(conversation, timeout)
+        except ConnectionLost:
+            socket.close()
+            raise
+        return conversation
+
+    def _handshake(self, conversation: JsonRpcConversation, timeout: float) -> None:
+        socket = conversation.socket
+        raw = socket.recv(timeout)
+        while raw is not None and _event_type(parse(raw)) != READY_EVENT:
+            raw = socket.recv(timeout)
+        if raw is None:
+            raise ConnectionLost(None, f"no {READY_EVENT} event within {timeout:g} s")
+        params = dict(self.config.get("session_params") or {})
+        call_id = conversation.call("session.create", params)
+        raw = socket.recv(timeout)
+        while raw is not None:
+            data = parse(raw)
+            if isinstance(data, dict) and data.get("id") == call_id:
+                session = lookup(data, "result.session_id")
+                if session is None:
+                    raise ConnectionLost(None, f"session.create failed: {as_text(raw)[:300]}")
+                conversation.session_id = str(session)
+                return
+            raw = socket.recv(timeout)
+        raise ConnectionLost(None, f"no answer to session.create within {timeout:g} s")

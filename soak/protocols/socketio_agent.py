@@ -1,0 +1,268 @@
+"""Socket.IO with HTTP send (agent-zero-style servers).
+
+Handshake: `GET {csrf_path}` gives `{token, runtime_id}` and a session cookie;
+the client adds cookie `csrf_token_{runtime_id}` and connects with python-socketio's
+client (WebSocket transport, `Origin` of the target, auth `{csrf_token, handlers}`)
+to the profile's namespace. A turn is `POST {send_path}` `{text, context, message_id}`
+with header `X-CSRF-Token`; the reply arrives as `state_push` snapshots after a
+`state_request` for the context. Tokens are what the `agent`/`response` log items
+after our user message grew by; the turn is done when the context is no longer
+running and no log progress is active; an `error` log item is an error. Push
+`seq` numbers go to the turn's gap check.
+
+The target URL is given as ws://HOST:PORT (wss:// for TLS): HTTP calls go to
+http(s)://HOST:PORT. No protocol-level ping (Socket.IO's own keepalive runs inside
+the client, and a lost server shows as a disconnect).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import queue
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import requests
+import socketio
+import socketio.exceptions
+
+from soak.protocols.base import (
+    DONE,
+    ERROR,
+    INVALID,
+    OTHER,
+    TOKEN,
+    Adapter,
+    ConnectionLost,
+    Conversation,
+    Frame,
+)
+
+REPLY_TYPES = ("agent", "response")
+RAW_EXCERPT = 300
+
+
+def http_base(url: str) -> str:
+    """http(s)://host:port of a ws(s):// target URL (path and query dropped)."""
+    parts = urlsplit(url)
+    scheme = {"ws": "http", "wss": "https"}.get(parts.scheme, parts.scheme)
+    return urlunsplit((scheme, parts.netloc, "", "", ""))
+
+
+@dataclass
+class _Turn:
+    """What one turn has seen so far in the pushed snapshots."""
+
+    request_id: str
+    user_no: int | None = None
+    seen_running: bool = False
+    done: bool = False
+    consumed: dict[int, int] = field(default_factory=dict)  # log no -> chars already tokens
+
+
+def _number(item: dict[str, Any]) -> int:
+    """A log item's `no` (its position in the context's log), -1 when missing."""
+    no = item.get("no")
+    return no if isinstance(no, int) else -1
+
+
+class _Closed:
+    """Queue marker: the Socket.IO connection dropped (with the client's reason)."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+
+class SocketIoAgentConversation(Conversation):
+    def __init__(self, adapter: SocketIoAgentAdapter, url: str, timeout: float) -> None:
+        self.config = adapter.config
+        self.base = http_base(url)
+        self.timeout = timeout
+        self.namespace = self.config["namespace"]
+        self.session_id: str | None = None  # the agent context id, once the server made one
+        self.inbox: queue.Queue[Any] = queue.Queue()
+        self.ready: list[Frame] = []
+        self.turn: _Turn | None = None
+        self.subscribed: str | None = None
+        self.last_user_no = -1
+        self.http = requests.Session()
+        self.http.trust_env = False  # a soak of a loopback server must not go through a proxy
+        self.origin = self.config.get("origin") or self.base
+        self.http.headers["Origin"] = self.origin
+        self.client = socketio.Client(
+            reconnection=False,
+            handle_sigint=False,
+            http_session=self.http,
+            request_timeout=timeout,
+            websocket_extra_options={"origin": self.origin},  # websocket-client's own header
+        )
+        self.client.on("state_push", self._on_push, namespace=self.namespace)
+        self.client.on("disconnect", self._on_disconnect, namespace=self.namespace)
+        try:
+            self._handshake()
+        except ConnectionLost:
+            self.close()
+            raise
+
+    # -- handshake ----------------------------------------------------------------
+    def _handshake(self) -> None:
+        config = self.config
+        try:
+            response = self.http.get(self.base + config["csrf_path"], timeout=self.timeout)
+            body = response.json()
+        except (requests.RequestException, ValueError) as exc:
+            raise ConnectionLost(None, f"connect failed: CSRF token fetch: {exc}") from None
+        if not response.ok or not isinstance(body, dict) or not body.get("token"):
+            raise ConnectionLost(
+                None, f"connect failed: CSRF token fetch gave HTTP {response.status_code}: "
+                f"{response.text[:RAW_EXCERPT]}"
+            )  # fmt: skip
+        self.csrf = str(body["token"])
+        host = urlsplit(self.base).hostname or ""
+        self.http.cookies.set(f"csrf_token_{body.get('runtime_id', '')}", self.csrf, domain=host)
+        try:
+            self.client.connect(
+                self.base,
+                auth={"csrf_token": self.csrf, "handlers": list(config["handlers"])},
+                transports=["websocket"],
+                namespaces=[self.namespace],
+                wait_timeout=self.timeout,
+            )
+        except socketio.exceptions.ConnectionError as exc:
+            raise ConnectionLost(None, f"connect failed: {exc}") from None
+
+    # -- events from the client's reader (another greenlet/thread) -------------------
+    def _on_push(self, data: Any) -> None:
+        self.inbox.put(data)
+
+    def _on_disconnect(self, reason: Any = None) -> None:
+        self.inbox.put(_Closed(f"socket.io disconnect: {reason or 'closed'}"))
+
+    # -- turns --------------------------------------------------------------------------
+    def send_prompt(self, prompt: str, request_id: str) -> None:
+        self.turn = _Turn(request_id)
+        body = {"text": prompt, "context": self.session_id or "", "message_id": request_id}
+        try:
+            response = self.http.post(
+                self.base + self.config["send_path"],
+                json=body,
+                headers={"X-CSRF-Token": self.csrf},
+                timeout=self.timeout,
+            )
+        except requests.RequestException as exc:
+            raise ConnectionLost(None, f"POST {self.config['send_path']} failed: {exc}") from None
+        try:
+            answer = response.json()
+        except ValueError:
+            answer = None
+        if not response.ok or not isinstance(answer, dict):
+            reason = f"POST {self.config['send_path']}: HTTP {response.status_code}"
+            self.ready.append(Frame(ERROR, request_id, reason, response.text[:RAW_EXCERPT]))
+            return
+        context = answer.get("context")
+        if context:
+            self.session_id = str(context)
+        if self.session_id and self.subscribed != self.session_id:
+            self._subscribe(self.session_id)
+
+    def _subscribe(self, context: str) -> None:
+        request = {"context": context, "log_from": 0}
+        try:
+            ack = self.client.call("state_request", request, self.namespace, self.timeout)
+        except socketio.exceptions.TimeoutError:
+            raise ConnectionLost(
+                None, f"state_request not acknowledged in {self.timeout:g} s"
+            ) from None
+        except socketio.exceptions.SocketIOError as exc:
+            raise ConnectionLost(None, f"state_request failed: {exc}") from None
+        self.subscribed = context
+        seq_base = ack.get("seq_base") if isinstance(ack, dict) else None
+        if isinstance(seq_base, int):  # lets the gap check see a lost first push
+            self.ready.append(Frame(OTHER, None, "", json.dumps(ack)[:RAW_EXCERPT], seq_base))
+
+    def receive(self, timeout: float) -> Frame | None:
+        if not self.ready:
+            try:
+                item = self.inbox.get(timeout=max(timeout, 0.0))
+            except queue.Empty:
+                return None
+            if isinstance(item, _Closed):
+                raise ConnectionLost(None, item.reason)
+            self.ready.extend(self._frames(item))
+        return self.ready.pop(0)
+
+    def _frames(self, push: Any) -> list[Frame]:
+        """The frames one `state_push` means for the turn in progress (at least one)."""
+        raw = json.dumps(push, default=str)[:RAW_EXCERPT]
+        data = push.get("data") if isinstance(push, dict) else None
+        snapshot = data.get("snapshot") if isinstance(data, dict) else None
+        if not isinstance(snapshot, dict):
+            return [Frame(INVALID, None, "state_push without data.snapshot", raw)]
+        seq = data.get("seq") if isinstance(data.get("seq"), int) else None
+        turn = self.turn
+        frames = [] if turn is None else self._turn_frames(turn, snapshot, raw)
+        if not frames:
+            return [Frame(OTHER, None, "", raw, seq)]
+        first = frames[0]
+        frames[0] = Frame(first.kind, first.request_id, first.text, first.raw, seq)
+        return frames
+
+    def _turn_frames(self, turn: _Turn, snapshot: dict[str, Any], raw: str) -> list[Frame]:
+        logs = [item for item in snapshot.get("logs") or [] if isinstance(item, dict)]
+        if turn.user_no is None:
+            turn.user_no = self._user_item(logs, turn.request_id)
+        frames: list[Frame] = []
+        if turn.user_no is not None:
+            for item in logs:
+                no = _number(item)
+                if no <= turn.user_no:
+                    continue
+                kind, content = item.get("type"), str(item.get("content") or "")
+                if kind in REPLY_TYPES and len(content) > turn.consumed.get(no, 0):
+                    text = content[turn.consumed.get(no, 0) :]
+                    frames.append(Frame(TOKEN, turn.request_id, text, raw))
+                    turn.consumed[no] = len(content)
+                elif kind == "error" and no not in turn.consumed:
+                    turn.consumed[no] = len(content)
+                    turn.done = True  # the context stopping after an error is not a second end
+                    frames.append(Frame(ERROR, turn.request_id, content or "error log item", raw))
+        context = next(
+            (
+                c
+                for c in snapshot.get("contexts") or []
+                if isinstance(c, dict) and str(c.get("id")) == self.session_id
+            ),
+            None,
+        )
+        running = bool(context and context.get("running")) or bool(
+            snapshot.get("log_progress_active")
+        )
+        turn.seen_running |= running
+        if not running and not turn.done and (turn.seen_running or turn.consumed):
+            turn.done = True
+            frames.append(Frame(DONE, turn.request_id, "", raw))
+        return frames
+
+    def _user_item(self, logs: list[dict[str, Any]], message_id: str) -> int | None:
+        """`no` of this turn's user log item: the one with our message id, else the first
+        user item newer than the previous turn's (for servers that do not keep the id)."""
+        users = [item for item in logs if item.get("type") == "user"]
+        mine = [item for item in users if str(item.get("id")) == message_id]
+        newer = [item for item in users if _number(item) > self.last_user_no]
+        found = (mine or newer or [None])[0]
+        if found is None:
+            return None
+        self.last_user_no = _number(found)
+        return self.last_user_no
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):  # closing a broken connection must never fail a user
+            self.client.disconnect()
+        self.http.close()
+
+
+class SocketIoAgentAdapter(Adapter):
+    def connect(self, url: str, timeout: float) -> Conversation:
+        return SocketIoAgentConversation(self, url, timeout)

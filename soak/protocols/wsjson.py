@@ -1,0 +1,229 @@
+"""JSON over one WebSocket: the transport shared by the json-events and jsonrpc adapters.
+
+`JsonSocket` is a small client on websockets' Sans-I/O `ClientProtocol`: the caller's
+own thread (a greenlet in the load process) reads the socket inside `recv`, so a
+frame costs no hand-over between threads, no locks, and no reader thread per
+connection (websockets' sync client has one, plus one for keepalive). Soak's users
+always read while connected (think time is spent listening), which is when server
+pings are answered and the client's own keepalive pings go out.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import ssl
+import time
+from collections import deque
+from typing import Any
+
+from websockets.client import ClientProtocol
+from websockets.exceptions import InvalidHandshake, InvalidURI
+from websockets.frames import CloseCode, Opcode
+from websockets.protocol import State
+from websockets.uri import parse_uri
+
+from soak.protocols.base import ConnectionLost
+
+#: Largest message accepted, in bytes: bigger ones close the connection (code 1009).
+MAX_FRAME_BYTES = 16 * 1024 * 1024
+#: How long closing waits for the server's close frame, in seconds.
+CLOSE_TIMEOUT_S = 2.0
+#: Bytes read per socket read.
+READ_BYTES = 65536
+
+
+def lookup(data: Any, path: str | None) -> Any:
+    """Value at a dotted path ("params.payload.text", "items.0.id"), or None."""
+    if path is None:
+        return None
+    return lookup_parts(data, tuple(path.split(".")))
+
+
+def lookup_parts(data: Any, parts: tuple[str, ...]) -> Any:
+    """`lookup` with the path already split (the per-frame hot path)."""
+    if len(parts) == 1 and isinstance(data, dict):
+        return data.get(parts[0])
+    for part in parts:
+        if isinstance(data, dict):
+            data = data.get(part)
+        elif isinstance(data, list) and part.isdigit() and int(part) < len(data):
+            data = data[int(part)]
+        else:
+            return None
+    return data
+
+
+def parse(raw: str | bytes) -> Any:
+    """The JSON value of a frame, or None when it is not JSON."""
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        return None
+
+
+def as_text(raw: str | bytes) -> str:
+    return raw if isinstance(raw, str) else raw.decode("utf-8", "replace")
+
+
+class JsonSocket:
+    """One WebSocket client connection carrying JSON text frames."""
+
+    def __init__(self, url: str, timeout: float, keepalive: float = 0.0) -> None:
+        """Connect and handshake within `timeout` seconds. `keepalive` > 0: send a ping
+        when nothing was sent for that long (seconds) and close with 1011 when its pong
+        has not come after as long again."""
+        self.keepalive = keepalive
+        self.messages: deque[str | bytes] = deque()
+        self._fragments: list[bytes] = []
+        self._fragment_text = True
+        self._ping_sent_at: float | None = None
+        self._ping_payload = b""
+        deadline = time.monotonic() + timeout
+        try:
+            uri = parse_uri(url)
+            self.sock = socket.create_connection((uri.host, uri.port), timeout=timeout)
+        except (OSError, InvalidURI) as exc:
+            raise ConnectionLost(None, f"connect failed: {exc}") from None
+        try:
+            self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if uri.secure:
+                context = ssl.create_default_context()
+                self.sock = context.wrap_socket(self.sock, server_hostname=uri.host)
+            self.protocol = ClientProtocol(uri, max_size=MAX_FRAME_BYTES)
+            self.protocol.send_request(self.protocol.connect())
+            self._flush()
+            self._handshake(deadline)
+        except (OSError, InvalidHandshake) as exc:
+            self.sock.close()
+            raise ConnectionLost(None, f"connect failed: {exc}") from None
+        except ConnectionLost:
+            self.sock.close()
+            raise
+        self._last_sent = time.monotonic()
+
+    def _handshake(self, deadline: float) -> None:
+        while self.protocol.state is State.CONNECTING:
+            if not self._read(deadline - time.monotonic()):
+                raise ConnectionLost(None, "connect failed: handshake timed out")
+            if self.protocol.handshake_exc is not None:
+                raise ConnectionLost(None, f"connect failed: {self.protocol.handshake_exc}")
+
+    # -- I/O ----------------------------------------------------------------------------
+    def _flush(self) -> None:
+        for data in self.protocol.data_to_send():
+            if data:
+                self.sock.sendall(data)
+            else:  # end of stream after a close
+                with contextlib.suppress(OSError):
+                    self.sock.shutdown(socket.SHUT_WR)
+
+    def _read(self, timeout: float) -> bool:
+        """Read once from the socket (False when nothing came within `timeout` s)."""
+        if timeout <= 0:
+            return False
+        self.sock.settimeout(timeout)
+        try:
+            data = self.sock.recv(READ_BYTES)
+        except TimeoutError:
+            return False
+        if data:
+            self.protocol.receive_data(data)
+        else:
+            self.protocol.receive_eof()
+        for event in self.protocol.events_received():
+            self._event(event)
+        self._flush()  # pongs to server pings, the close echo
+        return True
+
+    def _event(self, event: Any) -> None:
+        opcode = getattr(event, "opcode", None)
+        if opcode in (Opcode.TEXT, Opcode.BINARY, Opcode.CONT):
+            if opcode is not Opcode.CONT:
+                self._fragment_text = opcode is Opcode.TEXT
+            self._fragments.append(event.data)
+            if event.fin:
+                data = b"".join(self._fragments)
+                self._fragments = []
+                self.messages.append(
+                    data.decode("utf-8", "replace") if self._fragment_text else data
+                )
+        elif opcode is Opcode.PONG and event.data == self._ping_payload:
+            self._ping_sent_at = None
+
+    def _lost(self) -> ConnectionLost:
+        rcvd, sent = self.protocol.close_rcvd, self.protocol.close_sent
+        close = rcvd or sent
+        if close is None:
+            return ConnectionLost(None, "connection dropped without a close frame")
+        return ConnectionLost(close.code, close.reason or "closed")
+
+    def _keepalive(self, now: float) -> float:
+        """Send a keepalive ping when due, fail when one went unanswered; seconds until the
+        next keepalive event (inf without keepalive)."""
+        if not self.keepalive:
+            return float("inf")
+        if self._ping_sent_at is not None:
+            overdue = self._ping_sent_at + self.keepalive - now
+            if overdue <= 0:
+                self.protocol.fail(CloseCode.INTERNAL_ERROR, "keepalive ping timeout")
+                with contextlib.suppress(OSError):
+                    self._flush()
+                raise ConnectionLost(int(CloseCode.INTERNAL_ERROR), "keepalive ping timeout")
+            return overdue
+        due = self._last_sent + self.keepalive - now
+        if due <= 0:
+            self._ping_payload = os.urandom(4)
+            self.protocol.send_ping(self._ping_payload)
+            self._send_pending()
+            self._ping_sent_at = now
+            return self.keepalive
+        return due
+
+    def _send_pending(self) -> None:
+        try:
+            self._flush()
+        except OSError as exc:
+            raise ConnectionLost(None, f"connection dropped: {exc}") from None
+        self._last_sent = time.monotonic()
+
+    # -- the interface ------------------------------------------------------------------
+    def send(self, message: Any) -> None:
+        """Send one JSON value as a text frame. Raises ConnectionLost."""
+        if self.protocol.state is not State.OPEN:
+            raise self._lost()
+        self.protocol.send_text(json.dumps(message).encode())
+        self._send_pending()
+
+    def recv(self, timeout: float) -> str | bytes | None:
+        """The next message, or None after `timeout` seconds. Raises ConnectionLost."""
+        deadline = time.monotonic() + max(timeout, 0.0)
+        while not self.messages:
+            if self.protocol.state is State.CLOSED or self.protocol.close_rcvd is not None:
+                raise self._lost()
+            now = time.monotonic()
+            remaining = deadline - now
+            try:
+                if not self._read(min(remaining, self._keepalive(now))) and remaining <= 0:
+                    return None
+            except OSError as exc:
+                raise ConnectionLost(None, f"connection dropped: {exc}") from None
+        return self.messages.popleft()
+
+    def close(self) -> None:
+        """Close handshake (at most CLOSE_TIMEOUT_S), then the socket; never raises."""
+        try:
+            if self.protocol.state is State.OPEN:
+                self.protocol.send_close(CloseCode.NORMAL_CLOSURE)
+                self._flush()
+                deadline = time.monotonic() + CLOSE_TIMEOUT_S
+                while self.protocol.state is not State.CLOSED and self._read(
+                    deadline - time.monotonic()
+                ):
+                    pass
+        except (OSError, ConnectionLost):
+            pass  # closing a broken connection must never fail a user
+        finally:
+            self.sock.close()

@@ -1,0 +1,76 @@
+"""Chat aggregates: bounded per interval, and the same numbers whether one process recorded
+the turns or workers shipped them to a master."""
+
+from soak.histogram import quantile
+from soak.load.record import MAX_ANOMALIES_PER_INTERVAL, ChatRecorder
+from soak.protocols.turn import DISCONNECT, OK, STALL, VIOLATION, TurnResult
+
+
+def turns():
+    """A mix of outcomes with latencies, as users would report them."""
+    results = []
+    for n in range(60):
+        result = TurnResult(request_id=f"r{n}", tokens=10, frames=11, longest_gap_s=0.01 * n)
+        if n % 10 == 3:
+            result.outcome, result.detail = STALL, "no terminal frame"
+        elif n % 10 == 7:
+            result.outcome, result.subkind = VIOLATION, "frame_after_done"
+        elif n % 10 == 9:
+            result.outcome, result.close_code, result.close_reason = DISCONNECT, 1011, "keepalive"
+        else:
+            result.ttft_s, result.reply_s = 0.01 + n / 1000, 0.2 + n / 100
+        results.append(result)
+    return results
+
+
+def feed(recorder, results, target="a"):
+    for result in results:
+        recorder.turn_started(target)
+        recorder.turn_finished(target, result, "s1")
+        recorder.pinged(target, None if result.outcome == DISCONNECT else 0.002)
+
+
+def test_worker_deltas_merged_by_a_master_equal_one_process():
+    alone_chats, alone_anomalies = [], []
+    alone = ChatRecorder(["a"], alone_chats.append, alone_anomalies.append)
+    feed(alone, turns())
+    alone.flush(now=alone.interval_started + 10)
+
+    master_chats, master_anomalies = [], []
+    master = ChatRecorder(["a"], master_chats.append, master_anomalies.append)
+    results = turns()
+    for number, share in enumerate((results[:25], results[25:])):
+        worker = ChatRecorder(["a"], None, None, worker=f"w{number}")
+        feed(worker, share)
+        master.merge_delta(worker.take_delta())
+    master.flush(now=master.interval_started + 10)
+
+    [one], [merged] = alone_chats, master_chats
+    assert {k: v for k, v in merged.items() if k != "t"} == {
+        k: v for k, v in one.items() if k != "t"
+    }
+    assert one["outcomes"] == {"ok": 42, "stall": 6, "first_token_timeout": 0, "error": 0,
+                               "disconnect": 6, "violation": 6, "mismatch": 0}  # fmt: skip
+    assert one["pings_lost"] == 6 and one["ping_hist"] and one["gap_max_s"] == 0.59
+    assert quantile(merged["reply_hist"], 0.5) == quantile(one["reply_hist"], 0.5)
+    assert len(master_anomalies) == len(alone_anomalies) == 18
+    lost = [a for a in master_anomalies if a["kind"] == "disconnect"]
+    assert all(a["close_code"] == 1011 and a["worker"] in ("w0", "w1") for a in lost)
+    assert {a["subkind"] for a in master_anomalies if a["kind"] == "violation"} == {
+        "frame_after_done"
+    }
+    assert master.totals == alone.totals
+
+
+def test_anomalies_are_capped_per_interval_and_counts_stay_exact():
+    chats, anomalies = [], []
+    recorder = ChatRecorder(["a"], chats.append, anomalies.append)
+    stalled = [TurnResult(request_id=str(n), outcome=STALL) for n in range(50)]
+    feed(recorder, stalled)
+    recorder.flush()
+    feed(recorder, stalled[:1])
+    recorder.flush()
+    assert chats[0]["outcomes"]["stall"] == 50 and chats[0]["anomalies_dropped"] == 30
+    assert len(anomalies) == MAX_ANOMALIES_PER_INTERVAL + 1
+    assert anomalies[-1]["dropped_before"] == 30
+    assert chats[0]["outcomes"][OK] == 0 and chats[1]["turns"] == 1
