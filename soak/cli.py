@@ -80,6 +80,57 @@ def _status_printer() -> Callable[[str], None]:
     return log
 
 
+# --- options shared by soak run and soak collect ---------------------------------------
+SpawnOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--spawn",
+        metavar="CMD",
+        help="Start each target with this command (split like a shell, run without one), "
+        "in target order; its stdout/stderr go to the run directory, it is stopped at the "
+        'end. Example: --spawn "python -m myserver --port 8765".',
+    ),
+]
+ProcessOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--process",
+        metavar="REGEX",
+        help="Find each target's process by a regular expression on its name or command "
+        "line, in target order (also after a restart).",
+    ),
+]
+MetricsPortOption = Annotated[
+    int | None,
+    typer.Option(
+        "--metrics-port",
+        metavar="PORT",
+        help="Serve the latest samples for Prometheus at http://127.0.0.1:PORT/metrics "
+        "(needs pip install 'soak[metrics]').",
+    ),
+]
+
+
+def _argv_lists(commands: list[str] | None) -> list[list[str]] | None:
+    """--spawn values as argv lists (shlex rules, no shell)."""
+    if not commands:
+        return None
+    import shlex
+
+    from soak.errors import UsageError
+
+    argvs = []
+    for command in commands:
+        try:
+            argv = shlex.split(command)
+        except ValueError as exc:
+            raise UsageError(f"--spawn {command!r}: {exc}; check the quotes.") from None
+        if not argv:
+            raise UsageError("--spawn needs a command, e.g. --spawn 'python -m myserver'.")
+        argvs.append(argv)
+    return argvs
+
+
 # --- soak run ------------------------------------------------------------------
 @app.command()
 def run(
@@ -118,11 +169,36 @@ def run(
         str, typer.Option(metavar="NAME", help="Label in the run directory's name.")
     ] = "run",
     report: Annotated[bool, typer.Option(help="Write the report when the run ends.")] = True,
+    spawn: SpawnOption = None,
+    process: ProcessOption = None,
+    metrics_port: MetricsPortOption = None,
+    workers: Annotated[
+        int,
+        typer.Option(
+            metavar="N",
+            help="Run the users in N local worker processes under a Locust master "
+            "(more than one core's worth of chats). 0: one load process.",
+        ),
+    ] = 0,
+    master_bind: Annotated[
+        str | None,
+        typer.Option(
+            metavar="HOST[:PORT]",
+            help="Listen for `soak worker`s from other machines here (port 5557 by default); "
+            "the load waits for at least one worker.",
+        ),
+    ] = None,
+    web: Annotated[
+        bool, typer.Option("--web", help="Serve Locust's web UI on 127.0.0.1 (live charts).")
+    ] = False,
+    web_port: Annotated[int, typer.Option(metavar="PORT", help="Port of the --web UI.")] = 8089,
 ) -> None:
     """Run a soak test: chat load and process/health sampling into a run directory.
 
     Example: soak run profiles/demo.toml --target ws://127.0.0.1:8765/ws
     --health http://127.0.0.1:8765/health --users 50 --duration 2h --label nightly
+
+    Distributed: soak run profiles/demo.toml --workers 2 --web   (master + 2 local workers)
     """
 
     def body() -> int:
@@ -136,17 +212,198 @@ def run(
             pids=pid,
             users=users,
             duration=duration,
+            process=process,
+            spawn=_argv_lists(spawn),
         )
         typer.echo(
             f"soak: running {loaded.name} against {', '.join(t.name for t in loaded.targets)}"
         )
-        outcome = execute_run(loaded, out_root=out, label=label, on_status=_status_printer())
-        typer.echo("")
-        typer.echo(f"soak: run {outcome.status}: {outcome.run.path}")
-        if outcome.message:
-            typer.echo(f"soak: {outcome.message}", err=True)
-        code = _report_and_print(outcome.run.path) if report else 0
-        return code if outcome.status == STATUS_COMPLETED else EXIT_RUN_FAILED
+        outcome = execute_run(
+            loaded,
+            out_root=out,
+            label=label,
+            on_status=_status_printer(),
+            metrics_port=metrics_port,
+            workers=workers,
+            master_bind=master_bind,
+            web_port=web_port if web else None,
+        )
+        return _ended(outcome, "run", report)
+
+    _guarded(body)
+
+
+# --- soak worker ------------------------------------------------------------------
+@app.command()
+def worker(
+    master: Annotated[
+        str,
+        typer.Option(
+            metavar="HOST[:PORT]", help="Address of the load master (soak run --master-bind)."
+        ),
+    ],
+) -> None:
+    """Join a distributed soak run from another machine and run its share of the chat users.
+
+    The master sends the resolved profile, secrets included: use a trusted network.
+    The worker stops when the master's run ends (or on Ctrl-C).
+
+    Example: soak worker --master 10.0.0.5:5557   (master: soak run PROFILE --master-bind 0.0.0.0)
+    """
+
+    def body() -> int:
+        import os
+
+        from soak.errors import UsageError
+
+        host, sep, port = master.rpartition(":")
+        if sep and not port.isdigit() or not (host if sep else master):
+            raise UsageError(f"--master must be HOST or HOST:PORT, got {master!r}.")
+        argv = [sys.executable, "-m", "soak.load", "--worker", master if sep else f"{master}:5557"]
+        sys.stdout.flush()
+        os.execv(sys.executable, argv)  # gevent must patch a fresh interpreter first
+        return 0  # not reached
+
+    _guarded(body)
+
+
+# --- soak collect -----------------------------------------------------------------
+@app.command()
+def collect(
+    profile: Annotated[
+        Path | None,
+        typer.Argument(
+            metavar="PROFILE",
+            help="Profile TOML file (optional: targets, [collector] settings and criteria).",
+            show_default=False,
+        ),
+    ] = None,
+    target: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--target",
+            metavar="URL",
+            help="Target as URL or NAME=URL (its port finds the process); repeatable. "
+            "Replaces the profile's targets.",
+        ),
+    ] = None,
+    health: Annotated[
+        list[str] | None,
+        typer.Option("--health", metavar="URL", help="/health URL of each target, in order."),
+    ] = None,
+    pid: Annotated[
+        list[int] | None,
+        typer.Option("--pid", metavar="PID", help="Process id of each target, in order."),
+    ] = None,
+    port: Annotated[
+        list[int] | None,
+        typer.Option("--port", metavar="PORT", help="Port each target listens on, in order."),
+    ] = None,
+    process: ProcessOption = None,
+    spawn: SpawnOption = None,
+    interval: Annotated[
+        str | None, typer.Option(metavar="DURATION", help="Sampling interval: 1s, 5s.")
+    ] = None,
+    duration: Annotated[
+        str | None,
+        typer.Option(metavar="DURATION", help="How long to watch: 2h, 3d (default: until Ctrl-C)."),
+    ] = None,
+    pyspy: Annotated[
+        bool,
+        typer.Option("--pyspy", help="py-spy thread dumps every collector.pyspy_every."),
+    ] = False,
+    metrics_port: MetricsPortOption = None,
+    out: Annotated[
+        Path, typer.Option(metavar="DIR", help="Folder that receives the run directory.")
+    ] = (DEFAULT_OUT),
+    label: Annotated[
+        str, typer.Option(metavar="NAME", help="Label in the run directory's name.")
+    ] = "collect",
+    report: Annotated[bool, typer.Option(help="Write the report when it ends.")] = True,
+) -> None:
+    """Watch a target's process and /health with no load of soak's own, into a run directory.
+
+    For a server that someone else is loading (staging, production-like traffic).
+    The run directory has the format of soak run's, so soak report and soak status
+    work on it. Ctrl-C ends it (as completed when no --duration was given).
+
+    Example: soak collect --port 8765 --health http://127.0.0.1:8765/health
+    --interval 1s --duration 3d --metrics-port 9464
+    """
+
+    def body() -> int:
+        from soak.profile import apply_overrides, load_profile, profile_from_mapping
+        from soak.run import execute_collect
+        from soak.units import parse_duration
+
+        base = load_profile(profile) if profile else profile_from_mapping({"name": "collect"})
+        loaded = apply_overrides(
+            base,
+            targets=target,
+            health=health,
+            pids=pid,
+            ports=port,
+            process=process,
+            spawn=_argv_lists(spawn),
+            interval=interval,
+            pyspy=True if pyspy else None,
+        )
+        try:
+            seconds = parse_duration(duration) if duration else None
+        except ValueError as exc:
+            from soak.errors import UsageError
+
+            raise UsageError(f"--duration: {exc}") from None
+        typer.echo(
+            f"soak: collecting {', '.join(t.name for t in loaded.targets) or 'nothing'} "
+            f"every {loaded.collector['interval']:g} s (Ctrl-C ends)"
+        )
+        outcome = execute_collect(
+            loaded,
+            out_root=out,
+            label=label,
+            duration_s=seconds,
+            metrics_port=metrics_port,
+            on_status=_status_printer(),
+        )
+        return _ended(outcome, "collect", report)
+
+    _guarded(body)
+
+
+def _ended(outcome: Any, what: str, report: bool) -> int:
+    """Say how a run or collect ended, write its report; the exit code."""
+    typer.echo("")
+    typer.echo(f"soak: {what} {outcome.status}: {outcome.run.path}")
+    if outcome.message:
+        typer.echo(f"soak: {outcome.message}", err=True)
+    code = _report_and_print(outcome.run.path) if report else 0
+    return code if outcome.status == STATUS_COMPLETED else EXIT_RUN_FAILED
+
+
+# --- soak status ------------------------------------------------------------------
+@app.command()
+def status(
+    run_dir: Annotated[
+        Path, typer.Argument(metavar="RUN_DIR", help="A run directory (running or finished).")
+    ],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the status as JSON.")] = False,
+) -> None:
+    """Show where a run stands: elapsed, latest samples, growth so far, stalls so far.
+
+    Works while the run goes on and after it ended; reads the directory, never writes.
+
+    Example: soak status reports/20261121T124200Z_demo_ab
+    """
+
+    def body() -> int:
+        import json
+
+        from soak.status import format_status, run_status
+
+        result = run_status(run_dir)
+        typer.echo(json.dumps(result, indent=2, default=str) if as_json else format_status(result))
+        return 0
 
     _guarded(body)
 
@@ -230,6 +487,152 @@ def demo(
         return run_demo(
             out_root=out, duration=duration, profile_path=profile, on_status=_status_printer()
         )
+
+    _guarded(body)
+
+
+# --- soak compare / release / runs -----------------------------------------------------
+_RUN_NAMES = (
+    "Runs are named by path, unique prefix of a run directory under --root, glob, or "
+    "latest / latest~1; add :TARGET to pick a target (latest:patched)."
+)
+_FAIL_ON = Annotated[
+    str,
+    typer.Option(
+        "--fail-on",
+        metavar="LEVEL",
+        help="Exit 1 when a metric's verdict reaches LEVEL: never, new-failure (default: "
+        "the candidate fails a criterion the base passed) or regressed (also any "
+        "significant change for the worse).",
+    ),
+]
+_ROOT = Annotated[
+    Path,
+    typer.Option(
+        "--root", metavar="DIR", help="Folder where run names (prefix, glob, latest) are found."
+    ),
+]
+
+
+@app.command()
+def compare(
+    runs: Annotated[
+        list[str],
+        typer.Argument(
+            metavar="BASE [CANDIDATE]",
+            help="The base and the candidate run; one A/B run alone compares its two targets.",
+        ),
+    ],
+    target: Annotated[
+        str | None,
+        typer.Option(metavar="NAME", help="The target to compare in runs that have several."),
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            metavar="DIR",
+            help="Write compare.html/.md/.json here (default: a compare_* folder in the "
+            "candidate's run directory).",
+        ),
+    ] = None,
+    root: _ROOT = DEFAULT_OUT,
+    fail_on: _FAIL_ON = "new-failure",
+) -> None:
+    """Compare a candidate build with a base: fixed, improved, unchanged, regressed, new failure.
+
+    Noise-aware: slopes by confidence intervals, outcome rates by a two-proportion
+    z-test, latency percentiles by bootstrap intervals, all with minimum effects.
+    Prints the table, writes compare.html, compare.md and compare.json, and warns
+    when the runs are not comparable (profile, load, duration, host).
+    Runs are named by path, unique prefix under --root, glob, or latest / latest~1;
+    add :TARGET to pick a target.
+
+    Example: soak compare latest~1 latest --fail-on regressed
+
+    Example (A/B run: its two targets): soak compare latest
+    """
+
+    def body() -> int:
+        from soak.compare.build import build_compare, check_fail_on
+        from soak.compare.render import text_report
+
+        level = check_fail_on(fail_on)
+        result = build_compare(runs, root, target, out)
+        typer.echo(text_report(result.comparison))
+        typer.echo(f"compare: {result.html_path}")
+        failed = result.comparison.failed(level)
+        if failed:
+            names = ", ".join(f"{row.label} {row.verdict}" for row in failed)
+            typer.echo(f"soak: --fail-on {level}: {names}", err=True)
+        return result.exit_code(level)
+
+    _guarded(body)
+
+
+@app.command()
+def release(
+    runs: Annotated[
+        list[str],
+        typer.Argument(metavar="RUN...", help="The runs of the release. " + _RUN_NAMES),
+    ],
+    out: Annotated[
+        Path, typer.Option(metavar="DIR", help="Folder that receives the release report.")
+    ],
+    baseline: Annotated[
+        str | None,
+        typer.Option(
+            metavar="RUN",
+            help="The previous release's run: every target is compared against it. "
+            "Without it, A/B runs compare their first target with the others.",
+        ),
+    ] = None,
+    root: _ROOT = DEFAULT_OUT,
+    fail_on: _FAIL_ON = "new-failure",
+) -> None:
+    """One release report (HTML + Markdown) from several runs, executive summary on top.
+
+    Each run's report, the comparisons, and release.html / release.md / release.json
+    go into --out. Exit code 1 when the release fails: a released target fails its
+    criteria, or a comparison reaches --fail-on.
+
+    Example: soak release '20261121*_nightly' latest --baseline 20261101T0900Z --out rel-1.5
+    """
+
+    def body() -> int:
+        from soak.compare.build import check_fail_on
+        from soak.compare.release import build_release, text_summary
+
+        result = build_release(runs, root, out, baseline, check_fail_on(fail_on))
+        typer.echo(text_summary(result))
+        return result.exit_code
+
+    _guarded(body)
+
+
+@app.command("runs")
+def runs_command(
+    out: Annotated[
+        Path,
+        typer.Option(
+            "--out", "--root", metavar="DIR", help="Folder that holds the run directories."
+        ),
+    ] = DEFAULT_OUT,
+) -> None:
+    """List run directories: status, label, profile, duration and verdict.
+
+    Status is running, completed, aborted, crashed (the writer is gone), or
+    unreadable (a broken directory; the table says why). The verdict comes from
+    summary.json (written by soak report), "-" without one.
+
+    Example: soak runs --out reports/
+    """
+
+    def body() -> int:
+        from soak.runs import list_runs, runs_table
+
+        entries = list_runs(out)
+        typer.echo(runs_table(entries) if entries else f"no run directories under {out}")
+        return 0
 
     _guarded(body)
 

@@ -1,22 +1,31 @@
 """Pass criteria: `METRIC OP VALUE` expressions, parsed once, checked per target.
 
 Examples: ``threads.growth_per_hour < 100``, ``stalls.count == 0``, ``ttft.p95 < 2s``,
-``stalls.rate <= 0.1%``, ``idle_cpu.percent < 5``. Time metrics take durations
-("2s", "250ms", a quoted "2s", or a bare number of seconds); rates (count / turns)
-take a fraction or a percentage. A check reads one target's entry of summary.json.
+``stalls.rate <= 0.1%``, ``idle_cpu.percent < 5``, ``threads.hours_to_limit > 168``,
+``health.diagnostics.thread_count.max < 200``. Time metrics take durations ("2s",
+"250ms", a quoted "2s", or a bare number of seconds); rates (count / turns) take a
+fraction or a percentage; hours-to-limit take hours or a duration ("7d"). A check reads
+one target's entry of summary.json and says, with numbers, what it found.
+
+Per-target overrides (profile `[criteria.targets.NAME]`): `checks` replace the general
+checks on the same metrics and add the others; `skip` drops general checks by metric.
 """
 
 from __future__ import annotations
 
+import difflib
+import math
 import operator
 import re
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, replace
 from typing import Any
 
-from soak.units import DURATION_HINT, parse_duration
+from soak.units import DURATION_HINT, format_duration, parse_duration
 
 PASS, FAIL, SKIPPED = "pass", "fail", "skipped"
+#: Where a target's criterion came from: the profile's general checks or its override.
+SCOPE_PROFILE, SCOPE_TARGET = "profile", "target"
 
 OPERATORS: dict[str, Callable[[float, float], bool]] = {
     "<": operator.lt,
@@ -28,11 +37,18 @@ OPERATORS: dict[str, Callable[[float, float], bool]] = {
 }
 _SYMBOLS = {"<": "<", "<=": "≤", ">": ">", ">=": "≥", "==": "=", "!=": "≠"}
 _EXPRESSION = re.compile(
-    r"^\s*(?P<metric>[A-Za-z_][\w.]*)\s*(?P<op><=|>=|==|!=|<|>)\s*(?P<value>\S.*?)\s*$"
+    r"^\s*(?P<metric>[A-Za-z_][^\s<>=!]*)\s*(?P<op><=|>=|==|!=|<|>)\s*(?P<value>\S.*?)\s*$"
 )
 _FORM_HINT = 'write METRIC OP VALUE such as "ttft.p95 < 2s" with OP one of < <= > >= == !='
+#: Statistics of a /health field a criterion can name (health.<field>.<stat>).
+HEALTH_STATS = ("last", "min", "max", "mean", "p50", "p95", "p99", "growth_per_hour")
+HEALTH_PREFIX = "health."
+#: Keys of a per-target override table.
+OVERRIDE_KEYS = ("checks", "skip")
+_PER_1K = "per 1,000 replies"
 
 
+# --- numbers for people -------------------------------------------------------------
 def format_number(value: float) -> str:
     """A number for people: thousands separators, about 3 significant digits."""
     if value == int(value) and abs(value) < 1e15:
@@ -56,20 +72,152 @@ def format_growth(per_hour: float, quantity: str = "") -> str:
     return f"{format_number(per_hour)}{quantity}/h"
 
 
+def format_rate(per_hour: float, quantity: str = "", ci: Any = None) -> str:
+    """A growth rate in the unit people read best, with its 95% CI in the same unit:
+    "3.4/min (95% CI 3.1–3.7)" from 60/h up, else "12/h (95% CI 11–13)"."""
+    scale, unit = (60.0, "min") if abs(per_hour) >= 60 else (1.0, "h")
+    text = f"{format_number(per_hour / scale)}{quantity}/{unit}"
+    if _pair(ci):
+        text += f" (95% CI {format_number(ci[0] / scale)}–{format_number(ci[1] / scale)})"
+    return text
+
+
 def format_hours(hours: float) -> str:
-    """A time span in hours for people: "20 h", "3.5 days"."""
+    """A time span in hours for people: "20 h", "3.5 days", "4.1 years"."""
+    if hours >= 2 * 8766:
+        return f"{format_number(round(hours / 8766, 1))} years"
     if hours >= 48:
         return f"{format_number(round(hours / 24, 1))} days"
     return f"{format_number(round(hours, 1))} h"
 
 
+def _pair(value: Any) -> bool:
+    return (
+        isinstance(value, list | tuple)
+        and len(value) == 2
+        and all(isinstance(v, int | float) for v in value)
+    )
+
+
+def _num(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value)
+
+
+# --- growth sentences ----------------------------------------------------------------
+@dataclass(frozen=True)
+class SeriesView:
+    """The numbers a growth sentence needs about one series (from one summary entry)."""
+
+    noun: str
+    verb: str
+    quantity: str
+    per_hour: float | None
+    ci: Any = None
+    trend: str | None = None
+    start: float | None = None
+    end: float | None = None
+    level_since_s: float | None = None
+    drops: int = 0
+    envelope: bool = False
+    per_1k: float | None = None
+    per_1k_ci: Any = None
+    per_connection: float | None = None
+    limit: float | None = None
+    limit_source: str | None = None
+    hours: float | None = None
+    production_hours: float | None = None
+    replies_per_day: float | None = None
+    restarts: int = 0
+
+
+def series_view(summary: Mapping[str, Any], key: str, mb: str, noun: str) -> SeriesView:
+    """The SeriesView of summary fields `{key}_*` (mb: "_mb" for memory, else "")."""
+    quantity = " MB" if mb else ""
+    return SeriesView(
+        noun=noun,
+        verb="grow" if noun.endswith("s") else "grows",
+        quantity=quantity,
+        per_hour=_num(summary.get(f"{key}_growth{mb}_per_hour")),
+        ci=summary.get(f"{key}_growth_ci{mb}_per_hour"),
+        trend=summary.get(f"{key}_trend"),
+        start=_num(summary.get(f"{key}_start{mb}")),
+        end=_num(summary.get(f"{key}_end{mb}")),
+        level_since_s=_num(summary.get(f"{key}_level_since_s")),
+        drops=int(summary.get(f"{key}_drops") or 0),
+        envelope=bool(summary.get(f"{key}_envelope")),
+        per_1k=_num(summary.get(f"{key}_growth{mb}_per_1k_replies")),
+        per_1k_ci=summary.get(f"{key}_growth_ci{mb}_per_1k_replies"),
+        per_connection=_num(summary.get(f"{key}_growth{mb}_per_connection")),
+        limit=_num(summary.get(f"{key}_limit{mb}")),
+        limit_source=summary.get(f"{key}_limit_source"),
+        hours=_num(summary.get(f"{key}_hours_to_limit")),
+        production_hours=_num(summary.get(f"{key}_hours_to_limit_at_replies_per_day")),
+        replies_per_day=_num(summary.get("replies_per_day")),
+        restarts=int(summary.get("restarts") or 0),
+    )
+
+
+def growth_sentence(view: SeriesView) -> str:
+    """What a series does: "threads grow 3.4/min (95% CI 3.1–3.7); 4,096 (threads-max)
+    reached in ~20 h", a plateau, or a sawtooth's floor, with growth per unit of work."""
+    if view.per_hour is None:
+        return f"{view.noun}: no trend"
+    q = view.quantity
+    rate = format_rate(view.per_hour, q, view.ci)
+    if view.trend == "plateau" and view.start is not None and view.end is not None:
+        since = f" by +{format_duration(view.level_since_s)}" if view.level_since_s else ""
+        text = (
+            f"{view.noun} rose {format_number(view.start)} → {format_number(view.end)}{q}"
+            f"{since}, then held level: {rate} since"
+        )
+    else:
+        floor = " floor" if view.envelope else ""
+        text = f"{view.noun}{floor} {view.verb} {rate}"
+    if view.envelope:
+        text += f" (lower envelope of a sawtooth with {view.drops:,} drops)"
+    text += work_clause(view)
+    if view.hours is not None and view.limit is not None:
+        source = f" ({view.limit_source})" if view.limit_source else ""
+        text += f"; {format_number(view.limit)}{q}{source} reached in ~{format_hours(view.hours)}"
+    if view.restarts:
+        text += f", in the longest of {view.restarts + 1} process segments"
+    return text
+
+
+def work_clause(view: SeriesView) -> str:
+    """ "; 0.33 per 1,000 replies: at 2,000 replies a day, 4,096 in ~15 years" (or "")."""
+    if view.per_1k is None or view.trend in ("flat", "plateau"):
+        return ""
+    text = f"; {format_number(view.per_1k)}{view.quantity} {_PER_1K}"
+    if view.per_connection is not None:
+        text += f", {format_number(view.per_connection)}{view.quantity} per new connection"
+    return text + production_clause(view)
+
+
+def production_clause(view: SeriesView) -> str:
+    """ ": at 2,000 replies a day, 4,096 in ~15 years" when criteria.replies_per_day is set."""
+    if view.production_hours is None or not view.replies_per_day or view.limit is None:
+        return ""
+    return (
+        f": at {format_number(view.replies_per_day)} replies a day, "
+        f"{format_number(view.limit)}{view.quantity} in ~{format_hours(view.production_hours)}"
+    )
+
+
+# --- metrics ---------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Metric:
     """A checkable number of a target summary.
 
-    kind: growth (per hour), level, count, rate (count / turns), time (s), percent.
+    kind: growth (per hour), per_work (per 1,000 replies or per connection), hours (time
+    to limit), level, count, rate (count / turns), time (s), percent, points (percentage
+    points of one core per 1,000 replies).
     field: the summary key the value comes from (for a rate, the count's key).
     quantity: the unit word appended to numbers in messages (" MB").
+    series: for growth, per_work and hours: (summary key prefix, "_mb" or "", noun).
+    chat: measured by soak's load, so a saturated load generator can distort it.
     """
 
     name: str
@@ -78,16 +226,27 @@ class Metric:
     label: str
     unit: str
     quantity: str = ""
+    series: tuple[str, str, str] | None = None
+    chat: bool = False
+
+    def raw(self, summary: Mapping[str, Any]) -> Any:
+        """The summary entry behind the metric."""
+        return summary.get(self.field)
 
     def value(self, summary: Mapping[str, Any]) -> float | None:
-        """The metric's value in `unit`, or None when the summary does not have it."""
-        raw = summary.get(self.field)
-        if isinstance(raw, bool) or not isinstance(raw, int | float):
-            return None
+        """The metric's value in `unit`, or None when the summary does not have it.
+
+        A time to limit of a series that is not growing is infinite (it never gets there).
+        """
+        raw = _num(self.raw(summary))
         if self.kind == "rate":
-            turns = summary.get("turns") or 0
-            return raw / turns if turns > 0 else None
-        return float(raw)
+            turns = _num(summary.get("turns")) or 0
+            return raw / turns if raw is not None and turns > 0 else None
+        if self.kind == "hours" and raw is None and self.series is not None:
+            key, mb, _ = self.series
+            growth = _num(summary.get(f"{key}_growth{mb}_per_hour"))
+            return math.inf if growth is not None and growth <= 0 else None
+        return raw
 
     def format(self, value: float) -> str:
         """A value or threshold of this metric for people."""
@@ -99,16 +258,41 @@ class Metric:
             return format_seconds(value)
         if self.kind == "percent":
             return f"{format_number(value)}%"
+        if self.kind == "hours":
+            return "never" if math.isinf(value) else format_hours(value)
+        if self.kind == "points":
+            return f"{format_number(value)} points {_PER_1K}"
+        if self.kind == "per_work":
+            return f"{format_number(value)}{self.quantity} {self.unit.split('/', 1)[1]}"
         return f"{format_number(value)}{self.quantity}"
 
     def describe(self, value: float, summary: Mapping[str, Any]) -> str:
         """What the value says, with the context a person needs to act on it."""
-        if self.kind == "growth":
-            return self._describe_growth(value, summary)
+        text = self._describe(value, summary)
+        saturated = _num(summary.get("soak_saturated_percent"))
+        if self.chat and saturated:
+            text += (
+                f" (soak itself was saturated for {format_number(saturated)}% of the run, "
+                "which can inflate this: see soak's own health)"
+            )
+        return text
+
+    def _describe(self, value: float, summary: Mapping[str, Any]) -> str:
+        if self.series is not None:
+            view = series_view(summary, *self.series)
+            if self.kind == "growth":
+                return growth_sentence(view)
+            if self.kind == "hours":
+                return self._describe_hours(value, view)
+            text = f"{view.noun} {view.verb} {self.format(value)}"
+            ci = summary.get(self.field.replace("_growth", "_growth_ci"))
+            if _pair(ci):
+                text += f" (95% CI {format_number(ci[0])}–{format_number(ci[1])})"
+            return text + (production_clause(view) if self.field.endswith("_1k_replies") else "")
         if self.kind in ("count", "rate"):
-            count = int(summary.get(self.field) or 0)
-            turns = int(summary.get("turns") or 0)
-            if self.field in ("turns", "restarts"):
+            count = int(_num(self.raw(summary)) or 0)
+            turns = int(_num(summary.get("turns")) or 0)
+            if self.field in ("turns", "restarts", "replies"):
                 return f"{count:,} {self.label}"
             share = f" ({format_number(100 * count / turns)}%)" if turns else ""
             return f"{count:,} {self.label} in {turns:,} turns{share}"
@@ -116,68 +300,227 @@ class Metric:
             samples = summary.get(self.field.replace("_percent", "_samples"))
             basis = f" (median of {samples:,} samples)" if isinstance(samples, int) else ""
             return f"{self.label} {self.format(value)} of one core{basis}"
+        if self.kind == "points":
+            early = _num(summary.get("idle_cpu_early_percent"))
+            late = _num(summary.get("idle_cpu_late_percent"))
+            span = (
+                f" ({format_number(early)}% → {format_number(late)}% of one core from the "
+                "first to the last idle period)"
+                if early is not None and late is not None
+                else ""
+            )
+            return f"{self.label} {format_number(value)} points {_PER_1K}{span}"
         return f"{self.label} {self.format(value)}"
 
-    def _describe_growth(self, value: float, summary: Mapping[str, Any]) -> str:
-        text = f"{self.label} {self.format(value)}"
-        if abs(value) >= 60:
-            text += f" ({format_number(value / 60)}{self.quantity}/min)"
-        ci = summary.get(self.field.replace("_growth_", "_growth_ci_"))
-        if isinstance(ci, list | tuple) and len(ci) == 2 and None not in ci:
-            text += f" (95% CI {format_number(ci[0])}–{self.format(ci[1])})"
-        prefix = self.field.split("_", 1)[0]
-        hours, limit = summary.get(f"{prefix}_hours_to_limit"), summary.get(f"{prefix}_limit")
-        if isinstance(hours, int | float) and isinstance(limit, int | float):
-            text += f" → {format_number(limit)} reached in ~{format_hours(hours)}"
-        restarts = summary.get("restarts") or 0
-        if restarts:
-            text += f", in the longest of {restarts + 1} process segments"
-        return text
+    def _describe_hours(self, value: float, view: SeriesView) -> str:
+        limit = f"{format_number(view.limit or 0)}{view.quantity}"
+        source = f" ({view.limit_source})" if view.limit_source else ""
+        if math.isinf(value):
+            rate = format_rate(view.per_hour or 0.0, view.quantity)
+            return f"{view.noun} are not growing ({rate}), so they never reach {limit}{source}"
+        rate = format_rate(view.per_hour or 0.0, view.quantity, view.ci)
+        return f"{view.noun} reach {limit}{source} in ~{format_hours(value)} at {rate}"
+
+    def unavailable(self, summary: Mapping[str, Any]) -> str:
+        """Why the value is missing, and what to change."""
+        reasons = summary.get("unavailable") or {}
+        key = "turns" if self.kind == "rate" and self.raw(summary) is not None else self.field
+        if reasons.get(key):
+            return str(reasons[key])
+        if self.kind == "rate":
+            return "no turns ended for this target, so there is no rate; check that its load ran"
+        return "this run recorded no data for it"
+
+
+@dataclass(frozen=True)
+class HealthMetric(Metric):
+    """`health.<dotted path>.<stat>`: a statistic of a numeric /health field."""
+
+    path: str = ""
+    stat: str = "max"
+
+    def raw(self, summary: Mapping[str, Any]) -> Any:
+        fields = summary.get("health_fields") or {}
+        entry = fields.get(self.path) if isinstance(fields, dict) else None
+        return entry.get(self.stat) if isinstance(entry, dict) else None
+
+    def _describe(self, value: float, summary: Mapping[str, Any]) -> str:
+        if self.kind == "growth":
+            entry = (summary.get("health_fields") or {}).get(self.path) or {}
+            trend = entry.get("trend")
+            rate = format_rate(value, "", entry.get("growth_ci_per_hour"))
+            said = f"/health {self.path} grows {rate}"
+            return f"{said} ({trend})" if trend and trend != "growing" else said
+        return f"/health {self.path} {self.stat} {self.format(value)}"
+
+    def unavailable(self, summary: Mapping[str, Any]) -> str:
+        fields = list(summary.get("health_fields") or {})
+        if self.path in fields:
+            return f"the /health field {self.path!r} has no {self.stat} in this run"
+        if not fields:
+            return (
+                "no numeric /health field was recorded for this target; give it a health "
+                "URL (targets.health) that returns JSON"
+            )
+        close = difflib.get_close_matches(self.path, fields, n=3, cutoff=0.5)
+        hint = f" Did you mean {', '.join(close)}?" if close else ""
+        shown = ", ".join(fields[:15]) + (", ..." if len(fields) > 15 else "")
+        return (
+            f"the /health field {self.path!r} is not a number in any sample.{hint} "
+            f"Numeric fields: {shown}"
+        )
 
 
 def _metrics() -> dict[str, Metric]:
-    metrics = [
-        Metric(
-            "threads.growth_per_hour",
-            "threads_growth_per_hour",
-            "growth",
-            "threads grow",
-            "threads/h",
-        ),
-        Metric("threads.max", "threads_max", "level", "threads peaked at", "threads"),
-        Metric("threads.end", "threads_end", "level", "threads ended at", "threads"),
-        Metric(
-            "rss.growth_mb_per_hour", "rss_growth_mb_per_hour", "growth", "RSS grows", "MB/h", " MB"
-        ),
-        Metric("rss.max_mb", "rss_max_mb", "level", "RSS peaked at", "MB", " MB"),
-        Metric("rss.end_mb", "rss_end_mb", "level", "RSS ended at", "MB", " MB"),
-        Metric("fds.growth_per_hour", "fds_growth_per_hour", "growth", "open fds grow", "fds/h"),
-        Metric("fds.max", "fds_max", "level", "open fds peaked at", "fds"),
-        Metric("fds.end", "fds_end", "level", "open fds ended at", "fds"),
-        Metric("replies.count", "replies", "count", "replies", "replies"),
-        Metric("turns.count", "turns", "count", "turns ended", "turns"),
+    metrics: list[Metric] = []
+    for key, mb, noun, unit in (
+        ("threads", "", "threads", "threads"),
+        ("rss", "_mb", "RSS", "MB"),
+        ("uss", "_mb", "USS", "MB"),
+        ("fds", "", "open fds", "fds"),
+    ):
+        quantity = " MB" if mb else ""
+        series = (key, mb, noun)
+        for stat, word in (("max", "peaked at"), ("end", "ended at"), ("start", "started at")):
+            name = f"{key}.{stat}{mb}"
+            metrics.append(
+                Metric(name, f"{key}_{stat}{mb}", "level", f"{noun} {word}", unit, quantity)
+            )
+        metrics += [
+            Metric(
+                f"{key}.growth{mb}_per_hour",
+                f"{key}_growth{mb}_per_hour",
+                "growth",
+                f"{noun} growth",
+                f"{unit}/h",
+                quantity,
+                series,
+            ),
+            Metric(
+                f"{key}.growth{mb}_per_1k_replies",
+                f"{key}_growth{mb}_per_1k_replies",
+                "per_work",
+                f"{noun} growth",
+                f"{unit}/{_PER_1K}",
+                quantity,
+                series,
+            ),
+            Metric(
+                f"{key}.growth{mb}_per_connection",
+                f"{key}_growth{mb}_per_connection",
+                "per_work",
+                f"{noun} growth",
+                f"{unit}/per new connection",
+                quantity,
+                series,
+            ),
+            Metric(
+                f"{key}.hours_to_limit",
+                f"{key}_hours_to_limit",
+                "hours",
+                f"{noun} time to limit",
+                "h",
+                quantity,
+                series,
+            ),
+        ]
+    metrics += [
+        Metric("replies.count", "replies", "count", "replies", "replies", chat=True),
+        Metric("turns.count", "turns", "count", "turns ended", "turns", chat=True),
         Metric("restarts.count", "restarts", "count", "target restarts (new pid)", "restarts"),
         Metric("idle_cpu.percent", "idle_cpu_percent", "percent", "idle CPU", "%"),
         Metric("busy_cpu.percent", "busy_cpu_percent", "percent", "busy CPU", "%"),
+        Metric(
+            "idle_cpu.early_percent",
+            "idle_cpu_early_percent",
+            "percent",
+            "idle CPU in the first idle period",
+            "%",
+        ),
+        Metric(
+            "idle_cpu.late_percent",
+            "idle_cpu_late_percent",
+            "percent",
+            "idle CPU in the last idle period",
+            "%",
+        ),
+        Metric(
+            "idle_cpu.growth_per_1k_replies",
+            "idle_cpu_growth_per_1k_replies",
+            "points",
+            "idle CPU grows",
+            f"points/{_PER_1K}",
+        ),
     ]
     outcomes = ("stalls", "errors", "disconnects", "violations", "mismatches")
     for noun in (*outcomes, "first_token_timeouts"):
         label = noun.replace("_", "-", 1).replace("_", " ")
-        metrics.append(Metric(f"{noun}.count", noun, "count", label, noun))
-        metrics.append(Metric(f"{noun}.rate", noun, "rate", label, "fraction of turns"))
-    for prefix, label in (("ttft", "TTFT"), ("reply", "reply time"), ("loop_lag", "loop lag")):
-        stats = ("p50", "p95", "p99", "max") if prefix == "loop_lag" else ("p50", "p95", "p99")
+        metrics.append(Metric(f"{noun}.count", noun, "count", label, noun, chat=True))
+        metrics.append(Metric(f"{noun}.rate", noun, "rate", label, "fraction of turns", chat=True))
+    for prefix, label, stats, chat in (
+        ("ttft", "TTFT", ("p50", "p95", "p99"), True),
+        ("reply", "reply time", ("p50", "p95", "p99"), True),
+        ("ping", "ping round trip", ("p50", "p95", "p99", "max"), True),
+        ("connect", "connect time", ("p50", "p95", "p99"), True),
+        ("loop_lag", "loop lag", ("p50", "p95", "p99", "max"), False),
+        ("health_latency", "/health latency", ("p50", "p99", "max"), False),
+    ):
         for stat in stats:
             metrics.append(
-                Metric(f"{prefix}.{stat}", f"{prefix}_{stat}_s", "time", f"{label} {stat}", "s")
+                Metric(
+                    f"{prefix}.{stat}",
+                    f"{prefix}_{stat}_s",
+                    "time",
+                    f"{label} {stat}",
+                    "s",
+                    chat=chat,
+                )  # fmt: skip
             )
+    metrics.append(
+        Metric("gap.max", "gap_max_s", "time", "longest gap between frames", "s", chat=True)
+    )
     return {metric.name: metric for metric in metrics}
 
 
-#: Every metric a criterion can name, by name.
+#: Every fixed metric a criterion can name, by name (plus health.<field>.<stat>).
 METRICS: dict[str, Metric] = _metrics()
 
 
+def metric_named(name: str, where: str = "") -> Metric:
+    """The Metric of a name (health.<field>.<stat> included); ValueError lists valid ones.
+
+    where: how the message introduces the name ("criterion 'x < 1' names").
+    """
+    where = f"{where} " if where else ""
+    if name.lower().startswith(HEALTH_PREFIX):
+        path, _, stat = name[len(HEALTH_PREFIX) :].rpartition(".")
+        stat = stat.lower()
+        if not path or stat not in HEALTH_STATS:
+            example = f"{name}.max"
+            raise ValueError(
+                f"{where}{name!r}, which does not end in a statistic of a /health field; "
+                f"write health.<field>.<stat> with <stat> one of {', '.join(HEALTH_STATS)}, "
+                f"e.g. {example} < 200."
+            )
+        kind = "growth" if stat == "growth_per_hour" else "level"
+        unit = "/h" if kind == "growth" else ""
+        label = f"/health {path} {stat}"
+        return HealthMetric(
+            f"{HEALTH_PREFIX}{path}.{stat}", "", kind, label, unit, path=path, stat=stat
+        )
+    metric = METRICS.get(name.lower())
+    if metric is None:
+        close = difflib.get_close_matches(name.lower(), list(METRICS), n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise ValueError(
+            f"{where}unknown metric {name.lower()!r}.{hint} Valid metrics are: "
+            f"{', '.join(sorted(METRICS))}, and health.<field>.<stat> for any numeric "
+            f"/health field (<stat>: {', '.join(HEALTH_STATS)})."
+        )
+    return metric
+
+
+# --- checks -----------------------------------------------------------------------------
 @dataclass(frozen=True)
 class CheckResult:
     """The outcome of one criterion for one target; `passed` is None when skipped."""
@@ -190,6 +533,7 @@ class CheckResult:
     threshold: float
     unit: str
     message: str
+    scope: str = SCOPE_PROFILE
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -201,6 +545,7 @@ class CheckResult:
             "threshold": self.threshold,
             "unit": self.unit,
             "message": self.message,
+            "scope": self.scope,
         }
 
 
@@ -212,6 +557,7 @@ class Criterion:
     op: str
     threshold: float
     expression: str
+    scope: str = SCOPE_PROFILE
 
     @property
     def name(self) -> str:
@@ -222,8 +568,7 @@ class Criterion:
         metric = self.metric
         value = metric.value(target_summary)
         if value is None:
-            reasons = target_summary.get("unavailable") or {}
-            reason = reasons.get(metric.field) or _default_reason(metric)
+            reason = metric.unavailable(target_summary).rstrip(".")
             return self._result(None, SKIPPED, None, f"{metric.name} not checked: {reason}.")
         passed = OPERATORS[self.op](value, self.threshold)
         limit = metric.format(self.threshold)
@@ -241,17 +586,12 @@ class Criterion:
             expression=self.expression,
             passed=passed,
             status=status,
-            value=value,
+            value=None if value is None or math.isinf(value) else value,
             threshold=self.threshold,
             unit=self.metric.unit,
             message=message,
+            scope=self.scope,
         )
-
-
-def _default_reason(metric: Metric) -> str:
-    if metric.kind == "rate":
-        return "no turns ended for this target, so there is no rate; check that its load ran"
-    return "this run recorded no data for it"
 
 
 def parse_criterion(expression: str) -> Criterion:
@@ -264,21 +604,67 @@ def parse_criterion(expression: str) -> Criterion:
     match = _EXPRESSION.match(expression)
     if match is None:
         raise ValueError(f"criterion {expression!r} is not a comparison; {_FORM_HINT}.")
-    name, op, raw = match["metric"].lower(), match["op"], match["value"]
-    metric = METRICS.get(name)
-    if metric is None:
-        raise ValueError(
-            f"criterion {expression!r} names unknown metric {name!r}; "
-            f"valid metrics are: {', '.join(sorted(METRICS))}."
-        )
+    op, raw = match["op"], match["value"]
+    metric = metric_named(match["metric"], f"criterion {expression!r} names")
     threshold = _threshold(expression, metric, raw.strip("\"'").strip())
-    canonical = f"{name} {op} {raw}"
-    return Criterion(metric=metric, op=op, threshold=threshold, expression=canonical)
+    return Criterion(
+        metric=metric, op=op, threshold=threshold, expression=f"{metric.name} {op} {raw}"
+    )
 
 
 def parse_criteria(checks: list[str]) -> list[Criterion]:
     """Parse every criterion of a profile (once, before a run starts)."""
     return [parse_criterion(check) for check in checks]
+
+
+def parse_target_overrides(value: Any) -> dict[str, dict[str, list[str]]]:
+    """Validate `[criteria.targets.NAME]` tables: {name: {"checks": [...], "skip": [...]}}.
+
+    ValueError says which target and key is wrong and what to write.
+    """
+    if not isinstance(value, dict):
+        raise ValueError(
+            "expected tables [criteria.targets.NAME] with checks = [...] and/or skip = [...], "
+            f"got {value!r}"
+        )
+    overrides = {}
+    for target, table in value.items():
+        name = str(target).encode("unicode_escape").decode("ascii")  # one line in messages
+        if not isinstance(table, dict):
+            raise ValueError(f"[criteria.targets.{name}] must be a table, got {table!r}")
+        unknown = sorted(set(table) - set(OVERRIDE_KEYS))
+        if unknown:
+            raise ValueError(
+                f"[criteria.targets.{name}] has unknown key {unknown[0]!r}; "
+                f"valid keys: {', '.join(OVERRIDE_KEYS)}"
+            )
+        entry: dict[str, list[str]] = {}
+        for key in OVERRIDE_KEYS:
+            items = table.get(key, [])
+            if not isinstance(items, list) or not all(isinstance(i, str) for i in items):
+                raise ValueError(
+                    f"[criteria.targets.{name}] {key} must be a list of strings, got {items!r}"
+                )
+            entry[key] = list(items)
+        parse_criteria(entry["checks"])
+        for metric in entry["skip"]:
+            metric_named(metric, f"[criteria.targets.{name}] skip names")
+        overrides[str(target)] = entry
+    return overrides
+
+
+def criteria_by_target(
+    general: list[Criterion], overrides: Mapping[str, Mapping[str, list[str]]], names: Iterable[str]
+) -> dict[str, list[Criterion]]:
+    """Each target's criteria: the general ones, less those its override replaces or skips,
+    then its own (scope "target")."""
+    result = {}
+    for name in names:
+        override = overrides.get(name) or {}
+        own = [replace(c, scope=SCOPE_TARGET) for c in parse_criteria(override.get("checks", []))]
+        dropped = {c.name for c in own} | {metric_named(m).name for m in override.get("skip", [])}
+        result[name] = [c for c in general if c.name not in dropped] + own
+    return result
 
 
 def _threshold(expression: str, metric: Metric, raw: str) -> float:
@@ -290,6 +676,14 @@ def _threshold(expression: str, metric: Metric, raw: str) -> float:
                 f"criterion {expression!r} has threshold {raw!r}, which is not a duration; "
                 f"{metric.name} is a time, so write {DURATION_HINT}."
             ) from None
+    if metric.kind == "hours":
+        try:
+            return float(raw) if _is_number(raw) else parse_duration(raw) / 3600.0
+        except ValueError:
+            raise ValueError(
+                f"criterion {expression!r} has threshold {raw!r}; {metric.name} is in hours, "
+                'so write a number of hours (168) or a duration ("7d").'
+            ) from None
     scale = 1.0
     text = raw
     if text.endswith("%") and metric.kind in ("rate", "percent"):
@@ -299,13 +693,20 @@ def _threshold(expression: str, metric: Metric, raw: str) -> float:
         value = float(text) * scale
     except ValueError:
         value = float("nan")
-    if value != value or value in (float("inf"), float("-inf")):
+    if not math.isfinite(value):
         accepted = {
             "rate": "a fraction of turns (0.001) or a percentage (0.1%)",
             "percent": "a percentage (5 or 5%)",
-        }.get(metric.kind, f"a number ({metric.unit})")
+        }.get(metric.kind, f"a number ({metric.unit})" if metric.unit else "a number")
         raise ValueError(
             f"criterion {expression!r} has threshold {raw!r}, which {metric.name} cannot "
             f"take; write {accepted}."
         )
     return value
+
+
+def _is_number(text: str) -> bool:
+    try:
+        return math.isfinite(float(text))
+    except ValueError:
+        return False

@@ -24,6 +24,7 @@ from soak.units import parse_duration
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _SECRET_QUERY_KEYS = re.compile(r"token|key|secret|password|auth|sig", re.IGNORECASE)
+_SECRET_HEADER = re.compile(r"token|key|secret|password|auth|cookie", re.IGNORECASE)
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,59}$")
 
 
@@ -123,6 +124,48 @@ def _string_list(value: Any) -> list[str]:
     return list(value)
 
 
+def _optional_port(value: Any) -> int | None:
+    port = None if value is None else _integer(1)(value)
+    if port is not None and port > 65535:
+        raise ValueError(f"expected a TCP port 1-65535, got {port}")
+    return port
+
+
+def _optional_regex(value: Any) -> str | None:
+    """A process-name pattern: a Python regular expression, searched in name and cmdline."""
+    if value is None:
+        return None
+    text = _string(value)
+    try:
+        re.compile(text)
+    except re.error as exc:
+        raise ValueError(f"{text!r} is not a valid regular expression ({exc})") from None
+    return text
+
+
+def _optional_argv(value: Any) -> list[str] | None:
+    """A command as an argv list (run without a shell)."""
+    if value is None:
+        return None
+    argv = _string_list(value)
+    if not argv or not argv[0]:
+        raise ValueError("expected a non-empty argv list, the program first")
+    return argv
+
+
+def _headers(value: Any) -> dict[str, str]:
+    if not isinstance(value, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+    ):
+        raise ValueError(f"expected an inline table of header names to strings, got {value!r}")
+    return dict(value)
+
+
+def _optional_duration(minimum: float) -> Callable[[Any], float | None]:
+    convert = _duration(minimum)
+    return lambda value: None if value is None else convert(value)
+
+
 def _match(value: Any) -> dict[str, Any]:
     """A frame matcher: {path = "type", value = "token"} (value may be a list)."""
     if not isinstance(value, dict) or set(value) - {"path", "value"} or "path" not in value:
@@ -144,26 +187,109 @@ def _template(value: Any) -> dict[str, Any]:
     return value
 
 
+def _bool(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"expected true or false, got {value!r}")
+    return value
+
+
+def _table(value: Any) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise ValueError(f"expected an inline table {{ key = value, ... }}, got {value!r}")
+    return value
+
+
+def _optional_template(value: Any) -> dict[str, Any] | None:
+    return None if value is None else _template(value)
+
+
+def _non_empty_strings(value: Any) -> list[str]:
+    strings = _string_list(value)
+    if not strings:
+        raise ValueError("expected at least one string")
+    return strings
+
+
+def _protocol_kind(value: Any) -> str:
+    """A built-in protocol kind, or `package.module:Class` (imported now, so typos fail early)."""
+    from soak.protocols.base import BUILTIN_KINDS, adapter_class
+
+    kind = _string(value)
+    if kind not in BUILTIN_KINDS and ":" not in kind:
+        raise ValueError(
+            f"unknown protocol {kind!r}; valid kinds: {', '.join(BUILTIN_KINDS)}, "
+            "or your own adapter as 'package.module:Class'"
+        )
+    if ":" in kind:
+        try:
+            adapter_class(kind)
+        except ProfileError as exc:
+            raise ValueError(exc.message.removeprefix("[protocol] kind = ")) from None
+    return kind
+
+
+def _backoff(value: Any) -> list[float]:
+    """[first, cap]: reconnect delays start at `first` s and double up to `cap` s."""
+    first, cap = _think_time(value)
+    if first <= 0:
+        raise ValueError(f"the first delay must be more than 0 s, got {value!r}")
+    return [first, cap]
+
+
+LOAD_SHAPES = ("steady", "ramp", "steps", "waves", "bursts")
+
+
+def _shape(value: Any) -> str:
+    text = _string(value)
+    if text not in LOAD_SHAPES:
+        raise ValueError(f"unknown load shape {text!r}; valid shapes: {', '.join(LOAD_SHAPES)}")
+    return text
+
+
 def _criteria_checks(value: Any) -> list[str]:
     checks = _string_list(value)
     from soak.criteria import parse_criteria  # imported late: criteria imports nothing heavy
 
-    parse_criteria(checks)
+    try:
+        parse_criteria(checks)
+    except ValueError as exc:
+        raise ValueError(str(exc).rstrip(".")) from None
     return checks
+
+
+def _criteria_targets(value: Any) -> dict[str, dict[str, list[str]]]:
+    """[criteria.targets.NAME] tables: checks that replace or add to the general ones, skip."""
+    from soak.criteria import parse_target_overrides
+
+    try:
+        return parse_target_overrides(value)
+    except ValueError as exc:
+        raise ValueError(str(exc).rstrip(".")) from None
 
 
 TARGET_FIELDS: dict[str, Spec] = {
     "name": Spec(_name, None, 'name = "patched"', required=True),
-    "url": Spec(_ws_url, None, 'url = "ws://127.0.0.1:8765/ws"', required=True),
+    "url": Spec(_ws_url, None, 'url = "ws://127.0.0.1:8765/ws"'),
     "health": Spec(_http_url, None, 'health = "http://127.0.0.1:8765/health"'),
     "pid": Spec(_optional_pid, None, "pid = 4242"),
     "build": Spec(_optional_string, None, 'build = "v1.4.2-patched"'),
+    # finding and reading the target's process (the collector)
+    "port": Spec(_optional_port, None, "port = 8765  # its process is the one listening here"),
+    "process": Spec(_optional_regex, None, 'process = "uvicorn .*app:main"  # name/cmdline regex'),
+    "spawn": Spec(_optional_argv, None, 'spawn = ["python", "-m", "myserver", "--port", "8765"]'),
+    "health_headers": Spec(
+        _headers, {}, 'health_headers = { Authorization = "Bearer ${HEALTH_TOKEN}" }'
+    ),
 }
+#: Ways to find a target's process when it has no url (soak collect).
+FINDERS = ("pid", "port", "process", "spawn", "health")
 
 SECTIONS: dict[str, dict[str, Spec]] = {
     "protocol": {
-        "kind": Spec(_string, "json-events", 'kind = "json-events"'),
+        "kind": Spec(_protocol_kind, "json-events", 'kind = "json-events"'),
         "prompt": Spec(_string, "Reply to request {request_id}. nonce={nonce}", 'prompt = "..."'),
+        "require_nonce": Spec(_bool, False, "require_nonce = true  # reply must echo {nonce}"),
+        "keepalive": Spec(_duration(), 20.0, 'keepalive = "20s"  # WebSocket pings; 0: off'),
         "send": Spec(
             _template,
             {
@@ -190,6 +316,24 @@ SECTIONS: dict[str, dict[str, Spec]] = {
         ),
         "error_text_path": Spec(_optional_string, "error", 'error_text_path = "error"'),
         "request_id_path": Spec(_optional_string, "request_id", 'request_id_path = "request_id"'),
+        "done_text_path": Spec(_optional_string, None, 'done_text_path = "text"'),
+        "seq_path": Spec(_optional_string, None, 'seq_path = "seq"'),
+        "ping": Spec(_optional_template, {"type": "ping"}, 'ping = { type = "ping" }'),
+        "pong": Spec(
+            _optional_match,
+            {"path": "type", "value": "pong"},
+            'pong = { path = "type", value = "pong" }',
+        ),
+        "session_params": Spec(_table, {"source": "soak"}, 'session_params = { source = "soak" }'),
+        "token_events": Spec(
+            _non_empty_strings, ["message.delta"], 'token_events = ["message.delta"]'
+        ),
+        "namespace": Spec(_string, "/ws", 'namespace = "/ws"'),
+        "handlers": Spec(_string_list, ["ws_webui"], 'handlers = ["ws_webui"]'),
+        "csrf_path": Spec(_string, "/api/csrf_token", 'csrf_path = "/api/csrf_token"'),
+        "send_path": Spec(_string, "/api/message_async", 'send_path = "/api/message_async"'),
+        "origin": Spec(_optional_string, None, 'origin = "http://127.0.0.1:50001"'),
+        "options": Spec(_table, {}, "options = { ... }  # for your own adapter"),
     },
     "load": {
         "users": Spec(_integer(1), 10, "users = 20"),
@@ -202,6 +346,15 @@ SECTIONS: dict[str, dict[str, Spec]] = {
         "reply_timeout": Spec(_duration(0.1), 120.0, 'reply_timeout = "2m"'),
         "turns_per_connection": Spec(_integer(0), 0, "turns_per_connection = 0  # 0: keep open"),
         "interval": Spec(_duration(0.5), 10.0, 'interval = "10s"  # chat aggregate interval'),
+        "shape": Spec(_shape, "steady", 'shape = "steady"  # ' + " | ".join(LOAD_SHAPES)),
+        "min_users": Spec(_integer(0), 0, "min_users = 0  # ramp start, wave trough"),
+        "steps": Spec(_integer(1), 4, "steps = 4"),
+        "period": Spec(_duration(2.0), 86400.0, 'period = "24h"  # one day and one night'),
+        "burst": Spec(_duration(1.0), 300.0, 'burst = "5m"'),
+        "gap": Spec(_duration(1.0), 300.0, 'gap = "10m"  # no users between bursts'),
+        "linger": Spec(_duration(), 0.25, 'linger = "250ms"  # read on after done'),
+        "ping_every": Spec(_duration(), 30.0, 'ping_every = "30s"  # 0: no ping probes'),
+        "reconnect_backoff": Spec(_backoff, [0.5, 30.0], 'reconnect_backoff = ["0.5s", "30s"]'),
     },
     "collector": {
         "interval": Spec(_duration(0.1), 5.0, 'interval = "5s"'),
@@ -209,14 +362,53 @@ SECTIONS: dict[str, dict[str, Spec]] = {
         "loop_lag_field": Spec(
             _optional_string, None, 'loop_lag_field = "diagnostics.loop_lag_ms"'
         ),
+        "health_interval": Spec(
+            _optional_duration(0.1), None, 'health_interval = "5s"  # default: interval'
+        ),
+        "detail_interval": Spec(
+            _duration(1.0), 30.0, 'detail_interval = "30s"  # sockets, USS, children, names'
+        ),
+        "spawn_timeout": Spec(_duration(0.1), 60.0, 'spawn_timeout = "60s"  # until it listens'),
+        "pyspy": Spec(_bool, False, "pyspy = true  # py-spy dumps: first stall + periodic"),
+        "pyspy_every": Spec(_duration(), 1800.0, 'pyspy_every = "30m"  # 0: first stall only'),
     },
     "criteria": {
         "warmup": Spec(_duration(), 60.0, 'warmup = "5m"'),
         "checks": Spec(_criteria_checks, [], 'checks = ["threads.growth_per_hour < 5"]'),
+        "targets": Spec(
+            _criteria_targets,
+            {},
+            '[criteria.targets.legacy] checks = ["threads.growth_per_hour < 50"]',
+        ),
+        "replies_per_day": Spec(
+            _number(1.0), None, "replies_per_day = 2000  # production traffic, for extrapolation"
+        ),
     },
 }
 
 TOP_LEVEL = {"name", "description", "targets", *SECTIONS}
+
+#: [protocol] keys every kind reads, and the keys each kind reads besides them.
+PROTOCOL_COMMON = ("kind", "prompt", "require_nonce")
+PROTOCOL_KEYS: dict[str, tuple[str, ...]] = {
+    "json-events": (
+        "keepalive", "send", "ready", "session_id_path", "token", "token_text_path", "done",
+        "done_text_path", "error", "error_text_path", "request_id_path", "seq_path", "ping",
+        "pong",
+    ),
+    "jsonrpc": ("keepalive", "session_params", "token_events"),
+    "socketio-agent": ("namespace", "handlers", "csrf_path", "send_path", "origin"),
+}  # fmt: skip
+#: Keys of a custom adapter's kind ("package.module:Class").
+CUSTOM_PROTOCOL_KEYS = ("keepalive", "options")
+#: [load] keys that only one or two shapes read.
+SHAPE_KEYS: dict[str, tuple[str, ...]] = {
+    "min_users": ("ramp", "waves"),
+    "steps": ("steps",),
+    "period": ("waves",),
+    "burst": ("bursts",),
+    "gap": ("bursts",),
+}
 
 
 # --- the model --------------------------------------------------------------------
@@ -225,10 +417,14 @@ class Target:
     """One server under test."""
 
     name: str
-    url: str
+    url: str | None = None
     health: str | None = None
     pid: int | None = None
     build: str | None = None
+    port: int | None = None
+    process: str | None = None
+    spawn: list[str] | None = None
+    health_headers: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -250,7 +446,7 @@ class Profile:
         return {
             "name": self.name,
             "description": self.description,
-            "targets": [vars(t).copy() for t in self.targets],
+            "targets": [copy.deepcopy(vars(t)) for t in self.targets],
             "protocol": copy.deepcopy(self.protocol),
             "load": dict(self.load),
             "collector": dict(self.collector),
@@ -258,8 +454,14 @@ class Profile:
         }
 
     def redacted(self) -> dict[str, Any]:
-        """`to_dict` with every resolved secret and secret-looking URL parameter masked."""
-        return _redact(self.to_dict(), self.secrets)
+        """`to_dict` with every resolved secret, secret-looking URL parameter and header masked."""
+        data = _redact(self.to_dict(), self.secrets)
+        for target in data["targets"]:
+            target["health_headers"] = {
+                name: "***" if _SECRET_HEADER.search(name) else value
+                for name, value in target["health_headers"].items()
+            }
+        return data
 
     @property
     def planned_duration_s(self) -> float:
@@ -299,6 +501,8 @@ def profile_from_mapping(data: Mapping[str, Any], source: str = "<profile>") -> 
         for section, specs in SECTIONS.items()
     }
     targets = _targets(resolved.get("targets", []), source)
+    sections["protocol"] = _protocol_of_kind(resolved.get("protocol", {}), sections, source)
+    _check_shape_keys(resolved.get("load", {}), sections["load"], source)
     profile = Profile(
         name=name,
         description=description,
@@ -319,11 +523,17 @@ def apply_overrides(
     pids: list[int] | None = None,
     users: int | None = None,
     duration: str | None = None,
+    ports: list[int] | None = None,
+    process: list[str] | None = None,
+    spawn: list[list[str]] | None = None,
+    interval: str | None = None,
+    pyspy: bool | None = None,
 ) -> Profile:
     """Return the profile with command-line overrides applied and validated like the file.
 
     `targets` replaces the profile's targets (names t1, t2, ... unless given as
-    NAME=URL); `health` and `pids` pair with targets in order.
+    NAME=URL); `health`, `pids`, `ports`, `process` and `spawn` pair with targets
+    in order; without any target, they make targets t1, t2, ... (soak collect).
     """
     data = profile.to_dict()
     source = f"{profile.source} (command line)"
@@ -334,13 +544,23 @@ def apply_overrides(
             if not sep or "://" in name:
                 name, url = f"t{index}", spec
             data["targets"].append({"name": name, "url": url})
-    for option, values, key in (("--health", health, "health"), ("--pid", pids, "pid")):
+    per_target = (
+        ("--health", health, "health"),
+        ("--pid", pids, "pid"),
+        ("--port", ports, "port"),
+        ("--process", process, "process"),
+        ("--spawn", spawn, "spawn"),
+    )
+    if not data["targets"]:
+        count = max((len(values) for _, values, _ in per_target if values), default=0)
+        data["targets"] = [{"name": f"t{index}"} for index in range(1, count + 1)]
+    for option, values, key in per_target:
         if not values:
             continue
         if len(values) > len(data["targets"]):
             raise ProfileError(
                 f"{source}: {len(values)} {option} values for {len(data['targets'])} target(s); "
-                f"give one {option} per --target, in the same order."
+                f"give one {option} per target (--target or [[targets]]), in the same order."
             )
         for target, value in zip(data["targets"], values, strict=False):
             target[key] = value
@@ -348,6 +568,10 @@ def apply_overrides(
         data["load"]["users"] = users
     if duration is not None:
         data["load"]["duration"] = duration
+    if interval is not None:
+        data["collector"]["interval"] = interval
+    if pyspy is not None:
+        data["collector"]["pyspy"] = pyspy
     result = profile_from_mapping(data, source=source)
     result.secrets = sorted(set(result.secrets) | set(profile.secrets))
     return result
@@ -406,8 +630,42 @@ def _targets(data: Any, source: str) -> list[Target]:
         where = f"targets[{index}]"
         _check_keys(entry, TARGET_FIELDS, source, where)
         values = {k: _field(entry, k, spec, source, where) for k, spec in TARGET_FIELDS.items()}
+        if values["url"] is None and not any(values[key] for key in FINDERS):
+            raise ProfileError(
+                f"{_where(source, where, 'url')} is required (soak collect can do without it "
+                f"given one of {', '.join(FINDERS)}). Write for example: "
+                f"{TARGET_FIELDS['url'].example}"
+            )
         targets.append(Target(**values))
     return targets
+
+
+def _protocol_of_kind(given: Mapping[str, Any], sections: dict, source: str) -> dict[str, Any]:
+    """The [protocol] values the chosen kind reads; a key given for another kind is an error."""
+    protocol = sections["protocol"]
+    kind = protocol["kind"]
+    keep = (*PROTOCOL_COMMON, *PROTOCOL_KEYS.get(kind, CUSTOM_PROTOCOL_KEYS))
+    for key in given:
+        if key not in keep:
+            users = [k for k, keys in PROTOCOL_KEYS.items() if key in keys]
+            if key in CUSTOM_PROTOCOL_KEYS:
+                users.append("your own adapter")
+            raise ProfileError(
+                f"{_where(source, 'protocol', key)} does not apply to kind = {kind!r} (it is for "
+                f"{' and '.join(users)}). Keys for {kind!r}: {', '.join(sorted(keep))}."
+            )
+    return {key: value for key, value in protocol.items() if key in keep}
+
+
+def _check_shape_keys(given: Mapping[str, Any], load: dict[str, Any], source: str) -> None:
+    """A shape key set (to other than its default) for a shape that does not read it is an error."""
+    shape = load["shape"]
+    for key, shapes in SHAPE_KEYS.items():
+        if key in given and shape not in shapes and load[key] != SECTIONS["load"][key].default:
+            raise ProfileError(
+                f"{_where(source, 'load', key)} does not apply to shape = {shape!r}; it is for "
+                f"shape = {' or '.join(repr(s) for s in shapes)}."
+            )
 
 
 def _check_consistency(profile: Profile) -> None:
@@ -423,6 +681,23 @@ def _check_consistency(profile: Profile) -> None:
         raise ProfileError(
             f"{profile.source}: [load] first_token_timeout ({load['first_token_timeout']:g} s) "
             f"exceeds reply_timeout ({load['reply_timeout']:g} s); make it shorter."
+        )
+    if profile.protocol["require_nonce"] and "{nonce}" not in profile.protocol["prompt"]:
+        raise ProfileError(
+            f"{profile.source}: [protocol] require_nonce = true, but prompt has no {{nonce}}; "
+            'put it in the prompt, e.g. prompt = "Repeat {nonce}, then answer ..."'
+        )
+    if load["min_users"] > load["users"]:
+        raise ProfileError(
+            f"{profile.source}: [load] min_users = {load['min_users']} exceeds users = "
+            f"{load['users']}; min_users is the low point of the {load['shape']} shape."
+        )
+    overridden = sorted(set(profile.criteria["targets"]) - set(names))
+    if profile.targets and overridden:
+        raise ProfileError(
+            f"{profile.source}: [criteria.targets.{overridden[0]}] names no target; the "
+            f"targets are {', '.join(names)}. Use a [[targets]] name (on the command line: "
+            "--target NAME=URL)."
         )
     if profile.targets and load["users"] < len(profile.targets):
         raise ProfileError(

@@ -15,14 +15,18 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
+from typing import Any
 from urllib.parse import urlsplit
 
-from soak.errors import RunError
+from soak.collect.metrics import check_metrics_port
+from soak.collect.spawn import SpawnedTarget, start_spawned, stop_spawned
+from soak.errors import ProfileError, RunError, UsageError
 from soak.live import LiveStatus
 from soak.profile import Profile, redact_url, require_targets
 from soak.rundir import (
@@ -38,6 +42,8 @@ from soak.rundir import (
 STOP_GRACE_S = 10.0
 #: prctl option: the signal a child gets when its parent dies (linux/prctl.h).
 PR_SET_PDEATHSIG = 1
+#: Port of a load master that remote workers join when --master-bind gives none.
+DEFAULT_MASTER_PORT = 5557
 #: How often the live status line is refreshed, in seconds.
 STATUS_EVERY_S = 2.0
 
@@ -54,8 +60,19 @@ class RunOutcome:
 
 
 def preflight(profile: Profile, timeout: float = 5.0) -> None:
-    """Fail fast, before any run directory exists, when a target does not accept TCP."""
+    """Fail fast, before any run directory exists, when a target does not accept TCP.
+
+    Targets soak starts itself (spawn) are checked once they are started.
+    """
     for target in profile.targets:
+        if target.url is None:
+            raise ProfileError(
+                f"{profile.source}: target {target.name} has no url; soak run chats over a "
+                "WebSocket, so give url (or --target URL). To watch a process without load "
+                "of soak's own, use soak collect."
+            )
+        if target.spawn:
+            continue
         parts = urlsplit(target.url)
         port = parts.port or (443 if parts.scheme == "wss" else 80)
         try:
@@ -76,33 +93,41 @@ def execute_run(
     label: str,
     on_status: Callable[[str], None] | None = None,
     extra_manifest: dict | None = None,
+    metrics_port: int | None = None,
+    workers: int = 0,
+    master_bind: str | None = None,
+    web_port: int | None = None,
 ) -> RunOutcome:
-    """Run the profile's load and collector to the end (or to an interrupt)."""
+    """Run the profile's load and collector to the end (or to an interrupt).
+
+    Targets with `spawn` are started first and stopped at the end; with
+    `metrics_port`, the collector serves Prometheus metrics on 127.0.0.1.
+    With `workers` > 0 or `master_bind` ("HOST[:PORT]", where remote
+    `soak worker`s join) the load process is a Locust master and `workers`
+    local worker processes run the users; `web_port` serves Locust's web UI
+    on 127.0.0.1.
+    """
     require_targets(profile)
     preflight(profile)
+    if metrics_port is not None:
+        check_metrics_port(metrics_port)
     started_at = time.time()
+    load_args, master_address = _load_args(workers, master_bind, web_port)
+    distributed = {"local": workers, "master": master_address} if master_address else None
     manifest = {
-        "profile": profile.redacted(),
-        "profile_path": profile.source,
-        "targets": [
-            {
-                "name": t.name,
-                "url": redact_url(t.url),
-                "health": t.health and redact_url(t.health),
-                "pid": t.pid,
-                "build": t.build,
-            }
-            for t in profile.targets
-        ],
-        "planned_duration_s": profile.planned_duration_s,
+        **run_manifest(profile, profile.planned_duration_s),
+        **({"load_workers": distributed} if distributed else {}),
         **(extra_manifest or {}),
     }
     run = RunDir.create(out_root, profile.name, label, manifest, started_at=started_at)
     events = JsonlWriter(run.file(EVENTS))
     events.write({"t": started_at, "source": "run", "kind": "run_start", "message": run.path.name})
+    spawned = _start_targets(profile, run, events)
     payload = json.dumps(profile.to_dict())
-    collector = _spawn("soak.collect", run, payload)
-    load = _spawn("soak.load", run, payload)
+    metrics_args = [] if metrics_port is None else ["--metrics-port", str(metrics_port)]
+    collector = _spawn("soak.collect", run, payload, metrics_args)
+    load = _spawn("soak.load", run, payload, load_args)
+    load_workers = [_spawn_worker(run, master_address, n) for n in range(1, workers + 1)]
     live = LiveStatus(
         run, [t.name for t in profile.targets], profile.planned_duration_s, started_at
     )
@@ -129,28 +154,181 @@ def execute_run(
         _stop(load, STOP_GRACE_S)
     finally:
         _restore_stop_handlers(previous)
+        for worker in load_workers:
+            _stop(worker, STOP_GRACE_S)
         _stop(collector, STOP_GRACE_S)
+        stop_spawned(spawned)
         if on_status:
             on_status(live.line())
+        _end_run(run, events, status, message)
+    return RunOutcome(run, status, message)
+
+
+def _load_args(
+    workers: int, master_bind: str | None, web_port: int | None
+) -> tuple[list[str], str | None]:
+    """Arguments of the load process, and the master's address when the run is distributed."""
+    args = [] if web_port is None else ["--web", str(web_port)]
+    if workers < 0:
+        raise UsageError(f"--workers must be 0 or more, got {workers}.")
+    if not workers and master_bind is None:
+        return args, None
+    if master_bind is None:
+        with socket.socket() as probe:  # a free loopback port for the local workers
+            probe.bind(("127.0.0.1", 0))
+            master_bind = f"127.0.0.1:{probe.getsockname()[1]}"
+    elif ":" not in master_bind:
+        master_bind = f"{master_bind}:{DEFAULT_MASTER_PORT}"
+    return [*args, "--workers", str(workers), "--master-bind", master_bind], master_bind
+
+
+def _spawn_worker(run: RunDir, master: str | None, number: int) -> subprocess.Popen:
+    """One local load worker joining the master at `master` (host:port)."""
+    assert master is not None
+    host, _, port = master.rpartition(":")
+    if host in ("0.0.0.0", "*", "", "::"):
+        host = "127.0.0.1"  # a wildcard bind is reached on loopback
+    log = run.file(f"worker-{number}.log")
+    return subprocess.Popen(
+        [sys.executable, "-m", "soak.load", "--worker", f"{host}:{port}", "--log", str(log)],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+        preexec_fn=_stop_with_parent,
+    )
+
+
+def execute_collect(
+    profile: Profile,
+    *,
+    out_root: Path,
+    label: str,
+    duration_s: float | None = None,
+    metrics_port: int | None = None,
+    on_status: Callable[[str], None] | None = None,
+) -> RunOutcome:
+    """`soak collect`: sample the targets with no load of soak's own, into a run directory.
+
+    The collector runs in this process until `duration_s` (None: until SIGINT or
+    SIGTERM, which then end the run as completed). The run directory has the
+    same format as a run's, without chats.jsonl and anomalies.jsonl.
+    """
+    from soak.collect.collector import Collector
+
+    require_targets(profile)
+    if metrics_port is not None:
+        check_metrics_port(metrics_port)
+    started_at = time.time()
+    manifest = {**run_manifest(profile, duration_s), "mode": "collect"}
+    run = RunDir.create(out_root, profile.name, label, manifest, started_at=started_at)
+    events = JsonlWriter(run.file(EVENTS))
+    events.write({"t": started_at, "source": "run", "kind": "run_start", "message": run.path.name})
+    spawned = _start_targets(profile, run, events)
+    status, message = STATUS_COMPLETED, ""
+    stop = threading.Event()
+    previous = _install_stop_handlers()
+    thread = None
+    try:
+        collector = Collector(run.path, profile.to_dict(), metrics_port)
+        thread = threading.Thread(target=collector.run_until, args=(stop,), name="soak-collector")
+        thread.start()
+        live = LiveStatus(run, [t.name for t in profile.targets], duration_s, started_at)
+        deadline = started_at + duration_s if duration_s else float("inf")
+        while time.time() < deadline:
+            if on_status:
+                on_status(live.line())
+            time.sleep(max(0.0, min(STATUS_EVERY_S, deadline - time.time())))
+        if on_status:
+            on_status(live.line())
+    except Interrupted:
+        if duration_s:
+            status = STATUS_ABORTED
+            message = "stopped by signal before --duration; the run directory is complete so far"
+    except RunError as exc:
+        status, message = STATUS_CRASHED, exc.message
+    finally:
+        stop.set()
+        if thread is not None:
+            thread.join()
+        _restore_stop_handlers(previous)
+        stop_spawned(spawned)
+        _end_run(run, events, status, message)
+    return RunOutcome(run, status, message)
+
+
+def run_manifest(profile: Profile, planned_duration_s: float | None) -> dict[str, Any]:
+    """The manifest fields a run and a collect-only run share: profile and targets."""
+    return {
+        "profile": profile.redacted(),
+        "profile_path": profile.source,
+        "targets": _target_entries(profile),
+        "planned_duration_s": planned_duration_s,
+    }
+
+
+def _target_entries(profile: Profile) -> list[dict[str, Any]]:
+    redacted = {t["name"]: t for t in profile.redacted()["targets"]}
+    return [
+        {
+            "name": t.name,
+            "url": t.url and redact_url(t.url),
+            "health": t.health and redact_url(t.health),
+            "pid": t.pid,
+            "build": t.build,
+            **{
+                key: redacted[t.name][key]
+                for key in ("port", "process", "spawn")
+                if getattr(t, key)
+            },
+        }
+        for t in profile.targets
+    ]
+
+
+def _start_targets(profile: Profile, run: RunDir, events: JsonlWriter) -> list[SpawnedTarget]:
+    """Start the targets that have `spawn`; record their pids, or end the run as crashed."""
+    if not any(t.spawn for t in profile.targets):
+        return []
+    try:
+        spawned = start_spawned(profile, run, profile.collector["spawn_timeout"])
+    except RunError as exc:
+        _end_run(run, events, STATUS_CRASHED, exc.message)
+        raise
+    run.update_manifest(targets=_target_entries(profile))
+    for target in spawned:
         events.write(
             {
                 "t": time.time(),
                 "source": "run",
-                "kind": "run_end",
-                "status": status,
-                "message": message or status,
+                "kind": "target_spawned",
+                "target": target.name,
+                "pid": target.pid,
+                "message": f"{target.name}: started pid {target.pid}",
             }
         )
-        events.close()
-        run.finish(status)
-    return RunOutcome(run, status, message)
+    return spawned
 
 
-def _spawn(module: str, run: RunDir, payload: str) -> subprocess.Popen:
+def _end_run(run: RunDir, events: JsonlWriter, status: str, message: str) -> None:
+    events.write(
+        {
+            "t": time.time(),
+            "source": "run",
+            "kind": "run_end",
+            "status": status,
+            "message": message or status,
+        }
+    )
+    events.close()
+    run.finish(status)
+
+
+def _spawn(module: str, run: RunDir, payload: str, args: Sequence[str] = ()) -> subprocess.Popen:
     log_name = "load.log" if module == "soak.load" else "collect.log"
     with open(run.file(log_name), "ab") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", module, "--run-dir", str(run.path)],
+            [sys.executable, "-m", module, "--run-dir", str(run.path), *args],
             stdin=subprocess.PIPE,
             stdout=log,
             stderr=subprocess.STDOUT,

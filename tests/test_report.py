@@ -38,15 +38,20 @@ CHECKS = [
 
 
 def _hostile_target() -> FakeTarget:
-    """A target whose health, thread names and anomaly details all carry markup."""
+    """A target whose health fields, thread names, error texts, anomaly details and close
+    reasons all carry markup."""
     return FakeTarget(
         name="evil",
         threads=lambda s: 50 + s // 300,
-        health_body=lambda s: {SCRIPT: 1, "diagnostics": {"loop_lag_ms": 3}},
+        health_body=lambda s: {SCRIPT: s, "diagnostics": {"loop_lag_ms": 3, SCRIPT: {"n": s}}},
         health_error=SCRIPT,
-        families=lambda s, n: {"MainThread": 1, SCRIPT: n - 1},
+        families=lambda s, n: {"MainThread": 1, "math$_{$": 1, SCRIPT: n - 2},  # $: no mathtext
         stalls_per_interval=1,
+        disconnects_per_interval=lambda s: 1 if s < 100 else 0,
+        violations_per_interval=lambda s: 1 if s < 50 else 0,
         anomaly_detail=f"frame {SCRIPT} | pipe",
+        close_reason=SCRIPT,
+        ping_s=0.003,
     )
 
 
@@ -58,6 +63,8 @@ def report(tmp_path_factory: pytest.TempPathFactory):
         duration_s=900,
         idle_from_s=700,
         checks=CHECKS,
+        criteria_targets={"good": {"checks": ["health.diagnostics.loop_lag_ms.max < 50"]}},
+        generator=lambda s: {"worker": f"host{SCRIPT}:1", "cpu_percent": 95.0 if s <= 60 else 20.0},
     )
     return build_report(write_run(root, run))
 
@@ -66,16 +73,10 @@ def test_writes_all_files_and_plots(report) -> None:
     for path in (report.summary_path, report.markdown_path, report.html_path, report.junit_path):
         assert path.is_file() and path.stat().st_size > 0
     names = {path.stem for path in report.plot_paths}
-    assert {
-        "threads",
-        "thread_families",
-        "rss",
-        "cpu",
-        "fds",
-        "loop_lag",
-        "ttft",
-        "outcomes",
-    } == names
+    assert names == {
+        "threads", "thread_families", "rss", "cpu", "fds", "drift", "health", "latency",
+        "outcomes", "soak",
+    }  # fmt: skip
     assert all(path.read_bytes().startswith(b"\x89PNG") for path in report.plot_paths)
 
 
@@ -86,7 +87,8 @@ def test_summary_json_matches_contract(report) -> None:
     summary = json.loads(report.summary_path.read_text(), parse_constant=no_nan)
     assert summary == report.summary
     assert set(summary) >= TOP_LEVEL and summary["schema_version"] == 1
-    assert len(summary["criteria"]) == len(CHECKS) * 2
+    assert len(summary["criteria"]) == len(CHECKS) * 2 + 1
+    assert summary["generator"]["saturated_percent"] == pytest.approx(60 / 900 * 100)
     assert all(set(row) >= CRITERION for row in summary["criteria"])
     for target in summary["targets"].values():
         assert set(target) >= TARGET
@@ -99,7 +101,13 @@ def test_summary_json_matches_contract(report) -> None:
 def test_html_is_self_contained_and_escaped(report) -> None:
     page = report.html_path.read_text()
     assert "<script" not in page.lower()
-    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    escaped = "&lt;script&gt;alert(1)&lt;/script&gt;"
+    assert escaped in page
+    for section in ("health", "anomalies", "soak"):  # health fields, close reasons, workers
+        start = page.index(f'<section id="{section}">')
+        assert escaped in page[start : page.index("</section>", start)], section
+    assert page.index('id="verdict"') < page.index('id="findings"') < page.index('id="plots"')
+    assert 'class="warn"' in page  # soak itself was saturated
     assert page.count("data:image/png;base64,") == len(report.plot_paths)
     assert "http://" not in page.replace("http://127.0.0.1:1", "")
     assert page.index('id="verdict"') < page.index('id="criteria"') < page.index('id="plots"')
@@ -110,12 +118,14 @@ def test_markdown_links_plots_and_escapes_cells(report) -> None:
     assert "](plots/threads.png)" in text
     assert "<script" not in text
     assert "threads grow" in text and "| evil | test | fail |" in text
+    assert "## Findings" in text and "- 140 stalls in 1,400 turns (10%)" in text
+    assert "soak itself was saturated" in text
 
 
 def test_junit_has_one_case_per_criterion_per_target(report) -> None:
     root = ET.parse(report.junit_path).getroot()
     cases = root.findall(".//testcase")
-    assert len(cases) == len(CHECKS) * 2
+    assert len(cases) == len(CHECKS) * 2 + 1
     failures = root.findall(".//failure")
     assert any(f.get("message", "").startswith("threads grow") for f in failures)
     assert root.get("failures") == str(len(failures)) == "2"
@@ -127,6 +137,17 @@ def test_passing_run_exits_zero_into_another_dir(tmp_path: Path) -> None:
     assert result.exit_code == EXIT_PASS and result.summary["verdict"] == "pass"
     assert result.html_path.parent == tmp_path / "out"
     assert not (run_dir / "report.html").exists()
+
+
+def test_collect_only_run_still_gets_a_report(tmp_path: Path) -> None:
+    run = FakeRun(duration_s=300, write_chats=False, checks=["stalls.count == 0"])
+    result = build_report(write_run(tmp_path / "runs", run), tmp_path / "out")
+    assert result.exit_code == EXIT_PASS
+    [check] = result.summary["criteria"]
+    assert check["status"] == "skipped" and "soak collect" in check["message"]
+    names = {path.stem for path in result.plot_paths}
+    assert {"threads", "rss", "cpu"} <= names and "latency" not in names
+    assert "Turns ended</td><td>—" in result.html_path.read_text()
 
 
 def test_bad_run_directory_is_a_clear_error(tmp_path: Path) -> None:

@@ -2,7 +2,7 @@
 
 from soak.analyze.load import RunData, TargetData, load_run
 from soak.analyze.summary import SCHEMA_VERSION, Analysis, TargetAnalysis, analyze_run, summarize
-from soak.analyze.trend import Fit, Segment, find_segments, theil_sen
+from soak.analyze.trend import Fit, Segment, Trend, find_segments, fit_trend, theil_sen
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -12,8 +12,10 @@ __all__ = [
     "Segment",
     "TargetAnalysis",
     "TargetData",
+    "Trend",
     "analyze_run",
     "find_segments",
+    "fit_trend",
     "load_run",
     "summarize",
     "theil_sen",

@@ -1,17 +1,22 @@
-"""Chat aggregates: outcome totals, merged latency percentiles, idle and busy intervals."""
+"""Chat aggregates: outcome totals, merged latency percentiles, idle and busy intervals,
+cumulative work (replies, connects) for growth per unit of work, idle periods."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from soak.analyze.load import OUTCOMES
-from soak.histogram import merge_all, quantile
+from soak.histogram import FLOOR_S, GROWTH
 
 #: Sample states returned by `classify_samples`.
 UNKNOWN, IDLE, BUSY = 0, 1, 2
+#: Idle periods shorter than this many process samples are too short to measure.
+MIN_IDLE_SAMPLES = 3
 
 
 def outcome_totals(chats: pd.DataFrame) -> dict[str, int]:
@@ -22,12 +27,69 @@ def outcome_totals(chats: pd.DataFrame) -> dict[str, int]:
     return totals
 
 
+@dataclass(frozen=True)
+class HistogramColumn:
+    """A column of sparse histograms (one {bucket: count} per chats row) as flat arrays.
+
+    Merging histograms dict by dict costs seconds for a week of intervals; grouped
+    quantiles over these arrays are one sort and one search (same buckets, same answers
+    as soak.histogram.quantile).
+    """
+
+    rows: np.ndarray
+    buckets: np.ndarray
+    counts: np.ndarray
+
+    @classmethod
+    def of(cls, hists: Iterable[Mapping[str | int, int]]) -> HistogramColumn:
+        rows, buckets, counts = [], [], []
+        for row, hist in enumerate(hists):
+            for bucket, count in hist.items():
+                if type(count) is not int and type(count) is not float:
+                    continue  # a damaged record: not a count
+                try:
+                    buckets.append(int(bucket))
+                except ValueError:
+                    continue
+                rows.append(row)
+                counts.append(count)
+        return cls(
+            np.array(rows, dtype=np.int64),
+            np.array(buckets, dtype=np.int64),
+            np.array(counts, dtype=float),
+        )
+
+    def quantiles(self, groups: np.ndarray, n_groups: int, q: float) -> np.ndarray:
+        """The q-quantile (s) of the merged histograms of each group; NaN for empty groups.
+
+        groups: the group of each row (0 .. n_groups - 1).
+        """
+        out = np.full(n_groups, np.nan)
+        keep = self.counts > 0
+        if not keep.any():
+            return out
+        group = np.asarray(groups)[self.rows[keep]]
+        bucket, count = self.buckets[keep], self.counts[keep]
+        order = np.lexsort((bucket, group))
+        group, bucket, count = group[order], bucket[order], count[order]
+        seen = np.cumsum(count)
+        totals = np.bincount(group, count, n_groups)
+        before = np.concatenate([[0.0], np.cumsum(totals)[:-1]])
+        present = np.flatnonzero(totals > 0)
+        rank = before[present] + q * (totals[present] - 1)
+        index = np.minimum(np.searchsorted(seen, rank, side="right"), len(seen) - 1)
+        out[present] = FLOOR_S * GROWTH ** (bucket[index] + 0.5)
+        return out
+
+
 def latency_quantiles(
     hists: Iterable[Mapping[str | int, int]], qs: Iterable[float]
 ) -> dict[float, float | None]:
     """Quantiles (seconds, None when empty) of the merged sparse histograms."""
-    merged = merge_all(hists)
-    return {q: quantile(merged, q) for q in qs}
+    column = HistogramColumn.of(hists)
+    groups = np.zeros(int(column.rows.max()) + 1 if len(column.rows) else 0, dtype=np.int64)
+    values = {q: float(column.quantiles(groups, 1, q)[0]) for q in qs}
+    return {q: None if np.isnan(v) else v for q, v in values.items()}
 
 
 def idle_intervals(chats: pd.DataFrame) -> np.ndarray:
@@ -83,13 +145,90 @@ def interval_quantiles(
     """
     n = len(chats)
     per_bin = max(1, -(-n // max_points))
-    rows = []
-    hists = chats[column].tolist()
+    groups = np.arange(n) // per_bin
+    n_groups = -(-n // per_bin)
+    column_data = HistogramColumn.of(chats[column])
     elapsed = chats["elapsed"].to_numpy(dtype=float)
-    for start in range(0, n, per_bin):
-        merged = merge_all(hists[start : start + per_bin])
-        row = {"elapsed": elapsed[min(start + per_bin, n) - 1]}
-        row.update({f"p{round(q * 100)}": quantile(merged, q) for q in qs})
-        rows.append(row)
-    columns = ["elapsed", *(f"p{round(q * 100)}" for q in qs)]
-    return pd.DataFrame(rows, columns=columns).astype(float)
+    frame = pd.DataFrame(
+        {"elapsed": elapsed[np.minimum((np.arange(n_groups) + 1) * per_bin, n) - 1]}
+    )
+    for q in qs:
+        frame[f"p{round(q * 100)}"] = column_data.quantiles(groups, n_groups, q)
+    return frame.astype(float)
+
+
+def cumulative_at(chats: pd.DataFrame, column: str, elapsed: np.ndarray) -> np.ndarray:
+    """How many `column` (ok replies, connects) had happened by each elapsed second.
+
+    Linear within each chats interval, 0 before the first: the x of growth-per-reply fits.
+    """
+    elapsed = np.asarray(elapsed, dtype=float)
+    if chats.empty:
+        return np.zeros(len(elapsed))
+    ends = chats["elapsed"].to_numpy(dtype=float)
+    first_start = ends[0] - float(np.nan_to_num(chats["interval_s"].iloc[0]))
+    counts = np.concatenate([[0.0], np.cumsum(chats[column].to_numpy(dtype=float))])
+    return np.interp(elapsed, np.concatenate([[first_start], ends]), counts)
+
+
+@dataclass(frozen=True)
+class IdlePeriod:
+    """Consecutive idle process samples (or the samples before the load began).
+
+    cpu_percent is their median (percent of one core); replies_before counts the ok
+    replies that had finished when the period began.
+    """
+
+    start_s: float
+    end_s: float
+    samples: int
+    cpu_percent: float
+    replies_before: float
+    before_load: bool
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "start_s": self.start_s,
+            "end_s": self.end_s,
+            "samples": self.samples,
+            "cpu_percent": self.cpu_percent,
+            "replies_before": self.replies_before,
+            "before_load": self.before_load,
+        }
+
+
+def idle_periods(
+    process: pd.DataFrame, states: np.ndarray, chats: pd.DataFrame
+) -> list[IdlePeriod]:
+    """Idle periods of at least MIN_IDLE_SAMPLES samples, in time order.
+
+    The samples before the first chats interval began count as one (before_load): the
+    baseline an orphaned ticker's idle CPU climbs from.
+    """
+    if chats.empty or process.empty:
+        return []
+    elapsed = process["elapsed"].to_numpy(dtype=float)
+    cpu = process["cpu_percent"].to_numpy(dtype=float)
+    load_start = float(chats["elapsed"].iloc[0] - np.nan_to_num(chats["interval_s"].iloc[0]))
+    before = (elapsed < load_start) & (states == UNKNOWN)
+    idle = states == IDLE
+    periods = []
+    for mask, is_before in ((before, True), (idle, False)):
+        edges = np.diff(np.concatenate([[0], mask.astype(np.int8), [0]]))
+        for start, stop in zip(
+            np.flatnonzero(edges == 1), np.flatnonzero(edges == -1), strict=True
+        ):
+            values = cpu[start:stop][np.isfinite(cpu[start:stop])]
+            if len(values) < MIN_IDLE_SAMPLES:
+                continue
+            periods.append(
+                IdlePeriod(
+                    start_s=float(elapsed[start]),
+                    end_s=float(elapsed[stop - 1]),
+                    samples=len(values),
+                    cpu_percent=float(np.median(values)),
+                    replies_before=float(cumulative_at(chats, "ok", elapsed[start : start + 1])[0]),
+                    before_load=is_before,
+                )
+            )
+    return sorted(periods, key=lambda period: period.start_s)

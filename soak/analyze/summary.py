@@ -1,4 +1,4 @@
-"""From a loaded run to summary.json: trends, idle CPU, chat totals, criteria, verdicts.
+"""From a loaded run to summary.json: trends, limits, idle CPU, drift, chats, criteria.
 
 The summary's layout is a documented contract (docs/summary-json.md); bump
 SCHEMA_VERSION when a field changes meaning or disappears.
@@ -15,19 +15,43 @@ import numpy as np
 import pandas as pd
 
 from soak import __version__
-from soak.analyze.chats import BUSY, IDLE, classify_samples, latency_quantiles, outcome_totals
+from soak.analyze.chats import (
+    BUSY,
+    IDLE,
+    IdlePeriod,
+    classify_samples,
+    cumulative_at,
+    idle_periods,
+    latency_quantiles,
+    outcome_totals,
+)
+from soak.analyze.drift import Drift, analyze_drift
+from soak.analyze.findings import findings
+from soak.analyze.generator import generator_summary, saturated_spans
+from soak.analyze.health import health_fields
+from soak.analyze.limits import Limit, TargetLimits, target_limits
 from soak.analyze.load import BODY_PREFIX, RunData, TargetData, load_run
 from soak.analyze.trend import (
     MIN_FIT_SAMPLES,
     Fit,
     Segment,
+    Trend,
     find_segments,
+    fit_trend,
     headline_segment,
     hours_to_limit,
+    lower_envelope,
     theil_sen,
-    threads_limit,
 )
-from soak.criteria import FAIL, CheckResult, Criterion, parse_criteria
+from soak.criteria import (
+    FAIL,
+    CheckResult,
+    Criterion,
+    HealthMetric,
+    criteria_by_target,
+    parse_criteria,
+    parse_target_overrides,
+)
 from soak.errors import RunDirError
 from soak.rundir import iso
 from soak.units import format_duration, parse_duration
@@ -35,6 +59,8 @@ from soak.units import format_duration, parse_duration
 SCHEMA_VERSION = 1
 #: Family trends use fewer bins than the headline fits: there can be dozens of families.
 _FAMILY_FIT_POINTS = 400
+#: Idle periods listed in the summary (the first and the last ones matter most).
+_MAX_IDLE_PERIODS = 50
 #: Summary counts: summary key -> outcome name in chats.jsonl.
 _COUNTS = {
     "replies": "ok",
@@ -45,26 +71,50 @@ _COUNTS = {
     "mismatches": "mismatch",
     "first_token_timeouts": "first_token_timeout",
 }
+#: Process series with a trend: (process column, summary key, unit suffix of MB fields).
+SERIES = (("threads", "threads", ""), ("rss_mb", "rss", "_mb"), ("fds", "fds", ""))
+#: USS comes from the collector's detail samples only; trended when recorded.
+_USS = ("uss_mb", "uss", "_mb")
 _NO_PROCESS = (
     "no process samples were recorded for this target; check events.jsonl for "
     "target_lost or collector_error and that the collector can see the target's process"
 )
 _NO_REPLIES = "no ok replies were recorded, so there are no latencies; look at the outcome counts"
+_NO_CHATS = (
+    "this run has no chats.jsonl (a `soak collect` run records the process and /health "
+    "only), so there are no chat numbers; run `soak run` to drive chats"
+)
+_DEFAULT_REPLY_TIMEOUT_S = 120.0
 
 
 @dataclass
 class Settings:
-    """What the manifest's profile asks of the analysis."""
+    """What the manifest's profile asks of the analysis.
+
+    criteria: the profile's general checks; target_criteria: each target's after its
+    `[criteria.targets.NAME]` override (use `criteria_for`). replies_per_day: production
+    traffic to extrapolate growth per reply to (criteria.replies_per_day), if given.
+    """
 
     warmup_s: float
     criteria: list[Criterion]
     loop_lag_field: str | None
-    threads_limit: int
+    target_criteria: dict[str, list[Criterion]] = field(default_factory=dict)
+    replies_per_day: float | None = None
+    reply_timeout_s: float = _DEFAULT_REPLY_TIMEOUT_S
+
+    def criteria_for(self, target: str) -> list[Criterion]:
+        """The criteria that apply to one target."""
+        return self.target_criteria.get(target, self.criteria)
 
 
 @dataclass
 class TargetAnalysis:
-    """One target's analysis: segments, fits (x = elapsed s), sample states, summary entry."""
+    """One target's analysis: segments, fits (x = elapsed s), sample states, summary entry.
+
+    fits: the verdict fit per process column (threads, rss_mb, fds, uss_mb); trends: the
+    whole Trend behind each (shape, envelope, plateau). drift: the per-bin drift table.
+    """
 
     data: TargetData
     segments: list[Segment]
@@ -74,6 +124,10 @@ class TargetAnalysis:
     cpu_states: np.ndarray
     summary: dict[str, Any]
     checks: list[CheckResult] = field(default_factory=list)
+    trends: dict[str, Trend | None] = field(default_factory=dict)
+    limits: TargetLimits | None = None
+    drift: Drift | None = None
+    idle: list[IdlePeriod] = field(default_factory=list)
 
 
 @dataclass
@@ -84,6 +138,7 @@ class Analysis:
     settings: Settings
     targets: dict[str, TargetAnalysis]
     summary: dict[str, Any]
+    saturated: np.ndarray = field(default_factory=lambda: np.empty((0, 2)))
 
 
 def summarize(run_path: Path | str) -> dict[str, Any]:
@@ -95,15 +150,23 @@ def analyze_run(run_path: Path | str) -> Analysis:
     """Load and analyse a run directory; RunDirError when it cannot be read."""
     run = load_run(run_path)
     settings = read_settings(run)
+    duration = run.ended_at - run.started_at
+    generator = generator_summary(run.generator, duration)
+    saturated = saturated_spans(run.generator)
     targets = {
-        name: analyze_target(data, settings, run.started_at) for name, data in run.targets.items()
+        name: analyze_target(data, settings, run, saturated) for name, data in run.targets.items()
     }
     criteria_rows = []
     for name, target in targets.items():
-        target.checks = [criterion.check(target.summary) for criterion in settings.criteria]
+        target.summary["soak_saturated_percent"] = (
+            generator["saturated_percent"] if generator else None
+        )
+        target.summary["replies_per_day"] = settings.replies_per_day
+        target.checks = [c.check(target.summary) for c in settings.criteria_for(name)]
         failed = any(check.status == FAIL for check in target.checks)
         target.summary["verdict"] = "fail" if failed else "pass"
         criteria_rows += [{"target": name, **check.to_json()} for check in target.checks]
+        target.summary["findings"] = findings(target.summary)
     verdict = "fail" if any(t.summary["verdict"] == "fail" for t in targets.values()) else "pass"
     manifest = run.manifest
     summary = {
@@ -117,37 +180,67 @@ def analyze_run(run_path: Path | str) -> Analysis:
         "status": run.status,
         "started_at_iso": iso(run.started_at),
         "ended_at_iso": iso(run.ended_at),
-        "duration_s": run.ended_at - run.started_at,
+        "duration_s": duration,
         "warmup_s": settings.warmup_s,
+        "has_chats": run.has_chats,
+        "replies_per_day": settings.replies_per_day,
         "verdict": verdict,
         "criteria": criteria_rows,
+        "generator": generator,
         "targets": {name: target.summary for name, target in targets.items()},
     }
-    return Analysis(run=run, settings=settings, targets=targets, summary=json_safe(summary))
+    return Analysis(
+        run=run,
+        settings=settings,
+        targets=targets,
+        summary=json_safe(summary),
+        saturated=saturated,
+    )
 
 
 def read_settings(run: RunData) -> Settings:
-    """Warm-up, criteria and loop-lag field from the manifest's profile, with defaults."""
+    """Warm-up, criteria (with per-target overrides), loop-lag field and reply timeout from
+    the manifest's profile, with defaults."""
     profile = run.profile
-    criteria = profile.get("criteria") if isinstance(profile.get("criteria"), dict) else {}
-    collector = profile.get("collector") if isinstance(profile.get("collector"), dict) else {}
+    criteria = _table(profile, "criteria")
+    collector, load = _table(profile, "collector"), _table(profile, "load")
     try:
         warmup_s = parse_duration(criteria.get("warmup") or 0)
         checks = criteria.get("checks") or []
         parsed = parse_criteria(list(checks) if isinstance(checks, list | tuple) else [checks])
+        overrides = parse_target_overrides(criteria.get("targets") or {})
+        reply_timeout = parse_duration(load.get("reply_timeout") or _DEFAULT_REPLY_TIMEOUT_S)
     except ValueError as exc:
         raise RunDirError(f"{run.path}: the profile in manifest.json has {exc}") from None
     lag_field = collector.get("loop_lag_field")
+    per_day = criteria.get("replies_per_day")
     return Settings(
         warmup_s=warmup_s,
         criteria=parsed,
         loop_lag_field=lag_field if isinstance(lag_field, str) and lag_field else None,
-        threads_limit=threads_limit(),
+        target_criteria=criteria_by_target(parsed, overrides, run.targets),
+        replies_per_day=float(per_day)
+        if isinstance(per_day, int | float) and per_day > 0
+        else None,
+        reply_timeout_s=reply_timeout,
     )
 
 
-def analyze_target(data: TargetData, settings: Settings, started_at: float) -> TargetAnalysis:
-    """Fits, idle CPU, chat totals and loop lag of one target; the summary entry."""
+def _table(profile: dict[str, Any], name: str) -> dict[str, Any]:
+    value = profile.get(name)
+    return value if isinstance(value, dict) else {}
+
+
+def analyze_target(
+    data: TargetData,
+    settings: Settings,
+    run: RunData,
+    saturated: np.ndarray | None = None,
+) -> TargetAnalysis:
+    """Trends, limits, idle CPU, drift, chat totals and loop lag of one target; its summary.
+
+    saturated: (start, end) elapsed spans when soak's own load processes were saturated.
+    """
     process = data.process
     segments = find_segments(process)
     headline = headline_segment(segments)
@@ -157,60 +250,60 @@ def analyze_target(data: TargetData, settings: Settings, started_at: float) -> T
         "build": data.info.build,
         "url": data.info.url,
     }
-    summary.update(_chat_summary(data, unavailable))
-
-    fits: dict[str, Fit | None] = {}
-    for column, key in (("threads", "threads"), ("rss_mb", "rss"), ("fds", "fds")):
-        fits[column] = _segment_fit(process, headline, column, settings.warmup_s)
-        start, end, peak = _levels(process, column, settings.warmup_s)
-        mb = "_mb" if column == "rss_mb" else ""
-        growth, ci = f"{key}_growth{mb}_per_hour", f"{key}_growth_ci{mb}_per_hour"
-        summary.update(
-            {
-                f"{key}_start{mb}": start,
-                f"{key}_end{mb}": end,
-                f"{key}_max{mb}": peak,
-                growth: fits[column].per_hour if fits[column] else None,
-                ci: list(fits[column].ci_per_hour) if fits[column] else None,
-            }
-        )
-        if end is None:
-            reason = _missing_reason(process, column)
-            unavailable.update(dict.fromkeys((f"{key}_end{mb}", f"{key}_max{mb}"), reason))
-        if fits[column] is None:
-            unavailable[growth] = _fit_reason(process, headline, column, settings.warmup_s)
-
-    growth = summary["threads_growth_per_hour"]
-    summary["threads_limit"] = settings.threads_limit
-    summary["threads_hours_to_limit"] = hours_to_limit(
-        summary["threads_end"], growth, settings.threads_limit
+    summary.update(_chat_summary(data, run.has_chats, unavailable))
+    busy_until = _busy_until(data.chats) if run.has_chats else None
+    last = process.iloc[-1] if len(process) else None
+    limits = target_limits(
+        run.manifest,
+        None if last is None or pd.isna(last["pid"]) else int(last["pid"]),
+        None if last is None or pd.isna(last["create_time"]) else float(last["create_time"]),
     )
-    if summary["threads_hours_to_limit"] is None:
-        unavailable["threads_hours_to_limit"] = unavailable.get(
-            "threads_growth_per_hour", "threads are not growing after the warm-up"
-        )
-    family_fits = _family_fits(data, headline, settings.warmup_s)
-    summary["threads_top_growing_family"] = _top_family(data, family_fits)
+    target = TargetAnalysis(
+        data=data,
+        segments=segments,
+        headline=headline,
+        fits={},
+        family_fits=_family_fits(data, headline, settings.warmup_s),
+        cpu_states=classify_samples(process["t"].to_numpy(), data.chats),
+        summary=summary,
+        limits=limits,
+    )
+    limit_of = {"threads": limits.threads, "rss": limits.memory_mb, "fds": limits.fds}
+    limit_of["uss"] = limits.memory_mb
+    for column, key, mb in (*SERIES, _USS):
+        context = _SeriesContext(column, key, mb, limit_of[key], busy_until)
+        summary.update(_series_summary(target, settings, context, unavailable))
+    summary["threads_top_growing_family"] = _top_family(data, target.family_fits)
 
-    cpu_states = classify_samples(process["t"].to_numpy(), data.chats)
-    summary.update(_cpu_summary(process, cpu_states, unavailable))
+    summary.update(_cpu_summary(process, target.cpu_states, unavailable))
+    target.idle = idle_periods(process, target.cpu_states, data.chats)
+    summary.update(_idle_summary(target.idle, unavailable))
     summary.update(_loop_lag_summary(data, settings, unavailable))
+    duration = run.ended_at - run.started_at
+    target.drift = analyze_drift(
+        data,
+        settings.loop_lag_field,
+        settings.reply_timeout_s,
+        duration,
+        saturated if saturated is not None else np.empty((0, 2)),
+    )
+    summary.update(_health_latency_summary(data.health, unavailable))
+    summary["drift"] = target.drift.summary
+    summary["health_fields"] = health_fields(
+        data.health,
+        settings.warmup_s,
+        _window(headline, settings.warmup_s),
+        busy_until,
+        wanted=[
+            c.metric.path
+            for c in settings.criteria_for(data.name)
+            if isinstance(c.metric, HealthMetric)
+        ],
+    )
     summary["restarts"] = max(len(segments) - 1, 0)
-    summary["segments"] = []
-    warmup = settings.warmup_s
-    for seg in segments:
-        is_headline = seg is headline
-        fit = fits["threads"] if is_headline else _segment_fit(process, seg, "threads", warmup)
-        summary["segments"].append(
-            {
-                "pid": seg.pid,
-                "start_s": seg.t_start,
-                "end_s": seg.t_end,
-                "samples": seg.stop - seg.start,
-                "threads_growth_per_hour": fit.per_hour if fit else None,
-                "headline": is_headline,
-            }
-        )
+    summary["segments"] = [
+        _segment_entry(target, seg, settings.warmup_s, busy_until) for seg in segments
+    ]
     summary["samples"] = len(process)
     summary["process_errors"] = data.process_errors
     summary["health_samples"] = len(data.health)
@@ -219,17 +312,11 @@ def analyze_target(data: TargetData, settings: Settings, started_at: float) -> T
     last_error = data.health.loc[failed, "error"].dropna()
     summary["health_last_error"] = str(last_error.iloc[-1]) if len(last_error) else None
     summary["anomaly_records"] = data.anomaly_records
+    summary["anomaly_kinds"] = data.anomaly_kinds
+    summary["disconnect_close_codes"] = data.close_codes
     summary["unavailable"] = unavailable
-    summary = json_safe(summary)
-    return TargetAnalysis(
-        data=data,
-        segments=segments,
-        headline=headline,
-        fits=fits,
-        family_fits=family_fits,
-        cpu_states=cpu_states,
-        summary=summary,
-    )
+    target.summary = json_safe(summary)
+    return target
 
 
 def json_safe(value: Any) -> Any:
@@ -245,23 +332,179 @@ def json_safe(value: Any) -> Any:
     return value
 
 
-def _chat_summary(data: TargetData, unavailable: dict[str, str]) -> dict[str, Any]:
+# --- chats ---------------------------------------------------------------------------
+def _chat_summary(data: TargetData, has_chats: bool, unavailable: dict[str, str]) -> dict[str, Any]:
     chats = data.chats
     totals = outcome_totals(chats)
     summary: dict[str, Any] = {key: totals[outcome] for key, outcome in _COUNTS.items()}
     summary["turns"] = totals["turns"]
     summary["turns_started"] = totals["started"]
     summary["stall_rate"] = totals["stall"] / totals["turns"] if totals["turns"] else None
+    summary["violations_by_kind"] = _merged_counts(chats["violations"])
+    summary["pings"] = int(chats["pings"].sum())
+    summary["pings_lost"] = int(chats["pings_lost"].sum())
+    gaps = chats["gap_max_s"].dropna()
+    summary["gap_max_s"] = float(gaps.max()) if len(gaps) else None
     if not totals["turns"]:
         unavailable["stall_rate"] = "no turns ended for this target; check that its load ran"
-    for kind, column in (("ttft", "ttft_hist"), ("reply", "reply_hist")):
-        quantiles = latency_quantiles(chats[column].tolist(), (0.5, 0.95, 0.99))
+    histograms = (("ttft", "ttft_hist"), ("reply", "reply_hist"), ("connect", "connect_hist"))
+    for kind, column in (*histograms, ("ping", "ping_hist")):
+        stats = (0.5, 0.95, 0.99)
+        quantiles = latency_quantiles(chats[column].tolist(), stats)
         for q, value in quantiles.items():
             key = f"{kind}_p{round(q * 100)}_s"
             summary[key] = value
             if value is None:
-                unavailable[key] = _NO_REPLIES
+                unavailable[key] = _NO_REPLIES if kind in ("ttft", "reply") else _no_hist(kind)
+    pings = chats["ping_max_s"].dropna()
+    summary["ping_max_s"] = float(pings.max()) if len(pings) and summary["ping_p50_s"] else None
+    if summary["ping_max_s"] is None:
+        unavailable["ping_max_s"] = _no_hist("ping")
+    if summary["gap_max_s"] is None:
+        unavailable["gap_max_s"] = "the chat aggregates carry no gap_max_s (recorded by newer soak)"
+    if not has_chats:
+        for key in summary:
+            summary[key] = {} if key == "violations_by_kind" else None
+            unavailable[key] = _NO_CHATS
     return summary
+
+
+def _no_hist(kind: str) -> str:
+    what = {"ping": "protocol pings", "connect": "connects"}[kind]
+    return f"no {what} were timed in this run (the chat aggregates have no {kind}_hist)"
+
+
+def _merged_counts(column: pd.Series) -> dict[str, int]:
+    merged: dict[str, int] = {}
+    for counts in column:
+        for key, value in counts.items():
+            if isinstance(value, int | float):
+                merged[str(key)] = merged.get(str(key), 0) + int(value)
+    return merged
+
+
+def _busy_until(chats: pd.DataFrame) -> float | None:
+    """Elapsed end of the last chats interval with a turn started, ended or in flight."""
+    active = (chats["started"] > 0) | (chats["turns"] > 0) | (chats["in_flight"] > 0)
+    return float(chats.loc[active, "elapsed"].iloc[-1]) if active.any() else None
+
+
+# --- process series ---------------------------------------------------------------------
+@dataclass(frozen=True)
+class _SeriesContext:
+    column: str
+    key: str
+    mb: str
+    limit: Limit
+    busy_until: float | None
+
+
+def _series_summary(
+    target: TargetAnalysis,
+    settings: Settings,
+    context: _SeriesContext,
+    unavailable: dict[str, str],
+) -> dict[str, Any]:
+    """Levels, verdict trend, growth per unit of work and time to limit of one series."""
+    process, headline = target.data.process, target.headline
+    column, key, mb = context.column, context.key, context.mb
+    trend = _segment_trend(process, headline, column, settings.warmup_s, context.busy_until)
+    fit = trend.fit if trend else None
+    target.trends[column], target.fits[column] = trend, fit
+    start, end, peak = _levels(process, column, settings.warmup_s)
+    growth = f"{key}_growth{mb}_per_hour"
+    out: dict[str, Any] = {
+        f"{key}_start{mb}": start,
+        f"{key}_end{mb}": end,
+        f"{key}_max{mb}": peak,
+        growth: fit.per_hour if fit else None,
+        f"{key}_growth_ci{mb}_per_hour": list(fit.ci_per_hour) if fit else None,
+        f"{key}_growth_overall{mb}_per_hour": trend.overall.per_hour if trend else None,
+        f"{key}_trend": trend.shape if trend else None,
+        f"{key}_envelope": bool(trend and trend.envelope),
+        f"{key}_drops": trend.drops if trend else 0,
+        f"{key}_level_since_s": trend.level_since if trend else None,
+    }
+    if end is None:
+        reason = _missing_reason(process, column)
+        unavailable.update(dict.fromkeys((f"{key}_end{mb}", f"{key}_max{mb}"), reason))
+    if fit is None:
+        unavailable[growth] = _fit_reason(process, headline, column, settings.warmup_s)
+    out.update(_work_summary(target, trend, context, unavailable))
+    limit_key = f"{key}_limit{mb}"
+    out[limit_key] = context.limit.value
+    out[f"{key}_limit_source"] = context.limit.source
+    hours = None
+    if context.limit.value is not None:
+        hours = hours_to_limit(end, fit.per_hour if fit else None, context.limit.value)
+    out[f"{key}_hours_to_limit"] = hours
+    if hours is None:
+        unavailable[f"{key}_hours_to_limit"] = unavailable.get(growth) or (
+            f"no {key} limit is known: {context.limit.source}"
+            if context.limit.value is None
+            else f"no growth of {key} after the warm-up"
+        )
+    per_1k = out[f"{key}_growth{mb}_per_1k_replies"]
+    production = None
+    if settings.replies_per_day and per_1k and per_1k > 0 and context.limit.value:
+        per_hour = per_1k * settings.replies_per_day / 1000.0 / 24.0
+        production = hours_to_limit(end, per_hour, context.limit.value)
+    out[f"{key}_hours_to_limit_at_replies_per_day"] = production
+    return out
+
+
+def _work_summary(
+    target: TargetAnalysis,
+    trend: Trend | None,
+    context: _SeriesContext,
+    unavailable: dict[str, str],
+) -> dict[str, Any]:
+    """Growth per 1,000 ok replies and per new connection over the verdict fit's window.
+
+    The series (or its lower envelope) is fitted against the cumulative replies and
+    connects, so idle phases (no work, no growth) do not dilute the rate.
+    """
+    key, mb = context.key, context.mb
+    names = {
+        ("ok", 1000.0): (f"{key}_growth{mb}_per_1k_replies", f"{key}_growth_ci{mb}_per_1k_replies"),
+        ("connects", 1.0): (f"{key}_growth{mb}_per_connection", None),
+    }
+    out: dict[str, Any] = {name: None for pair in names.values() for name in pair if name}
+    chats, process = target.data.chats, target.data.process
+    if trend is None or chats.empty or target.headline is None:
+        reason = (
+            "no chat intervals were recorded, so there is no work to divide the growth by"
+            if chats.empty
+            else unavailable.get(f"{key}_growth{mb}_per_hour", "no trend")
+        )
+        unavailable.update(dict.fromkeys(out, reason))
+        return out
+    rows = process.iloc[target.headline.start : target.headline.stop]
+    x = rows["elapsed"].to_numpy(dtype=float)
+    y = rows[context.column].to_numpy(dtype=float)
+    finite = np.isfinite(y)
+    x, y = x[finite], y[finite]
+    if trend.envelope:
+        y = lower_envelope(y, trend.envelope_window)
+    window = (x >= trend.fit.x_start) & (x <= trend.fit.x_end)
+    for (column, scale), (value_key, ci_key) in names.items():
+        work = cumulative_at(chats, column, x[window])
+        fit = theil_sen(work, y[window]) if len(work) and np.ptp(work) > 0 else None
+        if fit is None:
+            what = "ok replies" if column == "ok" else "new connections (chats keep theirs open)"
+            unavailable[value_key] = f"no {what} in the fitted window"
+            continue
+        out[value_key] = fit.slope * scale
+        if ci_key:
+            out[ci_key] = [fit.low * scale, fit.high * scale]
+    return out
+
+
+def _window(segment: Segment | None, warmup_s: float) -> tuple[float, float] | None:
+    """(start, end) elapsed seconds of a segment after its warm-up."""
+    if segment is None or segment.t_start + warmup_s > segment.t_end:
+        return None
+    return segment.t_start + warmup_s, segment.t_end
 
 
 def _after_warmup(process: pd.DataFrame, segment: Segment, warmup_s: float) -> pd.DataFrame:
@@ -269,23 +512,50 @@ def _after_warmup(process: pd.DataFrame, segment: Segment, warmup_s: float) -> p
     return rows[rows["elapsed"] >= segment.t_start + warmup_s]
 
 
-def _segment_fit(
-    process: pd.DataFrame, segment: Segment | None, column: str, warmup_s: float
-) -> Fit | None:
-    """Theil–Sen fit of `column` over the segment's samples after the warm-up."""
+def _segment_trend(
+    process: pd.DataFrame,
+    segment: Segment | None,
+    column: str,
+    warmup_s: float,
+    busy_until: float | None,
+) -> Trend | None:
+    """The trend of `column` over the segment's samples after the warm-up."""
     if segment is None:
         return None
     rows = _after_warmup(process, segment, warmup_s)
     values = rows[column].to_numpy(dtype=float)
     if np.count_nonzero(np.isfinite(values)) < MIN_FIT_SAMPLES:
         return None
-    return theil_sen(rows["elapsed"].to_numpy(dtype=float), values)
+    return fit_trend(rows["elapsed"].to_numpy(dtype=float), values, busy_until)
+
+
+def _segment_entry(
+    target: TargetAnalysis, seg: Segment, warmup_s: float, busy_until: float | None
+) -> dict[str, Any]:
+    """summary.json's entry of one process segment, with its own fits."""
+    process = target.data.process
+    entry: dict[str, Any] = {
+        "pid": seg.pid,
+        "start_s": seg.t_start,
+        "end_s": seg.t_end,
+        "samples": seg.stop - seg.start,
+        "headline": seg is target.headline,
+    }
+    for column, key, mb in SERIES:
+        trend = (
+            target.trends.get(column)
+            if seg is target.headline
+            else _segment_trend(process, seg, column, warmup_s, busy_until)
+        )
+        entry[f"{key}_growth{mb}_per_hour"] = trend.fit.per_hour if trend else None
+        entry[f"{key}_trend"] = trend.shape if trend else None
+    return entry
 
 
 def _fit_reason(
     process: pd.DataFrame, segment: Segment | None, column: str, warmup_s: float
 ) -> str:
-    """Why `_segment_fit` gave no trend for `column`."""
+    """Why `_segment_trend` gave no trend for `column`."""
     if process[column].notna().sum() == 0:
         return _missing_reason(process, column)
     rows = _after_warmup(process, segment, warmup_s) if segment else process.iloc[:0]
@@ -303,7 +573,11 @@ def _missing_reason(process: pd.DataFrame, column: str) -> str:
     """Why a process column has no values at all."""
     if process.empty:
         return _NO_PROCESS
-    hint = " (open fds need permission to list /proc/PID/fd)" if column == "fds" else ""
+    hint = {
+        "fds": " (open fds need permission to list /proc/PID/fd)",
+        "uss_mb": " (USS comes with the collector's detail samples and needs permission to "
+        "read /proc/PID/smaps_rollup)",
+    }.get(column, "")
     return f"the process samples carry no {column} values{hint}"
 
 
@@ -355,6 +629,7 @@ def _top_family(data: TargetData, fits: dict[str, Fit]) -> dict[str, Any] | None
     }
 
 
+# --- CPU, idle periods, loop lag, /health latency -------------------------------------
 def _cpu_summary(
     process: pd.DataFrame, states: np.ndarray, unavailable: dict[str, str]
 ) -> dict[str, Any]:
@@ -373,6 +648,40 @@ def _cpu_summary(
     if summary["busy_cpu_percent"] is None:
         unavailable["busy_cpu_percent"] = "no process sample fell in an interval with chat traffic"
     return summary
+
+
+def _idle_summary(periods: list[IdlePeriod], unavailable: dict[str, str]) -> dict[str, Any]:
+    """Idle CPU of the first and last idle period and its growth per 1,000 replies.
+
+    The orphaned-ticker signature: CPU with nothing to do that climbs with every
+    finished reply. With three or more periods the growth is a Theil–Sen slope over
+    them, with two the line through both.
+    """
+    out: dict[str, Any] = {
+        "idle_periods": [p.to_json() for p in periods[:_MAX_IDLE_PERIODS]],
+        "idle_cpu_early_percent": None,
+        "idle_cpu_late_percent": None,
+        "idle_cpu_growth_per_1k_replies": None,
+    }
+    if len(periods) < 2:
+        reason = (
+            f"{len(periods)} idle period in this run (2 needed to compare early and late); "
+            "add idle gaps to the load (or a quiet start before it) to see idle CPU over time"
+        )
+        unavailable.update(dict.fromkeys(list(out)[1:], reason))
+        return out
+    first, last = periods[0], periods[-1]
+    out["idle_cpu_early_percent"] = first.cpu_percent
+    out["idle_cpu_late_percent"] = last.cpu_percent
+    replies = np.array([p.replies_before for p in periods])
+    cpu = np.array([p.cpu_percent for p in periods])
+    if np.ptp(replies) <= 0:
+        unavailable["idle_cpu_growth_per_1k_replies"] = "no reply finished between idle periods"
+        return out
+    fit = theil_sen(replies, cpu) if len(periods) >= 3 else None
+    slope = fit.slope if fit else (last.cpu_percent - first.cpu_percent) / np.ptp(replies)
+    out["idle_cpu_growth_per_1k_replies"] = slope * 1000.0
+    return out
 
 
 def _loop_lag_summary(
@@ -407,6 +716,18 @@ def _loop_lag_summary(
         return dict.fromkeys(keys)
     p50, p95, p99 = np.percentile(values, [50, 95, 99])
     return dict(zip(keys, (p50, p95, p99, values.max()), strict=True))
+
+
+def _health_latency_summary(health: pd.DataFrame, unavailable: dict[str, str]) -> dict[str, Any]:
+    """/health poll latency (s) of the answered polls: p50, p99, max."""
+    keys = ("health_latency_p50_s", "health_latency_p99_s", "health_latency_max_s")
+    latency = health["latency_s"].to_numpy(dtype=float)
+    latency = latency[np.isfinite(latency) & ~_health_failed(health).to_numpy()]
+    if not len(latency):
+        unavailable.update(dict.fromkeys(keys, "no /health poll was answered in this run"))
+        return dict.fromkeys(keys)
+    p50, p99 = np.percentile(latency, [50, 99])
+    return dict(zip(keys, (p50, p99, latency.max()), strict=True))
 
 
 def _health_failed(health: pd.DataFrame) -> pd.Series:

@@ -1,15 +1,27 @@
-"""Robust trends: Theil–Sen slopes with Sen's confidence interval, segments, time to limit.
+"""Robust trends: Theil–Sen slopes with Sen's confidence interval, shapes, segments, limits.
 
 All x values are elapsed seconds; slopes are per second (`Fit.per_hour` converts).
 Pure numpy: a long series is first reduced to at most `MAX_FIT_POINTS` bin medians,
 so a week of 1 s samples (600,000 points) fits in well under a second.
+
+`fit_trend` decides what a series does, so that a server whose metrics rise and then
+level off is not called leaking:
+
+- **sawtooth** (memory freed by a GC or a cache sweep, a pool that shrinks and
+  regrows): at least `MIN_DROPS` sudden drops. The line is then fitted on the lower
+  envelope (a centred rolling minimum over 1.5 drop periods): a flat floor is no leak,
+  a rising floor is one.
+- **plateau**: the series grows significantly overall, but over the last
+  `TAIL_SHARE` of the loaded window it is level (its slope's 95% interval reaches 0
+  and lies below the overall slope), and the overall slope would have added at least
+  two steps (two threads, for counts) in that time, so a slow leak that simply had no
+  step in a short tail is not mistaken for one. The verdict then uses the level tail.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from statistics import NormalDist
 
 import numpy as np
@@ -19,10 +31,16 @@ import pandas as pd
 MAX_FIT_POINTS = 1200
 #: Fewer samples than this after the warm-up give no trend (too little to tell).
 MIN_FIT_SAMPLES = 10
-#: The thread count at which trouble is expected when the kernel allows more.
-DEFAULT_THREADS_LIMIT = 4096
 #: Two process samples more than this apart in create_time belong to different processes (s).
 _CREATE_TIME_TOLERANCE_S = 0.5
+#: Trend shapes (`Trend.shape`).
+GROWING, FLAT, DECLINING, PLATEAU = "growing", "flat", "declining", "plateau"
+#: The last this share of the loaded window is tested for a plateau.
+TAIL_SHARE = 1 / 3
+#: Fewer sudden drops than this are no sawtooth (one cache flush is not a pattern).
+MIN_DROPS = 3
+#: The envelope's rolling-minimum window, in drop periods.
+ENVELOPE_PERIODS = 1.5
 
 
 @dataclass(frozen=True)
@@ -119,6 +137,127 @@ def theil_sen(
 
 
 @dataclass(frozen=True)
+class Trend:
+    """What a series does after the warm-up, and the fit its verdict rests on.
+
+    fit: the verdict's line: `overall` (or its lower-envelope fit), or the level tail of
+        a plateau. overall: Theil–Sen of the samples themselves over the whole window.
+    shape: GROWING, FLAT, DECLINING (by the 95% interval of `fit`) or PLATEAU.
+    envelope_window: samples of the rolling minimum when fitted on a sawtooth's lower
+        envelope (0: fitted on the samples). drops: the sudden drops counted.
+    level_since: for a plateau, the elapsed second from which the series stayed level.
+    """
+
+    fit: Fit
+    overall: Fit
+    shape: str
+    envelope_window: int = 0
+    drops: int = 0
+    level_since: float | None = None
+
+    @property
+    def envelope(self) -> bool:
+        return self.envelope_window > 0
+
+
+def sawtooth_drops(y: np.ndarray, baseline: np.ndarray) -> tuple[int, float]:
+    """(number of sudden drops, median samples between them) of series `y`.
+
+    A drop is a run of falling samples whose total fall is at least half the spread
+    (5th to 95th percentile) of `y - baseline`, six times the typical sample-to-sample
+    change (1.4826 MAD), and more than one for counts: noise, a count jittering by one
+    and single outliers do not qualify.
+    """
+    low, high = np.percentile(y - baseline, [5, 95])
+    spread = high - low
+    if len(y) < 3 or spread <= 0:
+        return 0, 0.0
+    steps = np.diff(y)
+    typical = 1.4826 * float(np.median(np.abs(steps - np.median(steps))))
+    counts = bool(np.all(y == np.round(y)))
+    threshold = max(0.5 * spread, 6.0 * typical, 1.5 if counts else 0.0)
+    falling = steps < -max(3.0 * typical, 0.05 * spread)
+    edges = np.diff(np.concatenate([[0], falling.astype(np.int8), [0]]))
+    starts, stops = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
+    fallen = np.concatenate([[0.0], np.cumsum(np.where(falling, steps, 0.0))])
+    big = starts[(fallen[stops] - fallen[starts]) <= -threshold]
+    spacing = float(np.median(np.diff(big))) if len(big) >= 2 else 0.0
+    return len(big), spacing
+
+
+def smallest_step(steps: np.ndarray) -> float:
+    """The smallest non-zero absolute change between samples (1 for counts); 0 if none."""
+    moved = np.abs(steps[steps != 0])
+    return float(moved.min()) if len(moved) else 0.0
+
+
+def lower_envelope(y: np.ndarray, window: int) -> np.ndarray:
+    """Centred rolling minimum of `y` over `window` samples (edges use what they have)."""
+    return pd.Series(y).rolling(window, center=True, min_periods=1).min().to_numpy()
+
+
+def fit_trend(
+    x: np.ndarray,
+    y: np.ndarray,
+    busy_until: float | None = None,
+    max_points: int = MAX_FIT_POINTS,
+) -> Trend | None:
+    """The shape and verdict fit of (x, y); None when too short to fit.
+
+    busy_until: the elapsed second the load ended; the plateau test looks only at the
+    loaded part, since a leak per reply is level while nothing is sent.
+    """
+    x = np.asarray(x, dtype=float)
+    y = np.asarray(y, dtype=float)
+    finite = np.isfinite(x) & np.isfinite(y)
+    x, y = x[finite], y[finite]
+    overall = theil_sen(x, y, max_points)
+    if overall is None:
+        return None
+    drops, spacing = sawtooth_drops(y, overall.at(x))
+    window = max(3, int(ENVELOPE_PERIODS * spacing)) if drops >= MIN_DROPS else 0
+    values = lower_envelope(y, window) if window else y
+    fit = theil_sen(x, values, max_points) if window else overall
+    if fit is None:
+        return None
+    trend = Trend(fit, overall, _shape(fit), window, drops)
+    if trend.shape == GROWING:
+        return _plateau(trend, x, values, busy_until, max_points) or trend
+    return trend
+
+
+def _shape(fit: Fit) -> str:
+    if fit.low > 0:
+        return GROWING
+    return DECLINING if fit.high < 0 else FLAT
+
+
+def _plateau(
+    trend: Trend, x: np.ndarray, y: np.ndarray, busy_until: float | None, max_points: int
+) -> Trend | None:
+    """`trend` as a PLATEAU when its loaded tail is level, else None (see the module doc)."""
+    end = x[-1] if busy_until is None else min(x[-1], busy_until)
+    tail_start = x[0] + (1.0 - TAIL_SHARE) * (end - x[0])
+    in_tail = (x >= tail_start) & (x <= end)
+    if np.count_nonzero(in_tail) < MIN_FIT_SAMPLES:
+        return None
+    tail = theil_sen(x[in_tail], y[in_tail], max_points)
+    expected = trend.fit.slope * (end - tail_start)
+    if (
+        tail is None
+        or tail.low > 0
+        or tail.high >= trend.fit.slope
+        or expected < 2 * smallest_step(np.diff(y))
+    ):
+        return None
+    xs, ys = downsample(x[x <= end], y[x <= end], max_points)
+    level = ys[xs >= tail_start]
+    outside = np.flatnonzero((ys < level.min()) | (ys > level.max()))
+    since = float(xs[min(outside[-1] + 1, len(xs) - 1)]) if len(outside) else float(xs[0])
+    return Trend(tail, trend.overall, PLATEAU, trend.envelope_window, trend.drops, since)
+
+
+@dataclass(frozen=True)
 class Segment:
     """Consecutive process samples of one process (same pid and create_time).
 
@@ -176,12 +315,3 @@ def hours_to_limit(current: float | None, per_hour: float | None, limit: float) 
     if current is None or per_hour is None or per_hour <= 0:
         return None
     return max(0.0, (limit - current) / per_hour)
-
-
-def threads_limit(threads_max_path: Path = Path("/proc/sys/kernel/threads-max")) -> int:
-    """4096, or the kernel's threads-max when that is smaller."""
-    try:
-        kernel = int(threads_max_path.read_text().strip())
-    except (OSError, ValueError):
-        return DEFAULT_THREADS_LIMIT
-    return min(DEFAULT_THREADS_LIMIT, kernel) if kernel > 0 else DEFAULT_THREADS_LIMIT

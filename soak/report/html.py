@@ -13,10 +13,9 @@ from typing import Any
 
 import pandas as pd
 
-from soak.analyze.load import BODY_PREFIX
 from soak.analyze.summary import Analysis
-from soak.criteria import format_number
-from soak.report.numbers import key_numbers, verdict_rows
+from soak.criteria import format_number, format_rate, format_seconds
+from soak.report.numbers import MISSING, key_numbers, verdict_rows
 from soak.report.plots import Plot
 from soak.rundir import safe_name
 from soak.units import format_duration
@@ -25,7 +24,7 @@ from soak.units import format_duration
 TABLE_ROWS = 200
 DETAIL_CHARS = 400
 #: /health fields listed per target.
-HEALTH_FIELDS = 60
+HEALTH_FIELDS = 100
 
 _CSS = """
 body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif;
@@ -49,6 +48,8 @@ figcaption { color: #5b6475; font-size: .9em; }
 code, .mono { font-family: ui-monospace, SFMono-Regular, Menlo, monospace; font-size: .9em; }
 .detail { white-space: pre-wrap; word-break: break-word; }
 .muted { color: #5b6475; }
+.warn { background: #fff6dd; border: 1px solid #e8c96a; padding: .5rem .8rem; border-radius: 4px; }
+ul.findings li { margin: .25rem 0; }
 """
 
 
@@ -68,12 +69,16 @@ def render_html(analysis: Analysis, plots: list[Plot]) -> str:
         f"<style>{_CSS}</style></head><body>",
         _header(summary),
         _verdict(summary),
+        _saturation_warning(summary),
+        _findings(summary),
         _criteria(summary),
         _numbers(summary),
         _plots(plots),
+        _drift(summary),
+        _soak(summary),
         _anomalies(analysis),
         _events(analysis),
-        _health_fields(analysis),
+        _health_fields(summary),
         f'<p class="muted">Written by soak {e(summary["soak_version"])} from '
         f"<code>{e(summary['run_dir'])}</code>.</p>",
         "</body></html>",
@@ -168,6 +173,97 @@ def _clock(elapsed: Any) -> str:
     return f"+{format_duration(elapsed)}" if pd.notna(elapsed) and elapsed >= 0 else "—"
 
 
+def _saturation_warning(summary: dict[str, Any]) -> str:
+    generator = summary.get("generator") or {}
+    percent = generator.get("saturated_percent")
+    if not percent:
+        return ""
+    return (
+        f'<p class="warn">soak itself was saturated for {e(format_number(percent))}% of the run '
+        "(a load process over 90% CPU or with 0.5 s of loop lag): latency spikes and stalls "
+        "in those spans may be soak's, not the target's. See <a href=\"#soak\">soak's own "
+        "health</a>.</p>"
+    )
+
+
+def _findings(summary: dict[str, Any]) -> str:
+    parts = ['<section id="findings"><h2>Findings</h2>']
+    for name, target in summary["targets"].items():
+        items = "".join(f"<li>{e(sentence)}</li>" for sentence in target.get("findings", []))
+        parts.append(f'<h3>{e(name)}</h3><ul class="findings">{items}</ul>')
+    parts.append("</section>")
+    return "".join(parts)
+
+
+def _secs(value: Any) -> str:
+    return MISSING if value is None else format_seconds(value)
+
+
+def _drift(summary: dict[str, Any]) -> str:
+    parts = [
+        '<section id="drift"><h2>Drift: the worst intervals</h2><p class="muted">Per interval: '
+        "the event-loop lag from /health, ping round trips and /health latency above their "
+        "floor (time the server answered late), next to TTFT and stalls. Intervals in which "
+        "soak itself was saturated are marked.</p>"
+    ]
+    for name, target in summary["targets"].items():
+        drift = target.get("drift") or {}
+        worst = drift.get("worst") or []
+        if not drift.get("signals") or not worst:
+            parts.append(
+                f"<h3>{e(name)}</h3><p>No drift signal recorded (no loop-lag field, "
+                "/health latency or pings).</p>"
+            )
+            continue
+        rows = [
+            (
+                e(f"+{format_duration(row['start_s'])}–{format_duration(row['end_s'])}"),
+                e(_secs(row.get("drift_s"))),
+                e(" / ".join(_secs(row.get(f"loop_lag_{k}_s")) for k in ("p50", "p99", "max"))),
+                e(_secs(row.get("ping_p99_s"))),
+                e(_secs(row.get("health_latency_excess_s"))),
+                e(_secs(row.get("ttft_p95_s"))),
+                e(format_number(row.get("stall") or 0)),
+                "yes" if row.get("soak_saturated") else "",
+            )
+            for row in worst
+        ]
+        headers = (
+            "Interval", "Drift", "Loop lag p50 / p99 / max", "Ping p99", "/health late",
+            "TTFT p95", "Stalls", "soak saturated",
+        )  # fmt: skip
+        parts.append(f"<h3>{e(name)}</h3>{_table(headers, rows, numeric=7)}")
+    parts.append("</section>")
+    return "".join(parts)
+
+
+def _soak(summary: dict[str, Any]) -> str:
+    generator = summary.get("generator")
+    title = '<section id="soak"><h2>soak\'s own health</h2>'
+    if not generator:
+        return (
+            f"{title}<p>This run has no generator.jsonl (recorded by an older soak).</p></section>"
+        )
+    spans = generator.get("saturated_spans") or []
+    listed = ", ".join(f"+{format_duration(a)}–{format_duration(b)}" for a, b in spans)
+    rows = [
+        ("Load processes", f"{generator['workers']:,}: {', '.join(generator['worker_names'])}"),
+        ("CPU p50 / max (% of one core)", f"{_num(generator.get('cpu_percent_p50'))} / "
+         f"{_num(generator.get('cpu_percent_max'))}"),
+        ("Loop lag max", _secs(generator.get("loop_lag_max_s"))),
+        ("RSS max", f"{_num(generator.get('rss_mb_max'))} MB"),
+        ("Saturated", f"{_num(generator.get('saturated_percent'))}% of the run "
+         f"({generator.get('saturated_samples', 0):,} samples)"),
+        ("Saturated spans", listed or "none"),
+    ]  # fmt: skip
+    table = _table(("", "Value"), [(e(a), e(b)) for a, b in rows])
+    return f"{title}{table}</section>"
+
+
+def _num(value: Any) -> str:
+    return MISSING if value is None else format_number(value)
+
+
 def _anomalies(analysis: Analysis) -> str:
     frames = [t.data.anomalies for t in analysis.targets.values() if not t.data.anomalies.empty]
     total = sum(t.data.anomaly_records for t in analysis.targets.values())
@@ -178,22 +274,32 @@ def _anomalies(analysis: Analysis) -> str:
     rows = []
     for record in table.itertuples(index=False):
         detail = "" if pd.isna(record.detail) else str(record.detail)
+        if pd.notna(record.close_code) or pd.notna(record.close_reason):
+            reason = "" if pd.isna(record.close_reason) else f" {record.close_reason}"
+            code = "" if pd.isna(record.close_code) else record.close_code
+            detail = f"close {code}{reason}; {detail}"
         if len(detail) > DETAIL_CHARS:
             detail = detail[:DETAIL_CHARS] + "…"
         turn = "" if pd.isna(record.turn_elapsed_s) else f"{record.turn_elapsed_s:.2f} s"
+        kind = record.kind if pd.isna(record.subkind) else f"{record.kind}/{record.subkind}"
         rows.append(
             (
                 e(_clock(record.elapsed)),
                 e(turn),
                 e(record.target),
-                e(record.kind),
+                e(kind),
                 f'<span class="mono">{e(record.request_id)}</span>',
                 f'<div class="detail">{e(detail)}</div>',
             )
         )
+    counts = {}
+    for target in analysis.targets.values():
+        for kind, count in target.data.anomaly_kinds.items():
+            counts[kind] = counts.get(kind, 0) + count
+    by_kind = ", ".join(f"{kind} {count:,}" for kind, count in sorted(counts.items()))
     note = (
         f'<p class="muted">The first {len(rows):,} of {format_number(total)} anomaly records '
-        "(the counts in the key numbers are exact).</p>"
+        f"({e(by_kind)}; the counts in the key numbers are exact).</p>"
     )
     headers = ("Time", "Turn", "Target", "Kind", "Request", "Detail")
     return f"{title}{note}{_table(headers, rows, numeric=2)}</section>"
@@ -219,20 +325,30 @@ def _events(analysis: Analysis) -> str:
     )
 
 
-def _health_fields(analysis: Analysis) -> str:
-    """The numeric /health fields of each target with their last value: for loop_lag_field."""
-    parts = ['<section id="health"><h2>Numeric /health fields</h2>']
-    for name, target in analysis.targets.items():
-        health = target.data.health
-        columns = [c for c in health.columns if c.startswith(BODY_PREFIX)][:HEALTH_FIELDS]
-        if not columns:
+def _health_fields(summary: dict[str, Any]) -> str:
+    """The numeric /health fields of each target: levels after warm-up, last value, trend."""
+    parts = ['<section id="health"><h2>Numeric /health fields</h2><p class="muted">Usable in '
+             "criteria as <code>health.&lt;field&gt;.&lt;stat&gt;</code>, e.g. "
+             "<code>health.diagnostics.thread_count.max &lt; 200</code>.</p>"]  # fmt: skip
+    for name, target in summary["targets"].items():
+        fields = target.get("health_fields") or {}
+        if not fields:
             parts.append(f"<h3>{e(name)}</h3><p>No numeric /health fields recorded.</p>")
             continue
         rows = []
-        for column in columns:
-            values = health[column].dropna()
-            last = format_number(values.iloc[-1]) if len(values) else "—"
-            rows.append((f"<code>{e(column[len(BODY_PREFIX) :])}</code>", e(last)))
-        parts.append(f"<h3>{e(name)}</h3>{_table(('Field', 'Last value'), rows)}")
+        for path, stats in list(fields.items())[:HEALTH_FIELDS]:
+            growth, ci = stats.get("growth_per_hour"), stats.get("growth_ci_per_hour")
+            trend = MISSING
+            if growth is not None:
+                trend = f"{format_rate(growth, '', ci)} ({stats.get('trend')})"
+            rows.append(
+                (
+                    f"<code>{e(path)}</code>",
+                    *(e(_num(stats.get(k))) for k in ("last", "min", "max", "p99")),
+                    e(trend),
+                )
+            )
+        headers = ("Field", "Last", "Min", "Max", "p99", "Trend")
+        parts.append(f"<h3>{e(name)}</h3>{_table(headers, rows)}")
     parts.append("</section>")
     return "".join(parts)

@@ -7,6 +7,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from soak.criteria import format_number
 from soak.report.numbers import key_numbers, verdict_rows
 from soak.report.plots import Plot
 from soak.units import format_duration
@@ -25,6 +26,27 @@ def _table(headers: Iterable[str], rows: Iterable[Iterable[Any]]) -> list[str]:
     return [*lines, ""]
 
 
+def _findings(summary: dict[str, Any]) -> list[str]:
+    lines = []
+    for name, target in summary["targets"].items():
+        lines += [f"### {cell(name)}", ""]
+        lines += [f"- {cell(sentence)}" for sentence in target.get("findings", [])]
+        lines.append("")
+    return lines
+
+
+def _saturation(summary: dict[str, Any]) -> list[str]:
+    percent = (summary.get("generator") or {}).get("saturated_percent")
+    if not percent:
+        return []
+    return [
+        f"> **soak itself was saturated for {format_number(percent)}% of the run**: latency "
+        "spikes and stalls then may be soak's, not the target's (see soak's own health in "
+        "report.html).",
+        "",
+    ]
+
+
 def render_markdown(summary: dict[str, Any], plots: list[Plot], out_dir: Path) -> str:
     """The Markdown report; plot links are relative to `out_dir` (where report.md goes)."""
     lines = [
@@ -38,6 +60,10 @@ def render_markdown(summary: dict[str, Any], plots: list[Plot], out_dir: Path) -
         "## Verdict",
         "",
         *_table(("Target", "Build", "Verdict", "Failed criteria"), verdict_rows(summary)),
+        *_saturation(summary),
+        "## Findings",
+        "",
+        *_findings(summary),
         "## Key numbers",
         "",
         *_table(

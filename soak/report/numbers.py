@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from soak.criteria import FAIL, format_hours, format_number, format_seconds
+from soak.criteria import FAIL, format_hours, format_number, format_rate, format_seconds
 
 MISSING = "—"
 
@@ -23,10 +23,13 @@ def _secs(value: Any) -> str:
     return MISSING if value is None else format_seconds(value)
 
 
-def _count(key: str) -> Callable[[dict[str, Any]], str]:
+def _count(key: str, share_of_turns: bool = True) -> Callable[[dict[str, Any]], str]:
     def cell(t: dict[str, Any]) -> str:
-        count, turns = t.get(key) or 0, t.get("turns") or 0
-        share = f" ({format_number(100 * count / turns)}%)" if turns and count else ""
+        count, turns = t.get(key), t.get("turns") or 0
+        if count is None:
+            return MISSING
+        shown = share_of_turns and turns and count
+        share = f" ({format_number(100 * count / turns)}%)" if shown else ""
         return f"{count:,}{share}"
 
     return cell
@@ -51,24 +54,42 @@ def _levels(key: str, suffix: str = "") -> Callable[[dict[str, Any]], str]:
     return cell
 
 
-def _growth(key: str, ci_key: str, quantity: str = "") -> Callable[[dict[str, Any]], str]:
+def _growth(key: str, mb: str = "") -> Callable[[dict[str, Any]], str]:
+    """Verdict growth in the unit people read best, its shape, and growth per unit of work."""
+    quantity = " MB" if mb else ""
+
     def cell(t: dict[str, Any]) -> str:
-        growth, ci = t.get(key), t.get(ci_key)
+        growth = t.get(f"{key}_growth{mb}_per_hour")
         if growth is None:
             return MISSING
-        text = f"{format_number(growth)}{quantity}/h"
-        if ci and None not in ci:
-            text += f" (95% CI {format_number(ci[0])}–{format_number(ci[1])})"
+        text = format_rate(growth, quantity, t.get(f"{key}_growth_ci{mb}_per_hour"))
+        shape = t.get(f"{key}_trend")
+        if shape and shape != "growing":
+            text += f", {shape}"
+        if t.get(f"{key}_envelope"):
+            text += f", sawtooth floor ({t.get(f'{key}_drops', 0):,} drops)"
+        per_1k = t.get(f"{key}_growth{mb}_per_1k_replies")
+        if per_1k is not None and shape == "growing":
+            text += f"; {format_number(per_1k)}{quantity} per 1,000 replies"
         return text
 
     return cell
 
 
-def _time_to_limit(t: dict[str, Any]) -> str:
-    hours = t.get("threads_hours_to_limit")
-    if hours is None:
-        return "not growing"
-    return f"~{format_hours(hours)} to {format_number(t.get('threads_limit') or 0)}"
+def _time_to_limit(key: str, mb: str = "") -> Callable[[dict[str, Any]], str]:
+    quantity = " MB" if mb else ""
+
+    def cell(t: dict[str, Any]) -> str:
+        limit, source = t.get(f"{key}_limit{mb}"), t.get(f"{key}_limit_source")
+        if limit is None:
+            return f"limit unknown ({source})" if source else MISSING
+        where = f"{format_number(limit)}{quantity} ({source})"
+        hours = t.get(f"{key}_hours_to_limit")
+        if hours is None:
+            return f"not growing toward {where}"
+        return f"~{format_hours(hours)} to {where}"
+
+    return cell
 
 
 def _top_family(t: dict[str, Any]) -> str:
@@ -99,10 +120,38 @@ def _health(t: dict[str, Any]) -> str:
     return f"{text}; last error: {last})" if last else f"{text})"
 
 
+def _idle_trend(t: dict[str, Any]) -> str:
+    early, late = t.get("idle_cpu_early_percent"), t.get("idle_cpu_late_percent")
+    if early is None or late is None:
+        return MISSING
+    text = f"{format_number(early)}% → {format_number(late)}%"
+    per_1k = t.get("idle_cpu_growth_per_1k_replies")
+    return text + (f" ({format_number(per_1k)} points per 1,000 replies)" if per_1k else "")
+
+
+def _pair_of(key: str, first: str, second: str) -> Callable[[dict[str, Any]], str]:
+    return lambda t: f"{_secs(t.get(f'{key}_{first}_s'))} / {_secs(t.get(f'{key}_{second}_s'))}"
+
+
+def _drift(t: dict[str, Any]) -> str:
+    drift = t.get("drift") or {}
+    if not drift.get("signals"):
+        return MISSING
+    return (
+        f"{drift.get('drift_spike_bins', 0):,} of {drift.get('bins', 0):,} intervals "
+        f"≥ {format_seconds(drift.get('spike_threshold_s') or 0)} late"
+    )
+
+
+def _saturated(t: dict[str, Any]) -> str:
+    value = t.get("soak_saturated_percent")
+    return MISSING if value is None else f"{format_number(value)}% of the run"
+
+
 #: (label, cell) rows of the key-numbers table, one column per target.
 KEY_NUMBERS: list[Row] = [
     ("Build", lambda t: t.get("build") or MISSING),
-    ("Turns ended", lambda t: f"{t.get('turns', 0):,}"),
+    ("Turns ended", _count("turns", share_of_turns=False)),
     ("Replies (ok)", _count("replies")),
     ("Stalls", _count("stalls")),
     ("Errors", _count("errors")),
@@ -112,20 +161,25 @@ KEY_NUMBERS: list[Row] = [
     ("First-token timeouts", _count("first_token_timeouts")),
     ("TTFT p50 / p95 / p99", _quantiles("ttft")),
     ("Reply time p50 / p95 / p99", _quantiles("reply")),
+    ("Ping round trip p50 / p99", _pair_of("ping", "p50", "p99")),
+    ("Longest gap between frames", lambda t: _secs(t.get("gap_max_s"))),
     ("Threads start → end", _levels("threads")),
-    ("Thread growth", _growth("threads_growth_per_hour", "threads_growth_ci_per_hour")),
-    ("Thread limit", _time_to_limit),
+    ("Thread growth", _growth("threads")),
+    ("Thread limit", _time_to_limit("threads")),
     ("Fastest-growing thread family", _top_family),
     ("RSS start → end", _levels("rss", " MB")),
-    ("RSS growth", _growth("rss_growth_mb_per_hour", "rss_growth_ci_mb_per_hour", " MB")),
+    ("RSS growth", _growth("rss", "_mb")),
+    ("Memory limit", _time_to_limit("rss", "_mb")),
     ("Open fds start → end", _levels("fds")),
-    ("Open fd growth", _growth("fds_growth_per_hour", "fds_growth_ci_per_hour")),
+    ("Open fd growth", _growth("fds")),
+    ("Open fd limit", _time_to_limit("fds")),
     ("Idle CPU (median)", _cpu("idle_cpu")),
+    ("Idle CPU first → last idle period", _idle_trend),
     ("Busy CPU (median)", _cpu("busy_cpu")),
-    (
-        "Loop lag p99 / max",
-        lambda t: f"{_secs(t.get('loop_lag_p99_s'))} / {_secs(t.get('loop_lag_max_s'))}",
-    ),
+    ("Loop lag p99 / max", _pair_of("loop_lag", "p99", "max")),
+    ("/health latency p50 / p99", _pair_of("health_latency", "p50", "p99")),
+    ("Drift spikes", _drift),
+    ("soak itself saturated", _saturated),
     ("Restarts", lambda t: f"{t.get('restarts', 0):,}"),
     ("Process samples", lambda t: f"{t.get('samples', 0):,}"),
     ("/health samples", _health),

@@ -1,12 +1,14 @@
-"""Report plots: every target overlaid, x in elapsed minutes, PNG files.
+"""Report plots: PNG files, x in elapsed minutes (hours for long runs).
 
 Uses matplotlib's object API (`Figure.savefig` renders PNG with Agg) and never
 pyplot, so no GUI backend or global figure state is involved. Series are reduced to
-at most PLOT_POINTS bins first, so a 7-day run plots in seconds.
+at most PLOT_POINTS bins first, so a 7-day run plots in seconds. Plots without data
+(no /health fields, no generator.jsonl, ...) are left out.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,20 +18,34 @@ import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.collections import PolyCollection
 from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
 from soak.analyze.chats import IDLE, idle_intervals, interval_quantiles
+from soak.analyze.generator import (
+    SATURATED_CPU_PERCENT,
+    SATURATED_LAG_S,
+    saturated,
+    worker_names,
+)
+from soak.analyze.health import field_names
 from soak.analyze.load import BODY_PREFIX
 from soak.analyze.summary import Analysis, TargetAnalysis
-from soak.analyze.trend import downsample
-from soak.criteria import format_growth
+from soak.analyze.trend import downsample, lower_envelope
+from soak.criteria import format_rate, format_seconds
 
 #: Most points drawn per series.
 PLOT_POINTS = 3000
-#: Thread families drawn per target in the families plot.
-FAMILIES_PER_TARGET = 3
-_OUTCOME_PANELS = ("stall", "error", "disconnect", "violation")
+#: Thread-name families drawn per target in the stacked plot (the rest is "other").
+FAMILIES_PER_TARGET = 6
+#: /health fields drawn (those that change the most).
+HEALTH_PANELS = 9
+_OUTCOME_PANELS = ("stall", "error", "disconnect", "violation", "first_token_timeout", "mismatch")
 _LINESTYLES = ("-", "--", ":", "-.")
 _DPI = 100
+#: Runs longer than this are plotted in hours instead of minutes (s).
+_HOURS_FROM_S = 3 * 3600.0
+
+Target = tuple[str, TargetAnalysis, tuple[float, ...]]
 
 
 @dataclass(frozen=True)
@@ -41,58 +57,112 @@ class Plot:
     path: Path
 
 
+@dataclass(frozen=True)
+class _Axis:
+    """Elapsed seconds → plotted x (minutes or hours)."""
+
+    scale: float
+    label: str
+
+    def __call__(self, seconds: np.ndarray | float) -> np.ndarray:
+        return np.asarray(seconds, dtype=float) / self.scale
+
+
 def render_plots(analysis: Analysis, plots_dir: Path) -> list[Plot]:
     """Write every plot that has data as plots/<name>.png; returns them in report order."""
     plots_dir.mkdir(parents=True, exist_ok=True)
     colours = matplotlib.color_sequences["tab10"]
     targets = [
-        (name, target, colours[i % len(colours)])
+        (plain(name), target, colours[i % len(colours)])
         for i, (name, target) in enumerate(analysis.targets.items())
     ]
-    makers: list[tuple[str, str, Callable[[list[Target]], Figure | None]]] = [
-        ("threads", "Threads (dashed: Theil–Sen fit after warm-up)", _threads),
-        ("thread_families", "Thread-name families (fastest-growing per target)", _families),
-        ("rss", "Resident memory (MB)", _process_series("rss_mb", "RSS (MB)")),
+    duration = float(analysis.summary["duration_s"])
+    axis = (
+        _Axis(3600.0, "elapsed (h)") if duration > _HOURS_FROM_S else _Axis(60.0, "elapsed (min)")
+    )
+    makers: list[tuple[str, str, Callable[[list[Target], _Axis], Figure | None]]] = [
+        (
+            "threads",
+            "Threads (dashed: the verdict's Theil–Sen fit, band: its 95% CI; dotted: restarts)",
+            _trend("threads", "threads"),
+        ),
+        ("thread_families", "Threads by name family (stacked; digits folded to N)", _families),
+        (
+            "rss",
+            "Resident memory, MB (dashed: fit, band: 95% CI; dash-dot: lower envelope of a "
+            "sawtooth)",
+            _trend("rss_mb", "RSS (MB)", " MB"),
+        ),
         ("cpu", "CPU % of one core (shaded: idle intervals)", _cpu),
-        ("fds", "Open file descriptors", _process_series("fds", "open fds")),
-        ("loop_lag", "Event-loop lag from /health (ms)", _loop_lag(analysis)),
-        ("ttft", "Time to first token per interval (solid p95, dashed p50)", _ttft),
-        ("outcomes", "Non-ok outcomes per minute", _outcomes),
+        ("fds", "Open file descriptors (dashed: fit, band: 95% CI)", _trend("fds", "open fds")),
+        (
+            "drift",
+            "Drift per interval: loop lag, ping and /health latency above their floor "
+            "(x: stalls; grey: soak saturated)",
+            _drift,
+        ),
+        ("health", "Numeric /health fields (the ones that changed most)", _health),
+        (
+            "latency",
+            "Time to first token and reply time per interval (solid p95, dashed p50)",
+            _latency,
+        ),
+        ("outcomes", "Outcome counts per interval", _outcomes),
+        ("soak", "soak's own load processes (grey: saturated)", _soak(analysis)),
     ]
     written = []
-    for name, title, make in makers:
-        path = plots_dir / f"{name}.png"
-        figure = make(targets)
-        if figure is None:
-            path.unlink(missing_ok=True)
-            continue
-        figure.suptitle(title, fontsize=11, x=0.01, horizontalalignment="left")
-        figure.savefig(path, dpi=_DPI, format="png")
-        written.append(Plot(name=name, title=title, path=path))
+    with warnings.catch_warnings():
+        # a thread or field name in a script the font lacks: drawn as a box, not worth a warning
+        warnings.filterwarnings("ignore", "Glyph .* missing from font", UserWarning)
+        for name, title, make in makers:
+            path = plots_dir / f"{name}.png"
+            figure = make(targets, axis)
+            if figure is None:
+                path.unlink(missing_ok=True)
+                continue
+            figure.suptitle(title, fontsize=10, x=0.01, horizontalalignment="left")
+            figure.savefig(path, dpi=_DPI, format="png")
+            written.append(Plot(name=name, title=title, path=path))
     return written
 
 
-Target = tuple[str, TargetAnalysis, tuple[float, ...]]
+def plain(text: str) -> str:
+    """A label from the server (thread, field, target name) with "$" escaped, so that
+    matplotlib draws it as written instead of parsing it as math (which can fail)."""
+    return text.replace("$", r"\$")
 
 
-def _figure(rows: int = 1, cols: int = 1) -> tuple[Figure, np.ndarray]:
-    height = 3.4 if rows == 1 else 2.4 * rows
-    figure = Figure(figsize=(10, height), layout="constrained")
+def _figure(
+    axis: _Axis, rows: int = 1, cols: int = 1, height: float = 2.4
+) -> tuple[Figure, np.ndarray]:
+    """A figure of rows x cols axes sharing x, with fixed margins (in inches, so every
+    plot lines up; a layout engine would cost seconds per report on long runs)."""
+    inches = 3.4 if rows == 1 else height * rows + 0.4
+    figure = Figure(figsize=(10, inches))
     axes = figure.subplots(rows, cols, sharex=True, squeeze=False)
+    figure.subplots_adjust(
+        left=0.085,
+        right=0.99,
+        top=1 - (0.42 if rows == 1 else 0.6) / inches,
+        bottom=0.55 / inches,
+        hspace=0.45 if rows > 1 else 0.2,
+        wspace=0.2,
+    )
     for ax in axes.flat:
         ax.grid(True, alpha=0.3)
     for ax in axes[-1]:
-        ax.set_xlabel("elapsed (min)")
+        ax.set_xlabel(axis.label)
     return figure, axes
 
 
-def _line(ax: Axes, x: np.ndarray, y: np.ndarray, **style: object) -> bool:
-    """Draw y over x (elapsed s) in minutes, binned; False when there is nothing to draw."""
-    finite = np.isfinite(y)
+def _line(ax: Axes, axis: _Axis, x: np.ndarray, y: np.ndarray, **style: object) -> bool:
+    """Draw y over x (elapsed s), binned to PLOT_POINTS means; False when nothing to draw."""
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    finite = np.isfinite(y) & np.isfinite(x)
     if not finite.any():
         return False
     xs, ys = downsample(x[finite], y[finite], PLOT_POINTS, np.nanmean)
-    ax.plot(xs / 60.0, ys, linewidth=1.2, **style)
+    ax.plot(axis(xs), ys, linewidth=1.2, **style)
     return True
 
 
@@ -101,7 +171,7 @@ def _finish(figure: Figure, axes: np.ndarray, drawn: bool) -> Figure | None:
         return None
     for ax in axes.flat:
         if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=8, loc="best")
+            ax.legend(fontsize=7, loc="best")
     return figure
 
 
@@ -110,78 +180,107 @@ def _column(target: TargetAnalysis, column: str) -> tuple[np.ndarray, np.ndarray
     return process["elapsed"].to_numpy(dtype=float), process[column].to_numpy(dtype=float)
 
 
-def _threads(targets: list[Target]) -> Figure | None:
-    figure, axes = _figure()
-    ax = axes[0, 0]
-    drawn = False
-    for name, target, colour in targets:
-        drawn |= _line(ax, *_column(target, "threads"), color=colour, label=name)
-        fit = target.fits.get("threads")
-        if fit is not None:
-            xs = np.array([fit.x_start, fit.x_end])
-            ax.plot(
-                xs / 60.0,
-                fit.at(xs),
-                "--",
-                color=colour,
-                linewidth=1.5,
-                label=f"{name} fit {format_growth(fit.per_hour)}",
-            )
-    ax.set_ylabel("threads")
-    return _finish(figure, axes, drawn)
+def _shade(ax: Axes, axis: _Axis, spans: np.ndarray, colour: object, alpha: float) -> None:
+    """Shade (start, end) elapsed spans over the whole height of `ax`."""
+    if not len(spans):
+        return
+    verts = [[(a, 0), (a, 1), (b, 1), (b, 0)] for a, b in axis(spans)]
+    ax.add_collection(
+        PolyCollection(
+            verts,
+            transform=ax.get_xaxis_transform(),
+            facecolor=colour,
+            alpha=alpha,
+            edgecolor="none",
+        ),
+        autolim=False,
+    )
 
 
-def _families(targets: list[Target]) -> Figure | None:
-    figure, axes = _figure()
-    ax = axes[0, 0]
-    drawn = False
-    for name, target, colour in targets:
-        families = target.data.families
-        if families.empty:
-            continue
-        growing = sorted(
-            target.family_fits, key=lambda f: target.family_fits[f].slope, reverse=True
-        )[:FAMILIES_PER_TARGET]
-        chosen = growing or list(families.iloc[-1].nlargest(FAMILIES_PER_TARGET).index)
-        x = target.data.threads["elapsed"].to_numpy(dtype=float)
-        for style, family in zip(_LINESTYLES, chosen, strict=False):
-            y = families[family].to_numpy(dtype=float)
-            drawn |= _line(ax, x, y, color=colour, linestyle=style, label=f"{name}: {family}")
-    ax.set_ylabel("threads")
-    return _finish(figure, axes, drawn)
+def _trend(
+    column: str, ylabel: str, quantity: str = ""
+) -> Callable[[list[Target], _Axis], Figure | None]:
+    """A process series per target with its verdict fit, the fit's 95% band, the lower
+    envelope when fitted on one, and restarts."""
 
-
-def _process_series(column: str, ylabel: str) -> Callable[[list[Target]], Figure | None]:
-    def make(targets: list[Target]) -> Figure | None:
-        figure, axes = _figure()
+    def make(targets: list[Target], axis: _Axis) -> Figure | None:
+        figure, axes = _figure(axis)
+        ax = axes[0, 0]
         drawn = False
         for name, target, colour in targets:
-            drawn |= _line(axes[0, 0], *_column(target, column), color=colour, label=name)
-        axes[0, 0].set_ylabel(ylabel)
+            x, y = _column(target, column)
+            drawn |= _line(ax, axis, x, y, color=colour, label=name, alpha=0.85)
+            trend = target.trends.get(column)
+            if trend is not None:
+                fit = trend.fit
+                xs = np.linspace(fit.x_start, fit.x_end, 50)
+                middle = (fit.x_start + fit.x_end) / 2
+                centre = float(fit.at(middle))
+                low = centre + fit.low * (xs - middle)
+                high = centre + fit.high * (xs - middle)
+                shape = f" ({trend.shape})" if trend.shape != "growing" else ""
+                ax.plot(
+                    axis(xs),
+                    fit.at(xs),
+                    "--",
+                    color=colour,
+                    linewidth=1.6,
+                    label=f"{name} fit {format_rate(fit.per_hour, quantity)}{shape}",
+                )
+                ax.fill_between(axis(xs), np.minimum(low, high), np.maximum(low, high),
+                                color=colour, alpha=0.18, linewidth=0)  # fmt: skip
+                if trend.envelope and target.headline is not None:
+                    rows = target.data.process.iloc[target.headline.start : target.headline.stop]
+                    ex = rows["elapsed"].to_numpy(dtype=float)
+                    ey = rows[column].to_numpy(dtype=float)
+                    keep = np.isfinite(ey)
+                    envelope = lower_envelope(ey[keep], trend.envelope_window)
+                    _line(ax, axis, ex[keep], envelope, color=colour, linestyle="-.",
+                          label=f"{name} lower envelope")  # fmt: skip
+            for segment in target.segments[1:]:
+                ax.axvline(axis(segment.t_start), color=colour, linestyle=":", linewidth=1)
+        ax.set_ylabel(ylabel)
         return _finish(figure, axes, drawn)
 
     return make
 
 
-def _cpu(targets: list[Target]) -> Figure | None:
-    figure, axes = _figure()
+def _families(targets: list[Target], axis: _Axis) -> Figure | None:
+    rows = [
+        (name, target, colour) for name, target, colour in targets if not target.data.families.empty
+    ]
+    if not rows:
+        return None
+    figure, axes = _figure(axis, len(rows), height=2.6)
+    for ax, (name, target, _) in zip(axes[:, 0], rows, strict=True):
+        families = target.data.families
+        growing = sorted(target.family_fits, key=lambda f: -target.family_fits[f].slope)
+        largest = list(families.max().sort_values(ascending=False).index)
+        chosen = list(dict.fromkeys([*growing[:3], *largest]))[:FAMILIES_PER_TARGET]
+        x = target.data.threads["elapsed"].to_numpy(dtype=float)
+        layers, labels = [], []
+        for family in chosen:
+            xs, ys = downsample(x, families[family].to_numpy(dtype=float), PLOT_POINTS, np.nanmean)
+            layers.append(ys)
+            labels.append(plain(str(family)))
+        rest = families.drop(columns=chosen).sum(axis=1).to_numpy(dtype=float)
+        if rest.any():
+            xs, ys = downsample(x, rest, PLOT_POINTS, np.nanmean)
+            layers.append(ys)
+            labels.append("other")
+        ax.stackplot(axis(xs), np.vstack(layers), labels=labels, alpha=0.85)
+        ax.set_title(name, fontsize=9, loc="left")
+        ax.set_ylabel("threads")
+    return _finish(figure, axes, True)
+
+
+def _cpu(targets: list[Target], axis: _Axis) -> Figure | None:
+    figure, axes = _figure(axis)
     ax = axes[0, 0]
     drawn = False
     for name, target, colour in targets:
-        drawn |= _line(ax, *_column(target, "cpu_percent"), color=colour, label=name)
-        spans = _idle_spans(target)
-        if len(spans):
-            verts = [[(a, 0), (a, 1), (b, 1), (b, 0)] for a, b in spans / 60.0]
-            ax.add_collection(
-                PolyCollection(
-                    verts,
-                    transform=ax.get_xaxis_transform(),
-                    facecolor=colour,
-                    alpha=0.12,
-                    edgecolor="none",
-                ),
-                autolim=False,
-            )
+        drawn |= _line(ax, axis, *_column(target, "cpu_percent"), color=colour, label=name)
+        _shade(ax, axis, _idle_spans(target), colour, 0.12)
         if (target.cpu_states == IDLE).any():
             ax.plot([], [], color=colour, alpha=0.3, linewidth=8, label=f"{name} idle")
     ax.set_ylabel("CPU %")
@@ -201,51 +300,133 @@ def _idle_spans(target: TargetAnalysis) -> np.ndarray:
     return np.column_stack([ends[first] - widths[first], ends[last]])
 
 
-def _loop_lag(analysis: Analysis) -> Callable[[list[Target]], Figure | None]:
-    field_name = analysis.settings.loop_lag_field
+def _drift(targets: list[Target], axis: _Axis) -> Figure | None:
+    rows = [t for t in targets if t[1].drift is not None and t[1].drift.summary["signals"]]
+    if not rows:
+        return None
+    figure, axes = _figure(axis, len(rows), height=2.8)
+    signals = (
+        ("loop_lag_max_s", "loop lag max", {"linestyle": "-"}),
+        ("loop_lag_p99_s", "loop lag p99", {"linestyle": "--"}),
+        ("loop_lag_p50_s", "loop lag p50", {"linestyle": ":"}),
+        ("ping_excess_s", "ping p99 above floor", {"linestyle": "-.", "alpha": 0.7}),
+        ("health_latency_excess_s", "/health latency above floor", {"alpha": 0.35}),
+    )
+    for ax, (name, target, colour) in zip(axes[:, 0], rows, strict=True):
+        table = target.drift.table
+        middle = (table["start_s"] + table["end_s"]).to_numpy(dtype=float) / 2
+        floor = 1e-4
+        for key, label, style in signals:
+            if key in table:
+                y = np.maximum(table[key].to_numpy(dtype=float), floor)
+                _line(ax, axis, middle, y, color=colour, label=label, **style)
+        ax.axhline(target.drift.summary["spike_threshold_s"], color="#9b1c1c", linewidth=0.8,
+                   alpha=0.6, label="spike threshold")  # fmt: skip
+        stalls = table["stall"].to_numpy(dtype=float) > 0
+        if stalls.any():
+            ax.plot(axis(middle[stalls]), np.full(stalls.sum(), 0.98), "x", color="#9b1c1c",
+                    transform=ax.get_xaxis_transform(), markersize=5, label="stalls")  # fmt: skip
+        spans = table.loc[table["soak_saturated"], ["start_s", "end_s"]].to_numpy(dtype=float)
+        _shade(ax, axis, spans, "grey", 0.25)
+        _seconds_axis(ax)
+        ax.set_ylabel("late by")
+        ax.set_title(name, fontsize=9, loc="left")
+    return _finish(figure, axes, True)
 
-    def make(targets: list[Target]) -> Figure | None:
-        if field_name is None:
-            return None
-        figure, axes = _figure()
-        drawn = False
+
+def _health(targets: list[Target], axis: _Axis) -> Figure | None:
+    changing: dict[str, float] = {}
+    for _, target, _ in targets:
+        health = target.data.health
+        for path in field_names(health):
+            values = health[BODY_PREFIX + path].to_numpy(dtype=float)
+            values = values[np.isfinite(values)]
+            if len(values) and values.max() != values.min():
+                spread = (values.max() - values.min()) / (abs(values).max() or 1.0)
+                changing[path] = max(changing.get(path, 0.0), spread)
+    chosen = sorted(changing, key=lambda p: -changing[p])[:HEALTH_PANELS]
+    if not chosen:
+        return None
+    cols = 3
+    figure, axes = _figure(axis, -(-len(chosen) // cols), cols, height=2.2)
+    for ax, path in zip(axes.flat, chosen, strict=False):
         for name, target, colour in targets:
             health = target.data.health
-            column = BODY_PREFIX + field_name
-            if column in health.columns:
-                x, y = health["elapsed"].to_numpy(dtype=float), health[column].to_numpy(float)
-                drawn |= _line(axes[0, 0], x, y, color=colour, label=name)
-        axes[0, 0].set_ylabel("loop lag (ms)")
-        return _finish(figure, axes, drawn)
+            column = BODY_PREFIX + path
+            if column in health:
+                _line(ax, axis, health["elapsed"].to_numpy(dtype=float),
+                      health[column].to_numpy(dtype=float), color=colour, label=name)  # fmt: skip
+        ax.set_title(plain(path), fontsize=8, loc="left")
+    for ax in list(axes.flat)[len(chosen) :]:
+        ax.set_visible(False)
+    return _finish(figure, axes, True)
 
-    return make
 
-
-def _ttft(targets: list[Target]) -> Figure | None:
-    figure, axes = _figure()
-    ax = axes[0, 0]
+def _latency(targets: list[Target], axis: _Axis) -> Figure | None:
+    figure, axes = _figure(axis, 2, height=2.6)
     drawn = False
-    for name, target, colour in targets:
-        series = interval_quantiles(target.data.chats, "ttft_hist", (0.5, 0.95), PLOT_POINTS)
-        x = series["elapsed"].to_numpy()
-        drawn |= _line(ax, x, series["p95"].to_numpy(), color=colour, label=f"{name} p95")
-        _line(ax, x, series["p50"].to_numpy(), color=colour, linestyle="--", label=f"{name} p50")
-    ax.set_ylabel("TTFT (s)")
+    for ax, (column, label) in zip(
+        axes[:, 0], (("ttft_hist", "TTFT"), ("reply_hist", "reply time")), strict=True
+    ):
+        for name, target, colour in targets:
+            series = interval_quantiles(target.data.chats, column, (0.5, 0.95), PLOT_POINTS)
+            x = series["elapsed"].to_numpy()
+            drawn |= _line(ax, axis, x, series["p95"].to_numpy(), color=colour, label=f"{name} p95")
+            _line(ax, axis, x, series["p50"].to_numpy(), color=colour, linestyle="--",
+                  label=f"{name} p50")  # fmt: skip
+        ax.set_ylabel(label)
+        if drawn:
+            _seconds_axis(ax)
     return _finish(figure, axes, drawn)
 
 
-def _outcomes(targets: list[Target]) -> Figure | None:
-    figure, axes = _figure(2, 2)
+def _seconds_axis(ax: Axes) -> None:
+    """A log y axis of seconds, labelled 1-2-5 per decade in ms or s."""
+    ax.set_yscale("log")
+    ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0), numticks=7))
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda value, _: format_seconds(value)))
+    ax.yaxis.set_minor_formatter(NullFormatter())
+
+
+def _outcomes(targets: list[Target], axis: _Axis) -> Figure | None:
+    figure, axes = _figure(axis, 3, 2, height=2.0)
     drawn = False
     for ax, outcome in zip(axes.flat, _OUTCOME_PANELS, strict=True):
         for name, target, colour in targets:
             chats = target.data.chats
             if chats.empty:
                 continue
-            per_minute = chats[outcome].to_numpy(float) / chats["interval_s"].to_numpy(float) * 60
-            drawn |= _line(
-                ax, chats["elapsed"].to_numpy(float), per_minute, color=colour, label=name
-            )
-        ax.set_title(f"{outcome} per minute", fontsize=9)
+            x = chats["elapsed"].to_numpy(dtype=float)
+            counts = chats[outcome].to_numpy(dtype=float)
+            xs, ys = downsample(x, counts, PLOT_POINTS, np.nansum)
+            ax.step(axis(xs), ys, where="post", color=colour, linewidth=1.1, label=name)
+            drawn = True
+        ax.set_title(outcome.replace("_", " "), fontsize=9, loc="left")
         ax.set_ylim(bottom=0, top=max(ax.get_ylim()[1], 1.0))
     return _finish(figure, axes, drawn)
+
+
+def _soak(analysis: Analysis) -> Callable[[list[Target], _Axis], Figure | None]:
+    generator = analysis.run.generator
+
+    def make(targets: list[Target], axis: _Axis) -> Figure | None:
+        if generator.empty:
+            return None
+        figure, axes = _figure(axis, 2, height=2.4)
+        colours = matplotlib.color_sequences["tab10"]
+        for index, (worker, rows) in enumerate(generator.groupby(worker_names(generator))):
+            x = rows["elapsed"].to_numpy(dtype=float)
+            colour = colours[index % len(colours)]
+            _line(axes[0, 0], axis, x, rows["cpu_percent"].to_numpy(dtype=float), color=colour,
+                  label=plain(worker))  # fmt: skip
+            _line(axes[1, 0], axis, x, rows["loop_lag_max_s"].to_numpy(dtype=float),
+                  color=colour)  # fmt: skip
+        axes[0, 0].axhline(SATURATED_CPU_PERCENT, color="#9b1c1c", linewidth=0.8, alpha=0.6)
+        axes[1, 0].axhline(SATURATED_LAG_S, color="#9b1c1c", linewidth=0.8, alpha=0.6)
+        axes[0, 0].set_ylabel("CPU %")
+        axes[1, 0].set_ylabel("loop lag max (s)")
+        for ax in axes[:, 0]:
+            _shade(ax, axis, analysis.saturated, "grey", 0.25)
+        return _finish(figure, axes, bool(saturated(generator).size))
+
+    return make

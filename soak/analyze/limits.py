@@ -1,0 +1,187 @@
+"""The limits a target's threads, open files and memory will run into, for time-to-limit.
+
+The collector does not record limits, so they are read when the report is made, and
+only where they are the target's own: the run was recorded on this machine and the
+target's process (same pid and start time as its last sample) is still running. Then:
+
+- threads: the smallest of the kernel's threads-max, the pids.max of the process's
+  cgroup (and its parents), and its `ulimit -u` (RLIMIT_NPROC, per user);
+- open fds: its `ulimit -n` (RLIMIT_NOFILE, soft);
+- memory: the memory.max of its cgroup (and parents), else the machine's MemTotal.
+
+Otherwise the defaults say so: 4,096 threads (threads-max when smaller, on the machine
+that recorded the run), 1,024 fds (the usual soft `ulimit -n`), and the machine's
+memory only when the run was recorded here.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+#: The thread count at which trouble is expected when nothing better is known.
+DEFAULT_THREADS = 4096
+#: The usual soft `ulimit -n`.
+DEFAULT_FDS = 1024
+#: A process start time (s) read back within this of the recorded one is the same process.
+_START_TOLERANCE_S = 1.0
+
+
+@dataclass(frozen=True)
+class Limit:
+    """One limit: its value (None when unknown) and where it came from, for people."""
+
+    value: float | None
+    source: str
+
+
+@dataclass(frozen=True)
+class TargetLimits:
+    """Threads (count), open fds (count) and memory (MB) limits of one target."""
+
+    threads: Limit
+    fds: Limit
+    memory_mb: Limit
+
+
+@dataclass(frozen=True)
+class System:
+    """Where the limits are read from: /proc and the cgroup v2 mount (tests point elsewhere)."""
+
+    proc: Path = Path("/proc")
+    cgroup: Path = Path("/sys/fs/cgroup")
+    hostname: str = socket.gethostname()
+
+
+def target_limits(
+    manifest: dict[str, Any],
+    pid: int | None,
+    create_time: float | None,
+    system: System | None = None,
+) -> TargetLimits:
+    """The limits of the target whose last process sample had `pid` and `create_time`."""
+    system = system or System()
+    host = manifest.get("host") if isinstance(manifest.get("host"), dict) else {}
+    here = host.get("hostname") == system.hostname
+    threads_max = _read_int(system.proc / "sys/kernel/threads-max")
+    memory_total = _meminfo_mb(system.proc / "meminfo") if here else None
+    if not here:
+        why = "the run was recorded on another machine"
+    elif not _same_process(system, pid, create_time):
+        why = "the target's process is gone"
+    else:
+        return _live_limits(system, int(pid or 0), threads_max, memory_total)
+    threads = Limit(DEFAULT_THREADS, f"default; {why}")
+    if here and threads_max is not None and threads_max < DEFAULT_THREADS:
+        threads = Limit(threads_max, "kernel threads-max")
+    memory = (
+        Limit(memory_total, "memory of this machine")
+        if memory_total is not None
+        else Limit(None, f"unknown; {why}")
+    )
+    return TargetLimits(threads, Limit(DEFAULT_FDS, f"default ulimit -n; {why}"), memory)
+
+
+def _live_limits(
+    system: System, pid: int, threads_max: int | None, memory_total: float | None
+) -> TargetLimits:
+    rlimits = _rlimits(system.proc / str(pid) / "limits")
+    candidates = [
+        (threads_max, "kernel threads-max"),
+        (_cgroup_limit(system, pid, "pids", ("pids.max",)), "cgroup pids.max"),
+        (rlimits.get("Max processes"), "ulimit -u"),
+    ]
+    known = [(value, source) for value, source in candidates if value is not None]
+    threads = Limit(*min(known)) if known else Limit(DEFAULT_THREADS, "default")
+    nofile = rlimits.get("Max open files")
+    fds = Limit(nofile, "ulimit -n") if nofile is not None else Limit(DEFAULT_FDS, "default")
+    memory_max = _cgroup_limit(system, pid, "memory", ("memory.max", "memory.limit_in_bytes"))
+    memory_max_mb = None if memory_max is None else memory_max / 1_048_576
+    if memory_max_mb is not None and (memory_total is None or memory_max_mb < memory_total):
+        memory = Limit(memory_max_mb, "cgroup memory limit")
+    elif memory_total is not None:
+        memory = Limit(memory_total, "memory of this machine")
+    else:
+        memory = Limit(None, "unknown")
+    return TargetLimits(threads, fds, memory)
+
+
+def _same_process(system: System, pid: int | None, create_time: float | None) -> bool:
+    """True when `pid` runs and started at `create_time` (from /proc/PID/stat)."""
+    if pid is None or create_time is None:
+        return False
+    try:
+        stat = (system.proc / str(pid) / "stat").read_text()
+        boot = next(
+            float(line.split()[1])
+            for line in (system.proc / "stat").read_text().splitlines()
+            if line.startswith("btime ")
+        )
+    except (OSError, StopIteration, ValueError, IndexError):
+        return False
+    fields = stat.rsplit(")", 1)[-1].split()  # fields after the command name, from state
+    try:
+        started = boot + int(fields[19]) / os.sysconf("SC_CLK_TCK")
+    except (IndexError, ValueError):
+        return False
+    return abs(started - create_time) <= _START_TOLERANCE_S
+
+
+def _rlimits(path: Path) -> dict[str, int]:
+    """Soft limits of /proc/PID/limits by name; "unlimited" ones are left out."""
+    try:
+        lines = path.read_text().splitlines()[1:]
+    except OSError:
+        return {}
+    limits = {}
+    for line in lines:
+        name, soft = line[:26].strip(), line[26:].split()[:1]
+        if soft and soft[0].isdigit():
+            limits[name] = int(soft[0])
+    return limits
+
+
+def _cgroup_limit(system: System, pid: int, controller: str, names: tuple[str, ...]) -> int | None:
+    """The smallest limit file `names` of the process's cgroup and its parents (v2 and v1)."""
+    try:
+        lines = (system.proc / str(pid) / "cgroup").read_text().splitlines()
+    except OSError:
+        return None
+    values = []
+    for line in lines:
+        _, controllers, relative = (line.split(":", 2) + ["", ""])[:3]
+        if controllers == "":
+            root = system.cgroup  # cgroup v2: one unified hierarchy
+        elif controller in controllers.split(","):
+            root = system.cgroup / controllers  # cgroup v1: one hierarchy per controller
+        else:
+            continue
+        leaf = root / relative.strip().lstrip("/")
+        for directory in (leaf, *leaf.parents):
+            if directory != root and root not in directory.parents:
+                break
+            values += [_read_int(directory / name) for name in names]
+    known = [v for v in values if v is not None]
+    return min(known) if known else None
+
+
+def _read_int(path: Path) -> int | None:
+    """An integer file such as threads-max or pids.max; None for "max" or when unreadable."""
+    try:
+        text = path.read_text().strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() else None
+
+
+def _meminfo_mb(path: Path) -> float | None:
+    try:
+        for line in path.read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                return int(line.split()[1]) / 1024.0
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
