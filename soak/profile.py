@@ -363,7 +363,7 @@ SECTIONS: dict[str, dict[str, Spec]] = {
             _optional_string, None, 'loop_lag_field = "diagnostics.loop_lag_ms"'
         ),
         "health_interval": Spec(
-            _optional_duration(0.1), None, 'health_interval = "5s"  # default: interval'
+            _optional_duration(0.1), None, 'health_interval = "1s"  # default: 5s or interval'
         ),
         "detail_interval": Spec(
             _duration(1.0), 30.0, 'detail_interval = "30s"  # sockets, USS, children, names'
@@ -593,12 +593,18 @@ def _check_keys(data: Mapping[str, Any], valid: set[str] | dict, source: str, se
         )
     for key in data:
         if key not in valid:
-            close = difflib.get_close_matches(key, list(valid), n=1)
+            close = difflib.get_close_matches(str(key), list(valid), n=1)
             hint = f" Did you mean '{close[0]}'?" if close else ""
+            shown = _show_key(key)
             raise ProfileError(
-                f"{_where(source, section, key)}: unknown key.{hint} "
+                f"{_where(source, section, shown)}: unknown key.{hint} "
                 f"Valid keys here: {', '.join(sorted(valid))}."
             )
+
+
+def _show_key(key: object) -> str:
+    """A key as written in a message: plain when it is a plain name, else quoted (one line)."""
+    return key if isinstance(key, str) and key.replace("-", "_").isidentifier() else repr(key)
 
 
 def _field(data: Mapping[str, Any], key: str, spec: Spec, source: str, section: str) -> Any:
@@ -720,7 +726,7 @@ def _resolve_env(value: Any, source: str, where: str, secrets: list[str]) -> Any
     """Replace ${VAR} in every string with the environment's value, remembering secrets."""
     if isinstance(value, dict):
         return {
-            k: _resolve_env(v, source, f"{where}.{k}".lstrip("."), secrets)
+            k: _resolve_env(v, source, f"{where}.{_show_key(k)}".lstrip("."), secrets)
             for k, v in value.items()
         }
     if isinstance(value, list):

@@ -79,6 +79,13 @@ def host_info() -> dict[str, Any]:
     }
 
 
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write via a temporary file and rename: a reader never sees half a file."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text if text.endswith("\n") else text + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
 class JsonlWriter:
     """Appends one JSON object per line and flushes it at once (kill-safe, thread-safe)."""
 
@@ -223,10 +230,8 @@ class RunDir:
         return run
 
     def write_manifest(self, manifest: dict[str, Any]) -> None:
-        """Replace the manifest atomically (write to a temp file, then rename)."""
-        tmp = self.manifest_path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(manifest, indent=2, default=str) + "\n", encoding="utf-8")
-        os.replace(tmp, self.manifest_path)
+        """Replace the manifest atomically."""
+        write_text_atomic(self.manifest_path, json.dumps(manifest, indent=2, default=str))
 
     def update_manifest(self, **changes: Any) -> dict[str, Any]:
         manifest = self.manifest()

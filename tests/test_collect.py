@@ -363,9 +363,10 @@ def test_a_failing_loop_is_recorded_once_per_minute_and_goes_on(tmp_path):
     assert "disk on fire" in errors[0]["message"]
 
 
-def test_settings_health_interval_defaults_to_the_interval_and_detail_to_at_least_it():
-    assert Settings.from_profile({"interval": 1.0}).health_interval == 1.0
-    assert Settings.from_profile({"interval": 1.0, "health_interval": 5.0}).health_interval == 5.0
+def test_settings_health_interval_defaults_to_5s_or_the_interval_and_detail_to_at_least_it():
+    assert Settings.from_profile({"interval": 1.0}).health_interval == 5.0
+    assert Settings.from_profile({"interval": 10.0}).health_interval == 10.0
+    assert Settings.from_profile({"interval": 1.0, "health_interval": 1.0}).health_interval == 1.0
     assert Settings.from_profile({"interval": 60.0, "detail_interval": 30.0}).detail_interval == 60
 
 

@@ -33,6 +33,10 @@ from soak.rundir import EVENTS, HEALTH, PROCESS, THREADS, JsonlWriter, RunDir
 ERROR_REPEAT_S = 60.0
 
 
+#: Default /health polling period, in seconds, when the profile sets none.
+DEFAULT_HEALTH_INTERVAL_S = 5.0
+
+
 @dataclass(frozen=True)
 class Settings:
     """The profile's [collector] section, in seconds."""
@@ -47,9 +51,14 @@ class Settings:
 
     @classmethod
     def from_profile(cls, collector: dict[str, Any]) -> Settings:
-        """Settings from a resolved profile's collector dict (health_interval: as interval)."""
+        """Settings from a resolved profile's collector dict.
+
+        /health defaults to every 5 s (or `interval` when longer): at 1 s a typical
+        300-byte body alone costs ~32 MB per target per day; process samples stay at
+        `interval`.
+        """
         interval = float(collector.get("interval", cls.interval))
-        health = collector.get("health_interval") or interval
+        health = collector.get("health_interval") or max(interval, DEFAULT_HEALTH_INTERVAL_S)
         return cls(
             interval=interval,
             health_interval=float(health),

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,7 +11,7 @@ from soak.compare.core import FAIL_ON, Comparison, Side, compare_sides
 from soak.compare.plots import render_compare_plots
 from soak.compare.render import compare_json, render_html, render_markdown
 from soak.errors import EXIT_CRITERIA_FAILED, EXIT_PASS, RunDirError, UsageError
-from soak.rundir import safe_name
+from soak.rundir import safe_name, write_text_atomic
 from soak.runs import resolve_run, split_target
 
 COMPARE_JSON = "compare.json"
@@ -136,7 +135,7 @@ def write_compare(comparison: Comparison, out: Path) -> CompareResult:
             COMPARE_HTML: render_html(comparison, plots),
         }
         for name, text in texts.items():
-            write_text(out / name, text)
+            write_text_atomic(out / name, text)
     except OSError as exc:
         raise RunDirError(
             f"cannot write the comparison into {out}: {exc.strerror or exc}; "
@@ -150,13 +149,6 @@ def write_compare(comparison: Comparison, out: Path) -> CompareResult:
         html_path=out / COMPARE_HTML,
         plot_paths=[plot.path for plot in plots],
     )
-
-
-def write_text(path: Path, text: str) -> None:
-    """Write via a temporary file and rename: a reader never sees half a file."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text if text.endswith("\n") else text + "\n", encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def check_fail_on(fail_on: str) -> str:

@@ -18,14 +18,13 @@ from soak.analyze.load import BODY_PREFIX
 from soak.analyze.trend import downsample
 from soak.compare.core import Comparison, Side
 from soak.criteria import format_growth
-from soak.report.plots import Plot
+from soak.report.plots import Plot, save_plot
 
 #: Most points drawn per series.
 PLOT_POINTS = 2000
 #: Base and candidate colours (blue, orange), the same in every plot.
 COLOURS = ("#1f77b4", "#ff7f0e")
 _OUTCOMES = ("stall", "error", "disconnect", "first_token_timeout")
-_DPI = 100
 
 Series = tuple[np.ndarray, np.ndarray]
 #: A panel: y-axis label and, per side, the series to draw (elapsed s, values).
@@ -96,14 +95,10 @@ def render_compare_plots(comparison: Comparison, plots_dir: Path) -> list[Plot]:
     plots_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for name, title, panels in PLOTS:
-        path = plots_dir / f"{name}.png"
         figure = _figure(comparison, panels, with_fit=name == "threads")
-        if figure is None:
-            path.unlink(missing_ok=True)
-            continue
-        figure.suptitle(title, fontsize=11, x=0.01, horizontalalignment="left")
-        figure.savefig(path, dpi=_DPI, format="png")
-        written.append(Plot(name=name, title=title, path=path))
+        plot = save_plot(figure, plots_dir, name, title)
+        if plot is not None:
+            written.append(plot)
     return written
 
 

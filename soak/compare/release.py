@@ -21,7 +21,7 @@ from typing import Any
 
 from soak import __version__
 from soak.analyze.summary import Analysis, json_safe
-from soak.compare.build import Analyses, CompareResult, pick_target, write_compare, write_text
+from soak.compare.build import Analyses, CompareResult, pick_target, write_compare
 from soak.compare.core import (
     FAIL_ON,
     FIXED,
@@ -53,7 +53,7 @@ from soak.report.html import e
 from soak.report.markdown import cell
 from soak.report.numbers import MISSING
 from soak.report.plots import Plot
-from soak.rundir import safe_name
+from soak.rundir import safe_name, write_text_atomic
 from soak.runs import resolve_run, resolve_runs, split_target
 from soak.units import format_duration
 
@@ -131,9 +131,10 @@ def build_release(
     release = Release(out_dir, parts, comparisons, fail_on)
     release.reasons = _reasons(release)
     try:
-        write_text(out_dir / RELEASE_JSON, json.dumps(json_safe(release_json(release)), indent=2))
-        write_text(out_dir / RELEASE_MD, render_release_markdown(release))
-        write_text(out_dir / RELEASE_HTML, render_release_html(release))
+        document = json.dumps(json_safe(release_json(release)), indent=2)
+        write_text_atomic(out_dir / RELEASE_JSON, document)
+        write_text_atomic(out_dir / RELEASE_MD, render_release_markdown(release))
+        write_text_atomic(out_dir / RELEASE_HTML, render_release_html(release))
     except OSError as exc:
         raise RunDirError(f"cannot write the release report into {out_dir}: {exc}") from None
     return release

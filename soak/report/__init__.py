@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,6 +13,7 @@ from soak.report.html import render_html
 from soak.report.junit import render_junit
 from soak.report.markdown import render_markdown
 from soak.report.plots import render_plots
+from soak.rundir import write_text_atomic
 
 SUMMARY_JSON = "summary.json"
 REPORT_MD = "report.md"
@@ -67,7 +67,7 @@ def build_report(run_path: Path, out_dir: Path | None = None) -> ReportResult:
             JUNIT_XML: render_junit(summary),
         }
         for name, text in paths.items():
-            _write_text(out / name, text)
+            write_text_atomic(out / name, text)
     except OSError as exc:
         raise RunDirError(
             f"cannot write the report into {out}: {exc.strerror or exc}; "
@@ -82,10 +82,3 @@ def build_report(run_path: Path, out_dir: Path | None = None) -> ReportResult:
         junit_path=out / JUNIT_XML,
         plot_paths=[plot.path for plot in plots],
     )
-
-
-def _write_text(path: Path, text: str) -> None:
-    """Write via a temporary file and rename, so a reader never sees half a report."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text if text.endswith("\n") else text + "\n", encoding="utf-8")
-    os.replace(tmp, path)

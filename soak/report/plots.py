@@ -115,15 +115,21 @@ def render_plots(analysis: Analysis, plots_dir: Path) -> list[Plot]:
         # a thread or field name in a script the font lacks: drawn as a box, not worth a warning
         warnings.filterwarnings("ignore", "Glyph .* missing from font", UserWarning)
         for name, title, make in makers:
-            path = plots_dir / f"{name}.png"
-            figure = make(targets, axis)
-            if figure is None:
-                path.unlink(missing_ok=True)
-                continue
-            figure.suptitle(title, fontsize=10, x=0.01, horizontalalignment="left")
-            figure.savefig(path, dpi=_DPI, format="png")
-            written.append(Plot(name=name, title=title, path=path))
+            plot = save_plot(make(targets, axis), plots_dir, name, title)
+            if plot is not None:
+                written.append(plot)
     return written
+
+
+def save_plot(figure: Figure | None, plots_dir: Path, name: str, title: str) -> Plot | None:
+    """Save `figure` as plots_dir/NAME.png with its title; None (and no stale file) if empty."""
+    path = plots_dir / f"{name}.png"
+    if figure is None:
+        path.unlink(missing_ok=True)
+        return None
+    figure.suptitle(title, fontsize=10, x=0.01, horizontalalignment="left")
+    figure.savefig(path, dpi=_DPI, format="png")
+    return Plot(name=name, title=title, path=path)
 
 
 def plain(text: str) -> str:
