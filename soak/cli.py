@@ -15,8 +15,8 @@ from typing import Annotated, Any
 import typer
 
 from soak import __version__
-from soak.errors import EXIT_RUN_FAILED, SoakError
-from soak.rundir import STATUS_COMPLETED
+from soak.errors import EXIT_RUN_FAILED, SoakError, UsageError
+from soak.rundir import STATUS_COMPLETED, RunDir
 
 app = typer.Typer(
     name="soak",
@@ -117,8 +117,6 @@ def _argv_lists(commands: list[str] | None) -> list[list[str]] | None:
         return None
     import shlex
 
-    from soak.errors import UsageError
-
     argvs = []
     for command in commands:
         try:
@@ -135,8 +133,21 @@ def _argv_lists(commands: list[str] | None) -> list[list[str]] | None:
 @app.command()
 def run(
     profile: Annotated[
-        Path, typer.Argument(metavar="PROFILE", help="Profile TOML file, e.g. profiles/demo.toml.")
-    ],
+        Path | None,
+        typer.Argument(
+            metavar="PROFILE",
+            help="Profile TOML file, e.g. profiles/demo.toml (optional with --resume).",
+            show_default=False,
+        ),
+    ] = None,
+    resume: Annotated[
+        Path | None,
+        typer.Option(
+            metavar="RUN_DIR",
+            help="Carry on a crashed or aborted run, appending to its directory (path, "
+            "prefix under --out, or latest). Secrets: pass PROFILE and the same options again.",
+        ),
+    ] = None,
     target: Annotated[
         list[str] | None,
         typer.Option(
@@ -199,14 +210,22 @@ def run(
     --health http://127.0.0.1:8765/health --users 50 --duration 2h --label nightly
 
     Distributed: soak run profiles/demo.toml --workers 2 --web   (master + 2 local workers)
+
+    After a crash or kill: soak run --resume latest
     """
 
     def body() -> int:
         from soak.profile import apply_overrides, load_profile
-        from soak.run import execute_run
+        from soak.run import execute_run, resumable_profile, resume_run
+        from soak.runs import resolve_run
 
+        if profile is None and resume is None:
+            raise UsageError(
+                "give a PROFILE (e.g. soak run profiles/demo.toml), or --resume RUN_DIR."
+            )
+        run_dir = None if resume is None else RunDir(resolve_run(str(resume), out))
         loaded = apply_overrides(
-            load_profile(profile),
+            load_profile(profile) if profile else resumable_profile(run_dir),
             targets=target,
             health=health,
             pids=pid,
@@ -215,9 +234,14 @@ def run(
             process=process,
             spawn=_argv_lists(spawn),
         )
-        typer.echo(
-            f"soak: running {loaded.name} against {', '.join(t.name for t in loaded.targets)}"
-        )
+        names = ", ".join(t.name for t in loaded.targets)
+        if run_dir is not None:
+            typer.echo(f"soak: resuming {run_dir.path} against {names}")
+            outcome = resume_run(
+                run_dir, loaded, on_status=_status_printer(), metrics_port=metrics_port
+            )
+            return _ended(outcome, "run", report)
+        typer.echo(f"soak: running {loaded.name} against {names}")
         outcome = execute_run(
             loaded,
             out_root=out,
@@ -253,8 +277,6 @@ def worker(
 
     def body() -> int:
         import os
-
-        from soak.errors import UsageError
 
         host, sep, port = master.rpartition(":")
         if sep and not port.isdigit() or not (host if sep else master):
@@ -351,8 +373,6 @@ def collect(
         try:
             seconds = parse_duration(duration) if duration else None
         except ValueError as exc:
-            from soak.errors import UsageError
-
             raise UsageError(f"--duration: {exc}") from None
         typer.echo(
             f"soak: collecting {', '.join(t.name for t in loaded.targets) or 'nothing'} "

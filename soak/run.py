@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -28,12 +29,14 @@ from soak.collect.metrics import check_metrics_port
 from soak.collect.spawn import SpawnedTarget, start_spawned, stop_spawned
 from soak.errors import ProfileError, RunError, UsageError
 from soak.live import LiveStatus
-from soak.profile import Profile, redact_url, require_targets
+from soak.profile import Profile, profile_from_mapping, redact_url, require_targets
 from soak.rundir import (
+    CHATS,
     EVENTS,
     STATUS_ABORTED,
     STATUS_COMPLETED,
     STATUS_CRASHED,
+    STATUS_RUNNING,
     JsonlWriter,
     RunDir,
 )
@@ -122,6 +125,115 @@ def execute_run(
     run = RunDir.create(out_root, profile.name, label, manifest, started_at=started_at)
     events = JsonlWriter(run.file(EVENTS))
     events.write({"t": started_at, "source": "run", "kind": "run_start", "message": run.path.name})
+    return _drive(
+        run, events, profile, started_at, on_status, metrics_port, workers, master_address,
+        load_args,
+    )  # fmt: skip
+
+
+def resume_run(
+    run: RunDir,
+    profile: Profile,
+    *,
+    on_status: Callable[[str], None] | None = None,
+    metrics_port: int | None = None,
+) -> RunOutcome:
+    """Carry on a run that was cut off (crashed or aborted), appending to its directory.
+
+    The load runs for what is left of load.duration (the load time already recorded
+    is subtracted), then the idle phase; the collector appends to the same files,
+    and the analysis sees one run with a gap.
+    """
+    manifest = run.manifest()
+    status = run.status()
+    if status not in (STATUS_CRASHED, STATUS_ABORTED):
+        hint = "it is still running" if status == "running" else f"it is {status}"
+        raise UsageError(
+            f"cannot resume {run.path}: {hint}; only crashed or aborted runs can be resumed."
+        )
+    recorded = [t["name"] for t in manifest.get("targets", [])]
+    if [t.name for t in profile.targets] != recorded:
+        raise UsageError(
+            f"cannot resume {run.path}: it recorded targets {recorded}, the profile now gives "
+            f"{[t.name for t in profile.targets]}; pass the same profile and --target options."
+        )
+    require_targets(profile)
+    preflight(profile)
+    if metrics_port is not None:
+        check_metrics_port(metrics_port)
+    done = load_time_recorded(run)
+    remaining = max(profile.load["duration"] - done, 0.0)
+    if remaining == 0 and not profile.load["idle_after"]:
+        raise UsageError(
+            f"nothing left to run in {run.path}: its {done:.0f} s of load are all recorded. "
+            f"Write the report with: soak report {run.path}"
+        )
+    profile.load["duration"] = max(remaining, 1.0)
+    resumed_at = time.time()
+    run.update_manifest(
+        status=STATUS_RUNNING,
+        pid=os.getpid(),
+        ended_at=None,
+        resumed=[*manifest.get("resumed", []), {"at": resumed_at, "load_done_s": round(done, 1)}],
+    )
+    events = JsonlWriter(run.file(EVENTS))
+    events.write(
+        {
+            "t": resumed_at,
+            "source": "run",
+            "kind": "run_resume",
+            "message": f"resumed after {done:.0f} s of recorded load; {remaining:.0f} s to go",
+        }
+    )
+    return _drive(run, events, profile, resumed_at, on_status, metrics_port, 0, None, [])
+
+
+def resumable_profile(run: RunDir) -> Profile:
+    """The profile a run recorded, when it can run again without its secrets."""
+    recorded = run.manifest().get("profile")
+    if not isinstance(recorded, dict) or "***" in json.dumps(recorded):
+        raise UsageError(
+            f"{run.path} recorded its profile with secrets redacted; pass the profile and the "
+            "same --target/--health options again: soak run PROFILE ... --resume RUN_DIR"
+        )
+    return profile_from_mapping(recorded, source=f"{run.manifest_path} (recorded profile)")
+
+
+def load_time_recorded(run: RunDir) -> float:
+    """Seconds of load already in the run: per session (start or resume), last chat record."""
+    starts = sorted(
+        e["t"]
+        for e in run.records(EVENTS)
+        if e.get("kind") in ("run_start", "run_resume") and isinstance(e.get("t"), int | float)
+    )
+    if not starts:
+        starts = [float(run.manifest().get("started_at") or 0.0)]
+    last_chat = dict.fromkeys(starts, 0.0)
+    for record in run.records(CHATS):
+        t = record.get("t")
+        if (
+            not isinstance(t, int | float)
+            or record.get("turns", 0) + record.get("in_flight", 0) == 0
+        ):
+            continue
+        session = max((s for s in starts if s <= t), default=None)
+        if session is not None:
+            last_chat[session] = max(last_chat[session], t)
+    return sum(max(end - start, 0.0) for start, end in last_chat.items() if end)
+
+
+def _drive(
+    run: RunDir,
+    events: JsonlWriter,
+    profile: Profile,
+    started_at: float,
+    on_status: Callable[[str], None] | None,
+    metrics_port: int | None,
+    workers: int,
+    master_address: str | None,
+    load_args: list[str],
+) -> RunOutcome:
+    """Start targets, collector and load for `run`; watch them to the end; close the run."""
     spawned = _start_targets(profile, run, events)
     payload = json.dumps(profile.to_dict())
     metrics_args = [] if metrics_port is None else ["--metrics-port", str(metrics_port)]

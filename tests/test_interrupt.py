@@ -17,15 +17,25 @@ REPO = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.e2e
 
 
+def quick_profile(folder: Path) -> Path:
+    """The demo profile with a short idle phase, so a resumed run ends soon."""
+    text = (REPO / "profiles" / "demo.toml").read_text()
+    path = folder / "quick.toml"
+    path.write_text(text.replace('idle_after = "20s"', 'idle_after = "2s"'))
+    return path
+
+
+def soak_run(target, out: Path, *extra: str) -> list[str]:
+    return [
+        sys.executable, "-m", "soak", "run", str(quick_profile(out.parent)),
+        "--target", target.ws_url, "--health", target.health_url, "--pid", str(target.pid),
+        "--users", "4", "--out", str(out), *extra,
+    ]  # fmt: skip
+
+
 def start_run(target, out: Path) -> subprocess.Popen:
-    return subprocess.Popen(
-        [
-            sys.executable, "-m", "soak", "run", str(REPO / "profiles" / "demo.toml"),
-            "--target", target.ws_url, "--health", target.health_url, "--pid", str(target.pid),
-            "--users", "4", "--duration", "5m", "--out", str(out), "--label", "cut",
-        ],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+    command = soak_run(target, out, "--duration", "5m", "--label", "cut")
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def wait_for_chats(out: Path, timeout: float = 60) -> RunDir:
@@ -39,9 +49,11 @@ def wait_for_chats(out: Path, timeout: float = 60) -> RunDir:
 
 
 def test_sigterm_stops_within_seconds_and_completes_the_run_directory(tmp_path):
+    out = tmp_path / "reports"
+    out.mkdir()
     with start_target(patched=True) as target:
-        soak = start_run(target, tmp_path)
-        run = wait_for_chats(tmp_path)
+        soak = start_run(target, out)
+        run = wait_for_chats(out)
         soak.send_signal(signal.SIGTERM)
         stopped_at = time.monotonic()
         out, err = soak.communicate(timeout=60)
@@ -55,20 +67,38 @@ def test_sigterm_stops_within_seconds_and_completes_the_run_directory(tmp_path):
     assert "Traceback" not in err
 
 
-def test_sigkill_leaves_a_readable_crashed_run_and_no_orphans(tmp_path):
+def test_sigkill_leaves_a_readable_crashed_run_no_orphans_and_resumes(tmp_path):
+    out = tmp_path / "reports"
+    out.mkdir()
     with start_target(patched=True) as target:
-        soak = start_run(target, tmp_path)
-        run = wait_for_chats(tmp_path)
+        soak = start_run(target, out)
+        run = wait_for_chats(out)
         children = psutil.Process(soak.pid).children(recursive=True)
         assert len(children) >= 2  # load and collector
         soak.kill()
         soak.communicate(timeout=30)
         gone, alive = psutil.wait_procs(children, timeout=20)
         assert not alive, f"orphaned children still running: {alive}"
-    assert run.status() == "crashed"
-    report = subprocess.run(
-        [sys.executable, "-m", "soak", "report", str(run.path)],
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
-    assert report.returncode in (0, 1), report.stderr
-    assert json.loads((run.path / "summary.json").read_text())["status"] == "crashed"
+        assert run.status() == "crashed"
+        report = subprocess.run(
+            [sys.executable, "-m", "soak", "report", str(run.path)],
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert report.returncode in (0, 1), report.stderr
+        assert json.loads((run.path / "summary.json").read_text())["status"] == "crashed"
+        chats_before = sum(1 for _ in run.records("chats.jsonl"))
+
+        resumed = subprocess.run(
+            [*soak_run(target, out, "--duration", "15s"), "--resume", "latest"],
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+    assert resumed.returncode in (0, 1), resumed.stdout + resumed.stderr
+    assert [p for p in out.iterdir() if p.is_dir()] == [run.path]  # appended, no new run
+    manifest = run.manifest()
+    assert manifest["status"] == "completed" and len(manifest["resumed"]) == 1
+    assert any(e.get("kind") == "run_resume" for e in run.records("events.jsonl"))
+    assert sum(1 for _ in run.records("chats.jsonl")) > chats_before
+    again = subprocess.run(
+        [*soak_run(target, out), "--resume", str(run.path)], capture_output=True, text=True
+    )
+    assert again.returncode == 2 and "only crashed or aborted runs" in again.stderr
