@@ -189,8 +189,11 @@ def test_soak_own_rss_threads_and_fds_stay_flat_over_a_long_run(tmp_path):
         profile = tmp_path / "endurance.toml"
         profile.write_text(
             PROFILE.format(
-                ws_url=target.ws_url, health_url=target.health_url, pid=target.pid,
-                users=USERS, seconds=seconds,
+                ws_url=target.ws_url,
+                health_url=target.health_url,
+                pid=target.pid,
+                users=USERS,
+                seconds=seconds,
             )  # fmt: skip
         )
         started = time.monotonic()
@@ -239,7 +242,9 @@ def test_soak_own_rss_threads_and_fds_stay_flat_over_a_long_run(tmp_path):
         "run_dir_mb_end": run_dir_mb[-1][1] if run_dir_mb else None,
         "run_dir": fit([p for p in run_dir_mb if p[0] >= WARMUP_S]),
         "generator": generator_summary(run),
-        "other_processes": sorted({k for s in samples for k in s} - set(fits) - {"t", "run_dir_mb"}),
+        "other_processes": sorted(
+            {k for s in samples for k in s} - set(fits) - {"t", "run_dir_mb"}
+        ),
         "samples": samples,
     }
     (tmp_path / "endurance.json").write_text(json.dumps(summary, indent=1))

@@ -149,8 +149,11 @@ def test_soak_survives_hostile_websocket_servers(tmp_path):
     assert outcomes["abrupt"]["disconnect"] > 0
     assert outcomes["huge"]["disconnect"] > 0  # frame over the size limit closes with 1009
     assert outcomes["flood"]["stall"] > 0
-    kinds = {a["target"]: a for a in run.records("anomalies.jsonl")}
-    assert set(kinds) == set(urls)  # every hostile behaviour left an anomaly record
+    assert outcomes["garbage"]["violation"] > 0  # binary and non-JSON instead of a reply
+    anomalies = list(run.records("anomalies.jsonl"))
+    assert {a["target"] for a in anomalies} == set(urls)  # each left an anomaly record
+    assert {a.get("subkind") for a in anomalies if a["target"] == "garbage"} == {"non_json"}
+    assert {a.get("close_code") for a in anomalies if a["target"] == "huge"} >= {1009}
 
     peak_rss = max((g.get("rss_mb") or 0) for g in run.records("generator.jsonl"))
     assert 0 < peak_rss < 400, f"load generator RSS {peak_rss} MB"

@@ -13,8 +13,10 @@ Every turn gets exactly one outcome:
   frame the protocol cannot parse (`non_json`);
 - mismatch: the reply does not contain the nonce sent in the prompt.
 
-Stall, first-token timeout, error and disconnect take precedence over a
-violation seen earlier in the same turn, and a violation over a mismatch.
+Stall, error and disconnect take precedence over a violation seen earlier in
+the same turn, and a violation over a mismatch. A first-token timeout after
+frames that broke the protocol is a violation: the server did answer, but
+nothing it sent was a token (garbage instead of a reply).
 Violations seen between turns (while thinking or probing) are charged to the
 next turn on that connection. Times are seconds from the moment the prompt was sent.
 """
@@ -343,6 +345,11 @@ def _linger(channel: Channel, result: TurnResult, linger: float, clock: Clock) -
 def _settle(result: TurnResult, watch: NonceWatch | None) -> None:
     """Pick the one outcome from what the turn saw (precedence in the module docstring)."""
     notes = "; ".join(detail for _, detail in result.violations[:3])
+    if result.outcome == FIRST_TOKEN_TIMEOUT and result.violations:
+        result.outcome = VIOLATION
+        result.subkind = result.violations[0][0]
+        result.detail = f"{notes}; and no token within the first-token timeout"
+        return
     if result.outcome != OK:
         if notes:
             result.detail = f"{result.detail} (also: {notes})"
