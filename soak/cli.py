@@ -81,6 +81,21 @@ def _status_printer() -> Callable[[str], None]:
 
 
 # --- options shared by soak run and soak collect ---------------------------------------
+HealthOption = Annotated[
+    list[str] | None,
+    typer.Option("--health", metavar="URL", help="/health URL of each --target, in order."),
+]
+PidOption = Annotated[
+    list[int] | None,
+    typer.Option("--pid", metavar="PID", help="Process id of each target to sample, in order."),
+]
+OutOption = Annotated[
+    Path, typer.Option(metavar="DIR", help="Folder that receives the run directory.")
+]
+LabelOption = Annotated[
+    str, typer.Option(metavar="NAME", help="Label in the run directory's name.")
+]
+ReportOption = Annotated[bool, typer.Option(help="Write the report when it ends.")]
 SpawnOption = Annotated[
     list[str] | None,
     typer.Option(
@@ -157,29 +172,17 @@ def run(
             "targets (users split evenly). Replaces the profile's targets.",
         ),
     ] = None,
-    health: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--health", metavar="URL", help="/health URL of each --target, in the same order."
-        ),
-    ] = None,
-    pid: Annotated[
-        list[int] | None,
-        typer.Option("--pid", metavar="PID", help="Process id of each target to sample, in order."),
-    ] = None,
+    health: HealthOption = None,
+    pid: PidOption = None,
     users: Annotated[
         int | None, typer.Option(metavar="N", help="Concurrent chats in total.")
     ] = None,
     duration: Annotated[
         str | None, typer.Option(metavar="DURATION", help="How long to load: 90s, 2h, 3d.")
     ] = None,
-    out: Annotated[
-        Path, typer.Option(metavar="DIR", help="Folder that receives the run directory.")
-    ] = (DEFAULT_OUT),
-    label: Annotated[
-        str, typer.Option(metavar="NAME", help="Label in the run directory's name.")
-    ] = "run",
-    report: Annotated[bool, typer.Option(help="Write the report when the run ends.")] = True,
+    out: OutOption = DEFAULT_OUT,
+    label: LabelOption = "run",
+    report: ReportOption = True,
     spawn: SpawnOption = None,
     process: ProcessOption = None,
     metrics_port: MetricsPortOption = None,
@@ -309,14 +312,8 @@ def collect(
             "Replaces the profile's targets.",
         ),
     ] = None,
-    health: Annotated[
-        list[str] | None,
-        typer.Option("--health", metavar="URL", help="/health URL of each target, in order."),
-    ] = None,
-    pid: Annotated[
-        list[int] | None,
-        typer.Option("--pid", metavar="PID", help="Process id of each target, in order."),
-    ] = None,
+    health: HealthOption = None,
+    pid: PidOption = None,
     port: Annotated[
         list[int] | None,
         typer.Option("--port", metavar="PORT", help="Port each target listens on, in order."),
@@ -335,13 +332,9 @@ def collect(
         typer.Option("--pyspy", help="py-spy thread dumps every collector.pyspy_every."),
     ] = False,
     metrics_port: MetricsPortOption = None,
-    out: Annotated[
-        Path, typer.Option(metavar="DIR", help="Folder that receives the run directory.")
-    ] = (DEFAULT_OUT),
-    label: Annotated[
-        str, typer.Option(metavar="NAME", help="Label in the run directory's name.")
-    ] = "collect",
-    report: Annotated[bool, typer.Option(help="Write the report when it ends.")] = True,
+    out: OutOption = DEFAULT_OUT,
+    label: LabelOption = "collect",
+    report: ReportOption = True,
 ) -> None:
     """Watch a target's process and /health with no load of soak's own, into a run directory.
 
@@ -485,9 +478,7 @@ def demo(
             help="Override the demo's load duration (default: the profile's, 100s).",
         ),
     ] = None,
-    out: Annotated[
-        Path, typer.Option(metavar="DIR", help="Folder that receives the run directory.")
-    ] = (DEFAULT_OUT),
+    out: OutOption = DEFAULT_OUT,
     profile: Annotated[
         Path | None,
         typer.Option(metavar="PROFILE", help="Demo profile (default: profiles/demo.toml)."),
