@@ -3,7 +3,6 @@
 import json
 import os
 import re
-import shutil
 import socket
 import subprocess
 import sys
@@ -19,6 +18,7 @@ import pytest
 from soak.analyze.load import load_run
 from soak.analyze.trend import find_segments
 from soak.collect.collector import Collector, Events, Settings, _every
+from soak.collect.forensics import find_pyspy
 from soak.collect.health import MAX_BODY_BYTES, LatencyFloor, field_value, poll_health
 from soak.collect.metrics import require_prometheus_client
 from soak.collect.process import (
@@ -377,7 +377,8 @@ def stall_record(target: str) -> dict:
 
 def test_pyspy_missing_is_reported_clearly(tmp_path, monkeypatch, leaky):
     proc, _ = leaky
-    monkeypatch.setenv("PATH", str(tmp_path / "empty-bin"))  # a PATH without py-spy
+    monkeypatch.setenv("PATH", str(tmp_path / "empty-bin"))  # a PATH without py-spy,
+    monkeypatch.setattr(sys, "executable", str(tmp_path / "empty-bin" / "python"))  # nor beside
     profile = {
         "targets": [{"name": "app", "pid": proc.pid}],
         "collector": {"interval": 0.2, "pyspy": True, "pyspy_every": 0},
@@ -391,7 +392,7 @@ def test_pyspy_missing_is_reported_clearly(tmp_path, monkeypatch, leaky):
     assert not (tmp_path / "targets" / "app" / "pyspy").exists()
 
 
-@pytest.mark.skipif(shutil.which("py-spy") is None, reason="py-spy is not installed here")
+@pytest.mark.skipif(find_pyspy() is None, reason="py-spy is not installed here")
 def test_pyspy_dumps_the_target_on_its_first_stall_and_periodically(tmp_path, leaky):
     proc, _ = leaky
     profile = {

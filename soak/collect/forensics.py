@@ -10,8 +10,10 @@ py-spy, or one the kernel does not let attach (ptrace), is reported once as a
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -30,6 +32,12 @@ MISSING_MESSAGE = (
 )
 
 
+def find_pyspy() -> str | None:
+    """py-spy on PATH, or beside this Python (a virtualenv's bin/ that is not activated)."""
+    search = os.pathsep.join([os.environ.get("PATH", ""), str(Path(sys.executable).parent)])
+    return shutil.which("py-spy", path=search)
+
+
 def not_permitted_message(pid: int) -> str:
     """What to do when the kernel refuses py-spy access to `pid` (ptrace)."""
     return (
@@ -45,7 +53,7 @@ class PySpy:
     def __init__(self, run: RunDir, report: Callable[[str, str | None], None]) -> None:
         self.run = run
         self.report = report
-        self.executable = shutil.which("py-spy")
+        self.executable = find_pyspy()
         self._reported: set[str] = set()
 
     def dump(self, target: str, pid: int, reason: str) -> Path | None:
