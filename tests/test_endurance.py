@@ -42,19 +42,21 @@ SAMPLE_EVERY_S = 10.0
 #: Samples before this (seconds) are start-up, left out of every fit: 3 min, or a fifth of
 #: a shorter run.
 WARMUP_S = min(180.0, MINUTES * 60 / 5)
-#: RSS slope bound per process, MB per hour. Measured (30 min, README "Endurance"): every
-#: process within about +-2 MB/h; 20 MB/h is ~0.5 GB a day, which would be a real leak.
+#: RSS slope bound per process, MB per hour. Measured over 30 min (README "Endurance"):
+#: load +0.5, collector +0.1, orchestrator 0.0 MB/h; 20 MB/h (~0.5 GB a day) would be a leak.
+#: Runs shorter than ~10 min still include the load process's start-up creep (~1 MB).
 RSS_MB_PER_HOUR = 20.0
-#: Threads and fds of the orchestrator and collector: max - min after the warm-up.
+#: Threads and fds: max - min after the warm-up, per process. Measured: 0 for the orchestrator
+#: and collector threads; 0-1 for every fd count (the load process holds one socket per chat).
 THREADS_SPREAD = 2
 FDS_SPREAD = 4
-#: The load process's fds follow the connections it churns (one per chat, briefly two while a
-#: connection is replaced), so its spread is bounded by the users; growth is checked by slope.
-LOAD_FDS_SPREAD = USERS + 8
-#: fd growth bound per process (robust slope, fds per hour): a leaked socket per minute is 60.
-FDS_PER_HOUR = 10.0
-#: Run directory growth, MB per hour (a day under 0.5 GB at this turn rate).
-RUN_DIR_MB_PER_HOUR = 20.0
+#: The load process's threads go 2..5 around a median of 3 with no trend: short-lived helper
+#: threads (gevent's thread pool) that come and go with connects. Growth is caught by the slope.
+LOAD_THREADS_SPREAD = 4
+#: Thread and fd growth bound per process (robust slope per hour; measured 0.0 for all).
+COUNT_PER_HOUR = 1.0
+#: Run directory growth, MB per hour. Measured 0.9 MB/h at 269 turns/s (22 MB a day).
+RUN_DIR_MB_PER_HOUR = 5.0
 #: Non-ok turns allowed against the patched target (share of all turns).
 FAILED_SHARE = 0.001
 
@@ -259,8 +261,9 @@ def test_soak_own_rss_threads_and_fds_stay_flat_over_a_long_run(tmp_path):
         rss, threads, fds = metrics["rss_mb"], metrics["threads"], metrics["fds"]
         assert rss and threads and fds, f"too few samples of the {role} process after warm-up"
         assert rss["per_hour"] < RSS_MB_PER_HOUR, f"{role} RSS grows: {rss}"
-        assert threads["max"] - threads["min"] <= THREADS_SPREAD, f"{role} threads: {threads}"
-        spread = LOAD_FDS_SPREAD if role == "load" else FDS_SPREAD
-        assert fds["max"] - fds["min"] <= spread, f"{role} fds: {fds}"
-        assert fds["per_hour"] < FDS_PER_HOUR, f"{role} fds grow: {fds}"
+        spread = LOAD_THREADS_SPREAD if role == "load" else THREADS_SPREAD
+        assert threads["max"] - threads["min"] <= spread, f"{role} threads: {threads}"
+        assert fds["max"] - fds["min"] <= FDS_SPREAD, f"{role} fds: {fds}"
+        for name, fitted in (("threads", threads), ("fds", fds)):
+            assert fitted["per_hour"] < COUNT_PER_HOUR, f"{role} {name} grow: {fitted}"
     assert summary["run_dir"]["per_hour"] < RUN_DIR_MB_PER_HOUR, summary["run_dir"]
