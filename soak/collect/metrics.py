@@ -179,7 +179,7 @@ class Metrics:
 
     def _health_families(self, health: dict[str, dict[str, Any]], gauge: Any) -> Iterator[Any]:
         from soak.collect.health import field_value
-        from soak.rundir import flatten_numbers
+        from soak.rundir import flatten_into
 
         ok = gauge("soak_health_up", "1 when the last /health poll answered 2xx without error")
         status = gauge("soak_health_status_code", "HTTP status of the last /health poll")
@@ -201,7 +201,10 @@ class Metrics:
                 value = field_value(body, self.loop_lag_field)
                 if value is not None:
                     lag.add_metric([name], value / 1000.0)
-            for index, (path, value) in enumerate(flatten_numbers(body)):
+            flat: dict[str, Any] = {}
+            if isinstance(body, dict):
+                flatten_into(body, flat)
+            for index, (path, value) in enumerate(flat.items()):
                 if index >= MAX_HEALTH_FIELDS:
                     break
                 fields.add_metric([name, path], value)
