@@ -21,6 +21,7 @@ from locust import User, constant, task
 
 from soak.load.record import DURING_CONNECT, DURING_IDLE, ChatRecorder
 from soak.protocols import Adapter, ConnectionLost
+from soak.protocols.base import fill_placeholders
 from soak.protocols.turn import DISCONNECT, OK, Channel, TurnResult, run_turn
 
 
@@ -52,13 +53,6 @@ def user_classes(targets: list[dict[str, Any]], settings: ChatSettings) -> list[
         attributes = {"target_name": target["name"], "url": target["url"], "settings": settings}
         classes.append(type(f"ChatUser_{target['name']}", (ChatUser,), attributes))
     return classes
-
-
-def render_prompt(template: str, values: dict[str, str]) -> str:
-    """Fill {request_id}, {nonce}, {session_id} and {turn} in the profile's prompt."""
-    for key, value in values.items():
-        template = template.replace("{" + key + "}", value)
-    return template
 
 
 def lost_turn(exc: ConnectionLost, detail: str, elapsed_s: float = 0.0) -> TurnResult:
@@ -114,7 +108,7 @@ class ChatUser(User):
         settings, load = self.settings, self.settings.load
         request_id = uuid.uuid4().hex[:12]
         nonce = uuid.uuid4().hex[:8]
-        prompt = render_prompt(
+        prompt = fill_placeholders(
             settings.prompt,
             {
                 "request_id": request_id,

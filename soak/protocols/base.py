@@ -149,3 +149,15 @@ def adapter_class(kind: str) -> type[Adapter]:
 def adapter_for(protocol: dict[str, Any]) -> Adapter:
     """The adapter named by a profile's [protocol] kind, configured by that table."""
     return adapter_class(protocol.get("kind", "json-events"))(protocol)
+
+
+def fill_placeholders(template: Any, values: dict[str, str]) -> Any:
+    """Fill {placeholders} in every string of a JSON template (or in one string)."""
+    if isinstance(template, dict):
+        return {key: fill_placeholders(value, values) for key, value in template.items()}
+    if isinstance(template, list):
+        return [fill_placeholders(value, values) for value in template]
+    if isinstance(template, str):
+        for key, value in values.items():
+            template = template.replace("{" + key + "}", value)
+    return template

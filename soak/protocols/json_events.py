@@ -24,6 +24,7 @@ from soak.protocols.base import (
     ConnectionLost,
     Conversation,
     Frame,
+    fill_placeholders,
 )
 from soak.protocols.wsjson import JsonSocket, as_text, lookup, lookup_parts, parse
 
@@ -64,18 +65,6 @@ def matches(data: Any, matcher: dict[str, Any] | None) -> bool:
     return _compile(matcher)(data)
 
 
-def render(template: Any, values: dict[str, str]) -> Any:
-    """Fill {placeholders} in every string of a JSON template."""
-    if isinstance(template, dict):
-        return {key: render(value, values) for key, value in template.items()}
-    if isinstance(template, list):
-        return [render(value, values) for value in template]
-    if isinstance(template, str):
-        for key, value in values.items():
-            template = template.replace("{" + key + "}", value)
-    return template
-
-
 def _optional_str(value: Any) -> str | None:
     return None if value is None else str(value)
 
@@ -89,10 +78,11 @@ class JsonEventsConversation(Conversation):
 
     def send_prompt(self, prompt: str, request_id: str) -> None:
         values = {"prompt": prompt, "request_id": request_id, "session_id": self.session_id or ""}
-        self.socket.send(render(self.adapter.config["send"], values))
+        self.socket.send(fill_placeholders(self.adapter.config["send"], values))
 
     def send_ping(self) -> None:
-        self.socket.send(render(self.adapter.config["ping"], {"session_id": self.session_id or ""}))
+        values = {"session_id": self.session_id or ""}
+        self.socket.send(fill_placeholders(self.adapter.config["ping"], values))
 
     def receive(self, timeout: float) -> Frame | None:
         raw = self.socket.recv(timeout)
