@@ -9,6 +9,11 @@ one target's entry of summary.json and says, with numbers, what it found.
 
 Per-target overrides (profile `[criteria.targets.NAME]`): `checks` replace the general
 checks on the same metrics and add the others; `skip` drops general checks by metric.
+
+A check is `inconclusive` when its value exists but is no evidence: a rate of a handful
+of turns, a p99 of a dozen replies, a trend fitted over too little of the load or one
+that cannot tell a pool filling up from a leak. A profile without checks is judged by
+`DEFAULT_CHECKS` (and `DEFAULT_CHAT_CHECKS` when the run drove chats), never by nothing.
 """
 
 from __future__ import annotations
@@ -23,9 +28,26 @@ from typing import Any
 
 from soak.units import DURATION_HINT, format_duration, parse_duration
 
-PASS, FAIL, SKIPPED = "pass", "fail", "skipped"
-#: Where a target's criterion came from: the profile's general checks or its override.
-SCOPE_PROFILE, SCOPE_TARGET = "profile", "target"
+PASS, FAIL, SKIPPED, INCONCLUSIVE = "pass", "fail", "skipped", "inconclusive"
+#: Where a target's criterion came from: the profile's general checks, its override, or
+#: soak's defaults (the profile has no checks).
+SCOPE_PROFILE, SCOPE_TARGET, SCOPE_DEFAULT = "profile", "target", "default"
+#: The checks of a profile that has none: no resource runs out within a week.
+DEFAULT_CHECKS = (
+    "threads.hours_to_limit > 7d",
+    "fds.hours_to_limit > 7d",
+    "rss.hours_to_limit > 7d",
+)
+#: Added to DEFAULT_CHECKS for a run that drove chats: they get answers, none stalls.
+DEFAULT_CHAT_CHECKS = ("ok.rate >= 99%", "stalls.count == 0")
+#: Fewer ended turns than this are no evidence for an outcome rate (or for a zero count).
+MIN_TURNS = 20
+#: Latency samples a percentile needs before it says anything (p99 of 12 is their max).
+MIN_QUANTILE_SAMPLES = {"p50": 5, "p95": 20, "p99": 100, "max": 1}
+#: Samples a CPU median or a /health statistic needs.
+MIN_LEVEL_SAMPLES = 5
+#: The warm-up is cut to this share of the load: trends must be fitted over the load.
+MAX_WARMUP_SHARE = 1 / 3
 
 OPERATORS: dict[str, Callable[[float, float], bool]] = {
     "<": operator.lt,
@@ -46,6 +68,20 @@ HEALTH_PREFIX = "health."
 #: Keys of a per-target override table.
 OVERRIDE_KEYS = ("checks", "skip")
 _PER_1K = "per 1,000 replies"
+
+
+def capped_warmup(warmup_s: float, load_s: float, what: str = "load") -> tuple[float, str | None]:
+    """The warm-up the trends use, and a note when the profile's was cut: at most
+    MAX_WARMUP_SHARE of the load (seconds), so a fit never sees only the idle tail."""
+    cap = MAX_WARMUP_SHARE * load_s
+    if load_s <= 0 or warmup_s <= cap:
+        return warmup_s, None
+    note = (
+        f"criteria.warmup {format_duration(warmup_s)} is more than a third of the "
+        f"{format_duration(load_s)} {what}; trends are fitted after {format_duration(cap)} "
+        "instead, so that they cover the load"
+    )
+    return cap, note
 
 
 # --- numbers for people -------------------------------------------------------------
@@ -218,6 +254,7 @@ class Metric:
     quantity: the unit word appended to numbers in messages (" MB").
     series: for growth, per_work and hours: (summary key prefix, "_mb" or "", noun).
     chat: measured by soak's load, so a saturated load generator can distort it.
+    samples: the summary key counting the samples behind the value, and how many it needs.
     """
 
     name: str
@@ -228,6 +265,7 @@ class Metric:
     quantity: str = ""
     series: tuple[str, str, str] | None = None
     chat: bool = False
+    samples: tuple[str, int] | None = None
 
     def raw(self, summary: Mapping[str, Any]) -> Any:
         """The summary entry behind the metric."""
@@ -292,7 +330,7 @@ class Metric:
         if self.kind in ("count", "rate"):
             count = int(_num(self.raw(summary)) or 0)
             turns = int(_num(summary.get("turns")) or 0)
-            if self.field in ("turns", "restarts", "replies"):
+            if self.kind == "count" and self.field in ("turns", "restarts", "replies"):
                 return f"{count:,} {self.label}"
             share = f" ({format_number(100 * count / turns)}%)" if turns else ""
             return f"{count:,} {self.label} in {turns:,} turns{share}"
@@ -321,6 +359,45 @@ class Metric:
         rate = format_rate(view.per_hour or 0.0, view.quantity, view.ci)
         return f"{view.noun} reach {limit}{source} in ~{format_hours(value)} at {rate}"
 
+    def doubt(self, summary: Mapping[str, Any], passed: bool) -> str | None:
+        """Why a measured value is no evidence for a verdict (None: it is).
+
+        Both ways for too few samples and for a trend fitted over too little of the load;
+        for a trend that cannot tell a plateau from a leak, and for a count of zero
+        problems in a handful of turns, only when it would pass / fail on weak grounds.
+        """
+        if self.series is not None:
+            key = self.series[0]
+            said = summary.get(f"{key}_doubt")
+            if said:
+                return str(said)
+            if summary.get(f"{key}_trend") == "undecided" and not passed:
+                return (
+                    f"the {self.series[2]} rose, but the last third of the load is too short "
+                    "or too noisy to tell a level that settles (a pool filling up) from one "
+                    "that keeps growing (a leak); run longer"
+                )
+            return None
+        turns = int(_num(summary.get("turns")) or 0)
+        weak_turns = (
+            f"only {turns:,} turns ended ({MIN_TURNS} needed for an outcome rate); run longer "
+            "or with more users"
+        )
+        if self.kind == "rate" and turns < MIN_TURNS:
+            return weak_turns
+        problems = self.kind == "count" and self.chat and self.field not in ("replies", "turns")
+        if problems and passed and turns < MIN_TURNS:
+            return weak_turns
+        if self.samples is not None:
+            key, needed = self.samples
+            count = int(_num(summary.get(key)) or 0)
+            if count < needed:
+                return (
+                    f"only {count:,} samples behind it ({needed:,} needed for "
+                    f"{self.name}); run longer"
+                )
+        return None
+
     def unavailable(self, summary: Mapping[str, Any]) -> str:
         """Why the value is missing, and what to change."""
         reasons = summary.get("unavailable") or {}
@@ -343,6 +420,21 @@ class HealthMetric(Metric):
         fields = summary.get("health_fields") or {}
         entry = fields.get(self.path) if isinstance(fields, dict) else None
         return entry.get(self.stat) if isinstance(entry, dict) else None
+
+    def doubt(self, summary: Mapping[str, Any], passed: bool) -> str | None:
+        entry = (summary.get("health_fields") or {}).get(self.path) or {}
+        count = int(_num(entry.get("samples")) or 0)
+        if count < MIN_LEVEL_SAMPLES:
+            return (
+                f"only {count:,} /health samples carry {self.path} ({MIN_LEVEL_SAMPLES} "
+                "needed); run longer or poll /health more often (collector.health_interval)"
+            )
+        if self.kind == "growth" and entry.get("trend") == "undecided" and not passed:
+            return (
+                f"/health {self.path} rose, but the last third of the run cannot tell a level "
+                "that settles from one that keeps growing; run longer"
+            )
+        return None
 
     def _describe(self, value: float, summary: Mapping[str, Any]) -> str:
         if self.kind == "growth":
@@ -426,10 +518,25 @@ def _metrics() -> dict[str, Metric]:
         ]
     metrics += [
         Metric("replies.count", "replies", "count", "replies", "replies", chat=True),
+        Metric("ok.rate", "replies", "rate", "ok replies", "fraction of turns", chat=True),
         Metric("turns.count", "turns", "count", "turns ended", "turns", chat=True),
         Metric("restarts.count", "restarts", "count", "target restarts (new pid)", "restarts"),
-        Metric("idle_cpu.percent", "idle_cpu_percent", "percent", "idle CPU", "%"),
-        Metric("busy_cpu.percent", "busy_cpu_percent", "percent", "busy CPU", "%"),
+        Metric(
+            "idle_cpu.percent",
+            "idle_cpu_percent",
+            "percent",
+            "idle CPU",
+            "%",
+            samples=("idle_cpu_samples", MIN_LEVEL_SAMPLES),
+        ),
+        Metric(
+            "busy_cpu.percent",
+            "busy_cpu_percent",
+            "percent",
+            "busy CPU",
+            "%",
+            samples=("busy_cpu_samples", MIN_LEVEL_SAMPLES),
+        ),
         Metric(
             "idle_cpu.early_percent",
             "idle_cpu_early_percent",
@@ -474,6 +581,7 @@ def _metrics() -> dict[str, Metric]:
                     f"{label} {stat}",
                     "s",
                     chat=chat,
+                    samples=(f"{prefix}_samples", MIN_QUANTILE_SAMPLES[stat]),
                 )  # fmt: skip
             )
     metrics.append(
@@ -523,7 +631,8 @@ def metric_named(name: str, where: str = "") -> Metric:
 # --- checks -----------------------------------------------------------------------------
 @dataclass(frozen=True)
 class CheckResult:
-    """The outcome of one criterion for one target; `passed` is None when skipped."""
+    """The outcome of one criterion for one target; `passed` is None when skipped or
+    inconclusive (measured, but no evidence either way)."""
 
     name: str
     expression: str
@@ -573,8 +682,13 @@ class Criterion:
         passed = OPERATORS[self.op](value, self.threshold)
         limit = metric.format(self.threshold)
         limit = limit if self.op == "==" else f"{_SYMBOLS[self.op]} {limit}"
-        verb = "meets" if passed else "breaks"
         said = metric.describe(value, target_summary)
+        doubt = metric.doubt(target_summary, passed)
+        if doubt:
+            verb = "would meet" if passed else "would break"
+            message = f"{said}; {verb} the limit {limit}, but not judged: {doubt.rstrip('.')}."
+            return self._result(None, INCONCLUSIVE, value, message)
+        verb = "meets" if passed else "breaks"
         message = f"{said}; {verb} the limit {limit}."
         return self._result(passed, PASS if passed else FAIL, value, message)
 

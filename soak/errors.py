@@ -1,5 +1,8 @@
 """User-facing errors: each carries a message a person can act on and an exit code.
 
+Exit codes: 0 pass, 1 criteria failed, 2 usage or profile error, 3 the run itself could
+not be carried out, 4 inconclusive (the evidence does not carry a verdict either way).
+
 The CLI catches `SoakError` and prints its message, never a traceback.
 """
 
@@ -7,6 +10,7 @@ EXIT_PASS = 0
 EXIT_CRITERIA_FAILED = 1
 EXIT_USAGE = 2
 EXIT_RUN_FAILED = 3
+EXIT_INCONCLUSIVE = 4
 
 
 class SoakError(Exception):

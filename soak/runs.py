@@ -270,20 +270,28 @@ def _duration(path: Path, manifest: dict[str, Any], started: float) -> float:
     return max(0.0, newest - started)
 
 
+#: summary.json schemas this reader knows: 1 (pass / fail) and 2 (adds inconclusive).
+SUMMARY_SCHEMAS = (1, 2)
+
+
 def _verdict(path: Path) -> str | None:
-    """`PASS`, or `FAIL: target, ...` from summary.json; None without a readable one."""
+    """`PASS`, `FAIL: target, ...` or `INCONCLUSIVE: target, ...` from summary.json; None
+    without a readable one of a known schema."""
     try:
         summary = json.loads((path / SUMMARY_JSON).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    if not isinstance(summary, dict) or summary.get("verdict") not in ("pass", "fail"):
+    if not isinstance(summary, dict) or summary.get("schema_version", 1) not in SUMMARY_SCHEMAS:
         return None
+    verdict = summary.get("verdict")
+    if verdict not in ("pass", "fail", "inconclusive"):
+        return None
+    if verdict == "pass":
+        return "PASS"
     targets = summary.get("targets")
-    failing = [
+    named = [
         name
         for name, entry in (targets.items() if isinstance(targets, dict) else [])
-        if isinstance(entry, dict) and entry.get("verdict") == "fail"
+        if isinstance(entry, dict) and entry.get("verdict") == verdict
     ]
-    if summary["verdict"] == "pass":
-        return "PASS"
-    return "FAIL: " + ", ".join(failing) if failing else "FAIL"
+    return verdict.upper() + (": " + ", ".join(named) if named else "")

@@ -119,7 +119,10 @@ def test_no_idle_period_skips_idle_cpu_check(tmp_path: Path) -> None:
     [check] = summary["criteria"]
     assert check["status"] == "skipped" and check["passed"] is None
     assert "idle phase" in check["message"]
-    assert summary["verdict"] == "pass"
+    assert summary["verdict"] == "inconclusive"  # nothing it asked for was measured
+    assert summary["targets"]["app"]["verdict_reasons"] == [
+        "1 of 1 criteria not judged (idle_cpu.percent)"
+    ]
 
 
 def test_latency_percentiles_merge_histograms(tmp_path: Path) -> None:

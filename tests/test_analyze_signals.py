@@ -11,7 +11,7 @@ import pytest
 
 import soak.analyze.load as load_module
 from soak.analyze import analyze_run, load_run, summarize
-from soak.analyze.chats import HistogramColumn, latency_quantiles
+from soak.analyze.chats import HistogramColumn, latency_stats
 from soak.histogram import Histogram, merge_all, quantile
 from soak.rundir import HEALTH, RunDir
 from tests.rundir_factory import STARTED_AT, FakeRun, FakeTarget, write_run
@@ -226,8 +226,9 @@ def test_histogram_column_matches_soak_histogram() -> None:
         got = column.quantiles(groups, 28, q)
         expected = [quantile(merge_all(hists[g * 11 : (g + 1) * 11]), q) for g in range(28)]
         assert np.allclose(got, [np.nan if v is None else v for v in expected], equal_nan=True)
-    assert latency_quantiles(hists, (0.5,)) == {0.5: quantile(merge_all(hists), 0.5)}
-    assert latency_quantiles([{}], (0.5,)) == {0.5: None}
+    total = sum(sum(hist.values()) for hist in hists)
+    assert latency_stats(hists, (0.5,)) == ({0.5: quantile(merge_all(hists), 0.5)}, total)
+    assert latency_stats([{}], (0.5,)) == ({0.5: None}, 0)
 
 
 @pytest.mark.skipif(not DEMO_RUN.is_dir(), reason="recorded demo run not present")

@@ -93,6 +93,7 @@ SUMMARY = {
     "threads_limit": 4096,
     "threads_limit_source": "kernel threads-max",
     "ttft_p95_s": 0.41,
+    "ttft_samples": 1187,
     "loop_lag_p99_s": None,
     "unavailable": {"loop_lag_p99_s": "no loop-lag field is configured; set it"},
 }
@@ -182,6 +183,7 @@ def test_health_field_metrics() -> None:
                 "growth_per_hour": 30.0,
                 "growth_ci_per_hour": [28.0, 32.0],
                 "trend": "growing",
+                "samples": 300,
             }
         }
     }
@@ -236,14 +238,14 @@ def test_bad_target_overrides_say_what_to_write(value: object, hint: str) -> Non
 
 def test_latency_message_warns_when_soak_was_saturated() -> None:
     result = parse_criterion("ttft.p95 < 2s").check(
-        {"ttft_p95_s": 2.5, "soak_saturated_percent": 12}
+        {"ttft_p95_s": 2.5, "ttft_samples": 500, "soak_saturated_percent": 12}
     )
     assert result.message == (
         "TTFT p95 2.5 s (soak itself was saturated for 12% of the run, which can inflate this: "
         "see soak's own health); breaks the limit < 2 s."
     )
     lag = parse_criterion("loop_lag.max < 1s").check(
-        {"loop_lag_max_s": 0.5, "soak_saturated_percent": 12}
+        {"loop_lag_max_s": 0.5, "loop_lag_samples": 50, "soak_saturated_percent": 12}
     )
     assert "saturated" not in lag.message
 
@@ -252,7 +254,7 @@ def test_time_check_passes_with_units() -> None:
     result = parse_criterion("ttft.p95 < 2s").check(SUMMARY)
     assert (result.status, result.passed) == (PASS, True)
     assert result.message == "TTFT p95 410 ms; meets the limit < 2 s."
-    lag = parse_criterion("ttft.p95 < 500ms").check({"ttft_p95_s": 0.012})
+    lag = parse_criterion("ttft.p95 < 500ms").check({"ttft_p95_s": 0.012, "ttft_samples": 20})
     assert lag.message == "TTFT p95 12 ms; meets the limit < 500 ms."
 
 

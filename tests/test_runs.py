@@ -22,7 +22,7 @@ from soak.runs import (
 )
 from tests.data.make_compare_runs import HEALTHY, Shape, write_synthetic
 
-SHAPE = Shape(duration_s=300.0, idle_from_s=240.0, warmup_s=0.0)
+SHAPE = Shape(duration_s=600.0, sample_s=10.0, idle_from_s=420.0, warmup_s=0.0)
 DAY = 86_400.0
 START = 1_795_000_000.0
 

@@ -25,7 +25,7 @@ def test_secrets_from_env_are_redacted_everywhere(tmp_path):
             f'[[targets]]\nname = "app"\nurl = "{target.ws_url}?token=${{SOAK_TEST_SECRET}}"\n'
             f'health = "{target.health_url}"\n'
             'health_headers = { Authorization = "Bearer ${SOAK_TEST_SECRET}" }\n'
-            '[load]\nusers = 2\nduration = "4s"\ninterval = "1s"\nthink_time = "0.2s"\n'
+            '[load]\nusers = 6\nduration = "4s"\ninterval = "1s"\nthink_time = "0.05s"\n'
             '[collector]\ninterval = "1s"\nhealth_interval = "1s"\n'
             '[criteria]\nwarmup = "0s"\nchecks = ["stalls.count == 0"]\n'
         )

@@ -82,14 +82,16 @@ class HistogramColumn:
         return out
 
 
-def latency_quantiles(
+def latency_stats(
     hists: Iterable[Mapping[str | int, int]], qs: Iterable[float]
-) -> dict[float, float | None]:
-    """Quantiles (seconds, None when empty) of the merged sparse histograms."""
+) -> tuple[dict[float, float | None], int]:
+    """(quantiles in seconds, None when empty; how many latencies) of merged sparse
+    histograms."""
     column = HistogramColumn.of(hists)
     groups = np.zeros(int(column.rows.max()) + 1 if len(column.rows) else 0, dtype=np.int64)
     values = {q: float(column.quantiles(groups, 1, q)[0]) for q in qs}
-    return {q: None if np.isnan(v) else v for q, v in values.items()}
+    count = int(column.counts[column.counts > 0].sum())
+    return {q: None if np.isnan(v) else v for q, v in values.items()}, count
 
 
 def idle_intervals(chats: pd.DataFrame) -> np.ndarray:

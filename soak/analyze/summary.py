@@ -7,7 +7,7 @@ SCHEMA_VERSION when a field changes meaning or disappears.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,7 @@ from soak.analyze.chats import (
     classify_samples,
     cumulative_at,
     idle_periods,
-    latency_quantiles,
+    latency_stats,
     outcome_totals,
 )
 from soak.analyze.drift import Drift, analyze_drift
@@ -44,19 +44,28 @@ from soak.analyze.trend import (
     theil_sen,
 )
 from soak.criteria import (
+    DEFAULT_CHAT_CHECKS,
+    DEFAULT_CHECKS,
     FAIL,
+    INCONCLUSIVE,
+    PASS,
+    SCOPE_DEFAULT,
+    SKIPPED,
     CheckResult,
     Criterion,
     HealthMetric,
+    capped_warmup,
     criteria_by_target,
     parse_criteria,
     parse_target_overrides,
 )
 from soak.errors import RunDirError
-from soak.rundir import iso
+from soak.rundir import STATUS_COMPLETED, STATUS_RUNNING, iso
 from soak.units import format_duration, parse_duration
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+#: A trend fitted over less than this share of the load phase is no evidence.
+MIN_LOAD_COVERAGE = 0.5
 #: Family trends use fewer bins than the headline fits: there can be dozens of families.
 _FAMILY_FIT_POINTS = 400
 #: Idle periods listed in the summary (the first and the last ones matter most).
@@ -102,6 +111,8 @@ class Settings:
     target_criteria: dict[str, list[Criterion]] = field(default_factory=dict)
     replies_per_day: float | None = None
     reply_timeout_s: float = _DEFAULT_REPLY_TIMEOUT_S
+    warmup_note: str | None = None
+    criteria_source: str = "profile"
 
     def criteria_for(self, target: str) -> list[Criterion]:
         """The criteria that apply to one target."""
@@ -156,6 +167,7 @@ def analyze_run(run_path: Path | str) -> Analysis:
     targets = {
         name: analyze_target(data, settings, run, saturated) for name, data in run.targets.items()
     }
+    run_gaps = _run_gaps(run)
     criteria_rows = []
     for name, target in targets.items():
         target.summary["soak_saturated_percent"] = (
@@ -163,11 +175,13 @@ def analyze_run(run_path: Path | str) -> Analysis:
         )
         target.summary["replies_per_day"] = settings.replies_per_day
         target.checks = [c.check(target.summary) for c in settings.criteria_for(name)]
-        failed = any(check.status == FAIL for check in target.checks)
-        target.summary["verdict"] = "fail" if failed else "pass"
+        gaps = [*run_gaps, *_target_gaps(target.summary, run.has_chats)]
+        verdict, reasons = judge(target.checks, gaps)
+        target.summary["verdict"], target.summary["verdict_reasons"] = verdict, reasons
+        target.summary["evidence_gaps"] = gaps
         criteria_rows += [{"target": name, **check.to_json()} for check in target.checks]
         target.summary["findings"] = findings(target.summary)
-    verdict = "fail" if any(t.summary["verdict"] == "fail" for t in targets.values()) else "pass"
+    verdict = run_verdict([t.summary["verdict"] for t in targets.values()])
     manifest = run.manifest
     summary = {
         "schema_version": SCHEMA_VERSION,
@@ -182,9 +196,12 @@ def analyze_run(run_path: Path | str) -> Analysis:
         "ended_at_iso": iso(run.ended_at),
         "duration_s": duration,
         "warmup_s": settings.warmup_s,
+        "warmup_note": settings.warmup_note,
         "has_chats": run.has_chats,
         "replies_per_day": settings.replies_per_day,
         "verdict": verdict,
+        "evidence_gaps": run_gaps,
+        "criteria_source": settings.criteria_source,
         "criteria": criteria_rows,
         "generator": generator,
         "targets": {name: target.summary for name, target in targets.items()},
@@ -210,8 +227,16 @@ def read_settings(run: RunData) -> Settings:
         parsed = parse_criteria(list(checks) if isinstance(checks, list | tuple) else [checks])
         overrides = parse_target_overrides(criteria.get("targets") or {})
         reply_timeout = parse_duration(load.get("reply_timeout") or _DEFAULT_REPLY_TIMEOUT_S)
+        load_s = parse_duration(load.get("duration") or 0) if run.has_chats else 0.0
     except ValueError as exc:
         raise RunDirError(f"{run.path}: the profile in manifest.json has {exc}") from None
+    source = "profile"
+    if not parsed and not overrides:
+        source = SCOPE_DEFAULT
+        defaults = (*DEFAULT_CHECKS, *(DEFAULT_CHAT_CHECKS if run.has_chats else ()))
+        parsed = [replace(c, scope=SCOPE_DEFAULT) for c in parse_criteria(list(defaults))]
+    loaded_s = load_s or max(run.ended_at - run.started_at, 0.0)
+    warmup_s, note = capped_warmup(warmup_s, loaded_s, "load" if load_s else "run")
     lag_field = collector.get("loop_lag_field")
     per_day = criteria.get("replies_per_day")
     return Settings(
@@ -223,7 +248,65 @@ def read_settings(run: RunData) -> Settings:
         if isinstance(per_day, int | float) and per_day > 0
         else None,
         reply_timeout_s=reply_timeout,
+        warmup_note=note,
+        criteria_source=source,
     )
+
+
+# --- the verdict ---------------------------------------------------------------------
+def judge(checks: list[CheckResult], gaps: list[str]) -> tuple[str, list[str]]:
+    """(verdict, why) of one target: fail when a criterion fails; inconclusive when the
+    evidence falls short (a gap, a criterion skipped or not judged, no criteria); else
+    pass. A failure measured in a short or cut-off run is still a failure."""
+    failed = [c.expression for c in checks if c.status == FAIL]
+    if failed:
+        return FAIL, [f"fails {expression}" for expression in failed]
+    open_checks = [c for c in checks if c.status in (SKIPPED, INCONCLUSIVE)]
+    reasons = list(gaps)
+    if not checks:
+        reasons.append("no criteria apply to this target: nothing was judged")
+    if open_checks:
+        names = ", ".join(c.name for c in open_checks)
+        reasons.append(f"{len(open_checks)} of {len(checks)} criteria not judged ({names})")
+    if reasons:
+        return INCONCLUSIVE, reasons
+    return PASS, [f"meets all {len(checks)} criteria"]
+
+
+def run_verdict(verdicts: list[str]) -> str:
+    """The run's verdict from its targets': fail, else inconclusive, else pass."""
+    if FAIL in verdicts:
+        return FAIL
+    if INCONCLUSIVE in verdicts or not verdicts:
+        return INCONCLUSIVE
+    return PASS
+
+
+def _run_gaps(run: RunData) -> list[str]:
+    """What keeps the whole run from being evidence: it did not run to its planned end."""
+    if run.status == STATUS_COMPLETED:
+        return []
+    ran = format_duration(max(run.ended_at - run.started_at, 0.0))
+    planned = run.manifest.get("planned_duration_s")
+    of = f" of the planned {format_duration(planned)}" if isinstance(planned, int | float) else ""
+    if run.status == STATUS_RUNNING:
+        return [f"the run is still going ({ran}{of} so far): an interim verdict"]
+    return [f"the run was {run.status} after {ran}{of}, before its planned end"]
+
+
+def _target_gaps(summary: dict[str, Any], has_chats: bool) -> list[str]:
+    """What keeps one target's numbers from being evidence: no turn ended, none was ok."""
+    if not has_chats:
+        return []
+    turns, replies = summary.get("turns") or 0, summary.get("replies") or 0
+    if not turns:
+        return ["no chat turn ended for this target, so nothing about its chats was measured"]
+    if not replies:
+        return [
+            f"none of its {turns:,} turns got an ok reply: the server did not answer, or the "
+            "profile does not fit its protocol (see the anomalies)"
+        ]
+    return []
 
 
 def _table(profile: dict[str, Any], name: str) -> dict[str, Any]:
@@ -251,7 +334,8 @@ def analyze_target(
         "url": data.info.url,
     }
     summary.update(_chat_summary(data, run.has_chats, unavailable))
-    busy_until = _busy_until(data.chats) if run.has_chats else None
+    busy = _busy_span(data.chats) if run.has_chats else None
+    busy_until = busy[1] if busy else None
     last = process.iloc[-1] if len(process) else None
     limits = target_limits(
         run.manifest,
@@ -271,7 +355,7 @@ def analyze_target(
     limit_of = {"threads": limits.threads, "rss": limits.memory_mb, "fds": limits.fds}
     limit_of["uss"] = limits.memory_mb
     for column, key, mb in (*SERIES, _USS):
-        context = _SeriesContext(column, key, mb, limit_of[key], busy_until)
+        context = _SeriesContext(column, key, mb, limit_of[key], busy_until, busy)
         summary.update(_series_summary(target, settings, context, unavailable))
     summary["threads_top_growing_family"] = _top_family(data, target.family_fits)
 
@@ -341,6 +425,7 @@ def _chat_summary(data: TargetData, has_chats: bool, unavailable: dict[str, str]
     summary["turns_started"] = totals["started"]
     summary["stall_rate"] = totals["stall"] / totals["turns"] if totals["turns"] else None
     summary["violations_by_kind"] = _merged_counts(chats["violations"])
+    summary["mismatches_by_kind"] = _merged_counts(chats["mismatches"])
     summary["pings"] = int(chats["pings"].sum())
     summary["pings_lost"] = int(chats["pings_lost"].sum())
     gaps = chats["gap_max_s"].dropna()
@@ -350,7 +435,7 @@ def _chat_summary(data: TargetData, has_chats: bool, unavailable: dict[str, str]
     histograms = (("ttft", "ttft_hist"), ("reply", "reply_hist"), ("connect", "connect_hist"))
     for kind, column in (*histograms, ("ping", "ping_hist")):
         stats = (0.5, 0.95, 0.99)
-        quantiles = latency_quantiles(chats[column].tolist(), stats)
+        quantiles, summary[f"{kind}_samples"] = latency_stats(chats[column].tolist(), stats)
         for q, value in quantiles.items():
             key = f"{kind}_p{round(q * 100)}_s"
             summary[key] = value
@@ -364,7 +449,7 @@ def _chat_summary(data: TargetData, has_chats: bool, unavailable: dict[str, str]
         unavailable["gap_max_s"] = "the chat aggregates carry no gap_max_s (recorded by newer soak)"
     if not has_chats:
         for key in summary:
-            summary[key] = {} if key == "violations_by_kind" else None
+            summary[key] = {} if key.endswith("_by_kind") else None
             unavailable[key] = _NO_CHATS
     return summary
 
@@ -383,10 +468,16 @@ def _merged_counts(column: pd.Series) -> dict[str, int]:
     return merged
 
 
-def _busy_until(chats: pd.DataFrame) -> float | None:
-    """Elapsed end of the last chats interval with a turn started, ended or in flight."""
+def _busy_span(chats: pd.DataFrame) -> tuple[float, float] | None:
+    """(elapsed start of the first, end of the last) chats interval with a turn started,
+    ended or in flight: the load phase."""
     active = (chats["started"] > 0) | (chats["turns"] > 0) | (chats["in_flight"] > 0)
-    return float(chats.loc[active, "elapsed"].iloc[-1]) if active.any() else None
+    if not active.any():
+        return None
+    rows = chats.loc[active]
+    first = rows.iloc[0]
+    width = first["interval_s"] if pd.notna(first["interval_s"]) else 0.0
+    return max(float(first["elapsed"] - width), 0.0), float(rows["elapsed"].iloc[-1])
 
 
 # --- process series ---------------------------------------------------------------------
@@ -397,6 +488,7 @@ class _SeriesContext:
     mb: str
     limit: Limit
     busy_until: float | None
+    busy: tuple[float, float] | None = None
 
 
 def _series_summary(
@@ -430,6 +522,7 @@ def _series_summary(
         unavailable.update(dict.fromkeys((f"{key}_end{mb}", f"{key}_max{mb}"), reason))
     if fit is None:
         unavailable[growth] = _fit_reason(process, headline, column, settings.warmup_s)
+    out[f"{key}_doubt"] = _coverage_doubt(trend, context.busy, headline) if trend else None
     out.update(_work_summary(target, trend, context, unavailable))
     limit_key = f"{key}_limit{mb}"
     out[limit_key] = context.limit.value
@@ -498,6 +591,34 @@ def _work_summary(
         if ci_key:
             out[ci_key] = [fit.low * scale, fit.high * scale]
     return out
+
+
+def _coverage_doubt(
+    trend: Trend, busy: tuple[float, float] | None, segment: Segment | None
+) -> str | None:
+    """Why a trend is no evidence because it saw too little of the load (None: enough).
+
+    The fit must span MIN_LOAD_COVERAGE of the load phase (of the process segment, in a
+    run without chats): a leak per reply shows only while replies are made.
+    """
+    span = busy or ((segment.t_start, segment.t_end) if segment else None)
+    if span is None or span[1] <= span[0]:
+        return None
+    low, high = max(trend.overall.x_start, span[0]), min(trend.overall.x_end, span[1])
+    share = max(high - low, 0.0) / (span[1] - span[0])
+    if share >= MIN_LOAD_COVERAGE:
+        return None
+    what = "load phase" if busy else "run"
+    cause = (
+        "the target restarted, and its longest process segment"
+        if segment is not None and busy and segment.t_start > span[0] + 1.0
+        else "the fit after the warm-up"
+    )
+    return (
+        f"{cause} covers {share:.0%} of the {what} ({format_duration(span[0])}–"
+        f"{format_duration(span[1])}), less than {MIN_LOAD_COVERAGE:.0%}; run longer or "
+        "lower criteria.warmup"
+    )
 
 
 def _window(segment: Segment | None, warmup_s: float) -> tuple[float, float] | None:
@@ -713,9 +834,12 @@ def _loop_lag_summary(
         )
     if not len(values):
         unavailable.update(dict.fromkeys(keys, reason))
-        return dict.fromkeys(keys)
+        return {**dict.fromkeys(keys), "loop_lag_samples": 0}
     p50, p95, p99 = np.percentile(values, [50, 95, 99])
-    return dict(zip(keys, (p50, p95, p99, values.max()), strict=True))
+    return {
+        **dict(zip(keys, (p50, p95, p99, values.max()), strict=True)),
+        "loop_lag_samples": len(values),
+    }
 
 
 def _health_latency_summary(health: pd.DataFrame, unavailable: dict[str, str]) -> dict[str, Any]:
@@ -725,9 +849,12 @@ def _health_latency_summary(health: pd.DataFrame, unavailable: dict[str, str]) -
     latency = latency[np.isfinite(latency) & ~_health_failed(health).to_numpy()]
     if not len(latency):
         unavailable.update(dict.fromkeys(keys, "no /health poll was answered in this run"))
-        return dict.fromkeys(keys)
+        return {**dict.fromkeys(keys), "health_latency_samples": 0}
     p50, p99 = np.percentile(latency, [50, 99])
-    return dict(zip(keys, (p50, p99, latency.max()), strict=True))
+    return {
+        **dict(zip(keys, (p50, p99, latency.max()), strict=True)),
+        "health_latency_samples": len(latency),
+    }
 
 
 def _health_failed(health: pd.DataFrame) -> pd.Series:

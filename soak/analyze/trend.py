@@ -16,12 +16,19 @@ level off is not called leaking:
   and lies below the overall slope), and the overall slope would have added at least
   two steps (two threads, for counts) in that time, so a slow leak that simply had no
   step in a short tail is not mistaken for one. The verdict then uses the level tail.
+- **growing**: the series grows overall and is still rising significantly over that
+  last share (its tail's 95% interval lies above 0): a leak.
+- **undecided**: the series grows overall, but the tail can tell neither: its interval
+  reaches 0 *and* the overall slope (too short or too noisy), or the overall slope
+  would have added fewer than two steps in it. A pool that fills up in a few steps and
+  a slow leak look alike here; the verdict uses the overall slope, and a check it
+  breaks is inconclusive rather than failed ("run longer").
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from statistics import NormalDist
 
 import numpy as np
@@ -35,6 +42,7 @@ MIN_FIT_SAMPLES = 10
 _CREATE_TIME_TOLERANCE_S = 0.5
 #: Trend shapes (`Trend.shape`).
 GROWING, FLAT, DECLINING, PLATEAU = "growing", "flat", "declining", "plateau"
+UNDECIDED = "undecided"
 #: The last this share of the loaded window is tested for a plateau.
 TAIL_SHARE = 1 / 3
 #: Fewer sudden drops than this are no sawtooth (one cache flush is not a pattern).
@@ -142,7 +150,7 @@ class Trend:
 
     fit: the verdict's line: `overall` (or its lower-envelope fit), or the level tail of
         a plateau. overall: Theil–Sen of the samples themselves over the whole window.
-    shape: GROWING, FLAT, DECLINING (by the 95% interval of `fit`) or PLATEAU.
+    shape: GROWING, FLAT, DECLINING (by the 95% interval of `fit`), PLATEAU or UNDECIDED.
     envelope_window: samples of the rolling minimum when fitted on a sawtooth's lower
         envelope (0: fitted on the samples). drops: the sudden drops counted.
     level_since: for a plateau, the elapsed second from which the series stayed level.
@@ -222,7 +230,7 @@ def fit_trend(
         return None
     trend = Trend(fit, overall, _shape(fit), window, drops)
     if trend.shape == GROWING:
-        return _plateau(trend, x, values, busy_until, max_points) or trend
+        return _settle_growth(trend, x, values, busy_until, max_points)
     return trend
 
 
@@ -232,29 +240,46 @@ def _shape(fit: Fit) -> str:
     return DECLINING if fit.high < 0 else FLAT
 
 
-def _plateau(
+def _settle_growth(
     trend: Trend, x: np.ndarray, y: np.ndarray, busy_until: float | None, max_points: int
-) -> Trend | None:
-    """`trend` as a PLATEAU when its loaded tail is level, else None (see the module doc)."""
+) -> Trend:
+    """A GROWING `trend` as GROWING, PLATEAU or UNDECIDED by its loaded tail (module doc)."""
     end = x[-1] if busy_until is None else min(x[-1], busy_until)
     tail_start = x[0] + (1.0 - TAIL_SHARE) * (end - x[0])
     in_tail = (x >= tail_start) & (x <= end)
+    undecided = replace(trend, shape=UNDECIDED)
+    if _rises_throughout(x, y, end):
+        return trend
     if np.count_nonzero(in_tail) < MIN_FIT_SAMPLES:
-        return None
+        return undecided
     tail = theil_sen(x[in_tail], y[in_tail], max_points)
+    if tail is None:
+        return undecided
+    if tail.low > 0:
+        return trend
     expected = trend.fit.slope * (end - tail_start)
-    if (
-        tail is None
-        or tail.low > 0
-        or tail.high >= trend.fit.slope
-        or expected < 2 * smallest_step(np.diff(y))
-    ):
-        return None
+    if tail.high >= trend.fit.slope or expected < 2 * smallest_step(np.diff(y)):
+        return undecided
     xs, ys = downsample(x[x <= end], y[x <= end], max_points)
     level = ys[xs >= tail_start]
     outside = np.flatnonzero((ys < level.min()) | (ys > level.max()))
     since = float(xs[min(outside[-1] + 1, len(xs) - 1)]) if len(outside) else float(xs[0])
     return Trend(tail, trend.overall, PLATEAU, trend.envelope_window, trend.drops, since)
+
+
+def _rises_throughout(x: np.ndarray, y: np.ndarray, end: float) -> bool:
+    """For counts (threads, fds): whether the loaded window sets new highs in each of its
+    thirds, at least two of them in the last. A leak keeps climbing in small steps; a
+    pool fills in a burst or a few, then stops, so a rise that happens in one part of
+    the window only is left to the tail test."""
+    loaded = x <= end
+    x, y = x[loaded], y[loaded]
+    if len(y) < 6 or not np.all(y == np.round(y)):
+        return False
+    highs = np.flatnonzero(y[1:] > np.maximum.accumulate(y)[:-1]) + 1
+    edges = x[0] + (x[-1] - x[0]) * np.array([1 / 3, 2 / 3])
+    thirds = np.searchsorted(edges, x[highs], side="right")
+    return len(np.unique(thirds)) == 3 and np.count_nonzero(thirds == 2) >= 2
 
 
 @dataclass(frozen=True)

@@ -561,6 +561,15 @@ def comparability(base: Side, candidate: Side) -> list[Note]:
         for side in runs
         if side.run_summary["status"] != "completed"
     ]  # fmt: skip
+    notes += [
+        Note(
+            "evidence",
+            f"{side.name} is inconclusive ({'; '.join(side.summary.get('verdict_reasons') or [])}):"
+            " its numbers are shown, but they are weak evidence for a change",
+        )
+        for side in (base, candidate)
+        if side.summary.get("verdict") == "inconclusive"
+    ]
     if len(runs) == 1:
         return notes
     a, b = base.run_summary, candidate.run_summary

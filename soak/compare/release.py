@@ -47,8 +47,8 @@ from soak.compare.render import (
     verdict_line,
 )
 from soak.criteria import FAIL, format_number
-from soak.errors import EXIT_CRITERIA_FAILED, EXIT_PASS, RunDirError, UsageError
-from soak.report import ReportResult, build_report
+from soak.errors import RunDirError, UsageError
+from soak.report import ReportResult, build_report, verdict_exit_code
 from soak.report.html import e
 from soak.report.markdown import cell
 from soak.report.numbers import MISSING
@@ -84,21 +84,25 @@ class RunPart:
 
 @dataclass
 class Release:
-    """Everything the release report shows; `verdict` is pass or fail."""
+    """Everything the release report shows; `verdict` is pass, fail or inconclusive (no
+    failure, but a released target's own verdict is inconclusive: `doubts` say why)."""
 
     out_dir: Path
     runs: list[RunPart]
     comparisons: list[CompareResult]
     fail_on: str
     reasons: list[str] = field(default_factory=list)
+    doubts: list[str] = field(default_factory=list)
 
     @property
     def verdict(self) -> str:
-        return "fail" if self.reasons else "pass"
+        if self.reasons:
+            return "fail"
+        return "inconclusive" if self.doubts else "pass"
 
     @property
     def exit_code(self) -> int:
-        return EXIT_CRITERIA_FAILED if self.reasons else EXIT_PASS
+        return verdict_exit_code(self.verdict)
 
 
 def build_release(
@@ -130,6 +134,7 @@ def build_release(
             )
     release = Release(out_dir, parts, comparisons, fail_on)
     release.reasons = _reasons(release)
+    release.doubts = _doubts(release)
     try:
         document = json.dumps(json_safe(release_json(release)), indent=2)
         write_text_atomic(out_dir / RELEASE_JSON, document)
@@ -172,6 +177,18 @@ def _pairs(
         if base_run is not analysis or target != name:  # the baseline itself is listed
             pairs.append((Side(base_run, target), Side(analysis, name)))
     return pairs
+
+
+def _doubts(release: Release) -> list[str]:
+    """Why a release without failures is still not a pass: released targets whose own
+    verdict is inconclusive."""
+    return [
+        f"{part.run_id}:{name} is inconclusive: "
+        + "; ".join(part.summary["targets"][name].get("verdict_reasons") or [])
+        for part in release.runs
+        for name in part.judged
+        if part.summary["targets"][name].get("verdict") == "inconclusive"
+    ]
 
 
 def _reasons(release: Release) -> list[str]:
@@ -217,6 +234,8 @@ def _summary_lines(release: Release) -> list[tuple[str, list[str]]]:
     judged = sum(len(part.judged) for part in release.runs)
     if release.reasons:
         verdict = [f"FAIL: {reason}" for reason in release.reasons]
+    elif release.doubts:
+        verdict = [f"INCONCLUSIVE: {doubt}" for doubt in release.doubts]
     else:
         gate = f", no comparison reaches --fail-on {release.fail_on}" if release.comparisons else ""
         verdict = [
@@ -306,6 +325,7 @@ def release_json(release: Release) -> dict[str, Any]:
         "soak_version": __version__,
         "verdict": release.verdict,
         "reasons": release.reasons,
+        "doubts": release.doubts,
         "fail_on": release.fail_on,
         "runs": [
             {

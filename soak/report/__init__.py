@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from soak.analyze.summary import analyze_run
-from soak.errors import EXIT_CRITERIA_FAILED, EXIT_PASS, RunDirError
+from soak.errors import EXIT_CRITERIA_FAILED, EXIT_INCONCLUSIVE, EXIT_PASS, RunDirError
 from soak.report.html import render_html
 from soak.report.junit import render_junit
 from soak.report.markdown import render_markdown
@@ -24,7 +24,8 @@ PLOTS_DIR = "plots"
 
 @dataclass(frozen=True)
 class ReportResult:
-    """What `build_report` wrote, the summary, and the exit code (0 pass, 1 fail)."""
+    """What `build_report` wrote, the summary, and the exit code (0 pass, 1 fail,
+    4 inconclusive)."""
 
     summary: dict[str, Any]
     exit_code: int
@@ -47,6 +48,11 @@ class ReportResult:
             "html": self.html_path,
             "junit": self.junit_path,
         }
+
+
+def verdict_exit_code(verdict: str) -> int:
+    """The exit code of a verdict: 0 pass, 1 fail, 4 inconclusive."""
+    return {"pass": EXIT_PASS, "fail": EXIT_CRITERIA_FAILED}.get(verdict, EXIT_INCONCLUSIVE)
 
 
 def build_report(run_path: Path, out_dir: Path | None = None) -> ReportResult:
@@ -75,7 +81,7 @@ def build_report(run_path: Path, out_dir: Path | None = None) -> ReportResult:
         ) from None
     return ReportResult(
         summary=summary,
-        exit_code=EXIT_CRITERIA_FAILED if summary["verdict"] == "fail" else EXIT_PASS,
+        exit_code=verdict_exit_code(summary["verdict"]),
         summary_path=out / SUMMARY_JSON,
         markdown_path=out / REPORT_MD,
         html_path=out / REPORT_HTML,

@@ -15,7 +15,7 @@ import pandas as pd
 
 from soak.analyze.summary import Analysis
 from soak.criteria import format_number, format_rate, format_seconds
-from soak.report.numbers import MISSING, key_numbers, verdict_rows
+from soak.report.numbers import MISSING, key_numbers, verdict_notes, verdict_rows
 from soak.report.plots import Plot
 from soak.rundir import safe_name
 from soak.units import format_duration
@@ -40,6 +40,7 @@ td.num { font-variant-numeric: tabular-nums; white-space: nowrap; }
          text-transform: uppercase; font-size: .85em; }
 .pass { background: #dff3e4; color: #17612d; } .fail { background: #fbe1e1; color: #9b1c1c; }
 .skipped { background: #eef0f4; color: #4b5563; }
+.inconclusive { background: #fff1cc; color: #7a4b00; }
 .verdict { font-size: 1.6rem; padding: .2rem .9rem; }
 dl.meta { display: grid; grid-template-columns: max-content 1fr; gap: .1rem 1rem; }
 dl.meta dt { color: #5b6475; } dl.meta dd { margin: 0; }
@@ -125,18 +126,19 @@ def _header(summary: dict[str, Any]) -> str:
 
 def _verdict(summary: dict[str, Any]) -> str:
     rows = [
-        (e(name), e(build), _badge(verdict), e(failed) or '<span class="muted">none</span>')
-        for name, build, verdict, failed in verdict_rows(summary)
+        (e(name), e(build), _badge(verdict), e(why) or '<span class="muted">-</span>')
+        for name, build, verdict, why in verdict_rows(summary)
     ]
-    headers = ("Target", "Build", "Verdict", "Failed criteria")
-    return f'<section id="verdict"><h2>Verdict</h2>{_table(headers, rows)}</section>'
+    headers = ("Target", "Build", "Verdict", "Why")
+    notes = "".join(f'<p class="warn">{e(note)}</p>' for note in verdict_notes(summary))
+    return f'<section id="verdict"><h2>Verdict</h2>{_table(headers, rows)}{notes}</section>'
 
 
 def _criteria(summary: dict[str, Any]) -> str:
     if not summary["criteria"]:
         return (
-            '<section id="criteria"><h2>Criteria</h2><p>The profile has no criteria '
-            "(<code>criteria.checks</code>), so every target passes.</p></section>"
+            '<section id="criteria"><h2>Criteria</h2><p>No criteria apply to any target: '
+            "nothing was judged.</p></section>"
         )
     sections = ['<section id="criteria"><h2>Criteria</h2>']
     for name in summary["targets"]:

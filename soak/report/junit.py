@@ -6,7 +6,7 @@ import re
 import xml.etree.ElementTree as ET
 from typing import Any
 
-from soak.criteria import FAIL, SKIPPED
+from soak.criteria import FAIL, INCONCLUSIVE, SKIPPED
 
 #: Characters XML 1.0 cannot hold even escaped.
 _INVALID_XML = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
@@ -17,15 +17,20 @@ def _text(value: Any) -> str:
 
 
 def render_junit(summary: dict[str, Any]) -> str:
-    """JUnit XML: a testsuite per target, a testcase per criterion (failure / skipped)."""
+    """JUnit XML: a testsuite per target, a testcase per criterion (failure, or skipped for
+    a criterion not measured or not judged); an inconclusive target gets one skipped
+    case `verdict` that says why, so CI never shows it as all green."""
     root = ET.Element("testsuites", name=_text(f"soak {summary['run_id']}"))
     totals = {"tests": 0, "failures": 0, "skipped": 0}
-    for name in summary["targets"]:
+    for name, target in summary["targets"].items():
         checks = [c for c in summary["criteria"] if c["target"] == name]
+        if target.get("verdict") == INCONCLUSIVE:
+            reasons = "; ".join(target.get("verdict_reasons") or [])
+            checks.append({"expression": "verdict", "status": INCONCLUSIVE, "message": reasons})
         counts = {
             "tests": len(checks),
             "failures": sum(c["status"] == FAIL for c in checks),
-            "skipped": sum(c["status"] == SKIPPED for c in checks),
+            "skipped": sum(c["status"] in (SKIPPED, INCONCLUSIVE) for c in checks),
         }
         suite = ET.SubElement(
             root,
@@ -48,8 +53,9 @@ def render_junit(summary: dict[str, Any]) -> str:
                     f"{check['message']}\nvalue: {check['value']} {check['unit']}; "
                     f"threshold: {check['threshold']} {check['unit']}"
                 )
-            elif check["status"] == SKIPPED:
-                ET.SubElement(case, "skipped", message=_text(check["message"]))
+            elif check["status"] in (SKIPPED, INCONCLUSIVE):
+                message = f"{check['status']}: {check['message']}"
+                ET.SubElement(case, "skipped", message=_text(message))
         totals = {key: totals[key] + counts[key] for key in totals}
     root.attrib.update({key: str(value) for key, value in totals.items()})
     ET.indent(root)

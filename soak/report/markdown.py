@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from soak.criteria import format_number
-from soak.report.numbers import key_numbers, verdict_rows
+from soak.report.numbers import key_numbers, verdict_notes, verdict_rows
 from soak.report.plots import Plot
 from soak.units import format_duration
 
@@ -59,7 +59,8 @@ def render_markdown(summary: dict[str, Any], plots: list[Plot], out_dir: Path) -
         "",
         "## Verdict",
         "",
-        *_table(("Target", "Build", "Verdict", "Failed criteria"), verdict_rows(summary)),
+        *_table(("Target", "Build", "Verdict", "Why"), verdict_rows(summary)),
+        *[f"> {cell(note)}\n" for note in verdict_notes(summary)],
         *_saturation(summary),
         "## Findings",
         "",
@@ -73,7 +74,7 @@ def render_markdown(summary: dict[str, Any], plots: list[Plot], out_dir: Path) -
         "",
     ]
     if not summary["criteria"]:
-        lines += ["The profile has no criteria (`criteria.checks`), so every target passes.", ""]
+        lines += ["No criteria apply to any target: nothing was judged.", ""]
     for name in summary["targets"]:
         checks = [c for c in summary["criteria"] if c["target"] == name]
         if checks:

@@ -192,14 +192,38 @@ def key_numbers(summary: dict[str, Any]) -> list[tuple[str, list[str]]]:
     return [(label, [cell(t) for t in targets]) for label, cell in KEY_NUMBERS]
 
 
+def verdict_notes(summary: dict[str, Any]) -> list[str]:
+    """What a reader must know before trusting the verdict: an interim or cut-off run,
+    default criteria, a warm-up that was shortened."""
+    notes = list(summary.get("evidence_gaps") or [])
+    if summary.get("criteria_source") == "default":
+        notes.append(
+            "The profile has no criteria (criteria.checks), so soak's defaults judged it: "
+            "no resource reaches its limit within 7 days"
+            + (", at least 99% ok turns, no stalls." if summary.get("has_chats") else ".")
+        )
+    if summary.get("warmup_note"):
+        notes.append(summary["warmup_note"][0].upper() + summary["warmup_note"][1:] + ".")
+    return notes
+
+
 def verdict_rows(summary: dict[str, Any]) -> list[tuple[str, str, str, str]]:
-    """(target, build, verdict, failed criteria joined by "; ") per target."""
-    rows = []
-    for name, target in summary["targets"].items():
+    """(target, build, verdict, why) per target: the failed criteria, or what keeps an
+    inconclusive one from a verdict, or that a passing one met its criteria."""
+    return [
+        (name, target.get("build") or MISSING, target["verdict"], verdict_why(summary, name))
+        for name, target in summary["targets"].items()
+    ]
+
+
+def verdict_why(summary: dict[str, Any], name: str) -> str:
+    """One target's verdict reasons joined by "; " (failed criteria by expression)."""
+    target = summary["targets"][name]
+    if target["verdict"] == FAIL:
         failed = [
             c["expression"]
             for c in summary["criteria"]
             if c["target"] == name and c["status"] == FAIL
         ]
-        rows.append((name, target.get("build") or MISSING, target["verdict"], "; ".join(failed)))
-    return rows
+        return ", ".join(failed)
+    return "; ".join(target.get("verdict_reasons") or [])
