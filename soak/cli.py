@@ -7,6 +7,7 @@ itself could not be carried out.
 from __future__ import annotations
 
 import inspect
+import shutil
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -16,6 +17,7 @@ import typer
 
 from soak import __version__
 from soak.errors import EXIT_RUN_FAILED, SoakError, UsageError
+from soak.live import LiveStatus
 from soak.rundir import STATUS_COMPLETED, RunDir
 
 app = typer.Typer(
@@ -60,24 +62,29 @@ def _guarded(action: Callable[[], int]) -> None:
     raise typer.Exit(code)
 
 
-def _status_printer() -> Callable[[str], None]:
-    """Rewrite one line in a terminal; print a line every ~10 s otherwise (CI logs)."""
-    if sys.stdout.isatty():
-
-        def show(line: str) -> None:
-            width = 200
-            sys.stdout.write("\r" + line[:width].ljust(min(width, len(line) + 2)))
-            sys.stdout.flush()
-
-        return show
+def _status_printer() -> Callable[[LiveStatus], None]:
+    """Rewrite one line that fits the terminal; print a line every ~10 s otherwise (CI
+    logs). A warning that starts gets a line of its own on stderr, either way."""
+    tty = sys.stdout.isatty()
     calls = {"n": 0}
 
-    def log(line: str) -> None:
-        if calls["n"] % 5 == 0:
-            print(line, flush=True)
+    def show(live: LiveStatus) -> None:
+        width = shutil.get_terminal_size((200, 24)).columns - 1 if tty else 200
+        for warning in live.started:
+            if tty:
+                sys.stdout.write("\r" + " " * width + "\r")
+            typer.echo(f"soak: warning: {warning.message}", err=True)
+        for warning in live.cleared:
+            typer.echo(f"soak: cleared: {warning.message}", err=True)
+        if tty:
+            line = live.line(width)
+            sys.stdout.write("\r" + line.ljust(width))
+            sys.stdout.flush()
+        elif calls["n"] % 5 == 0:
+            print(live.line(), flush=True)
         calls["n"] += 1
 
-    return log
+    return show
 
 
 # --- options shared by soak run and soak collect ---------------------------------------
@@ -238,6 +245,8 @@ def run(
             spawn=_argv_lists(spawn),
         )
         names = ", ".join(t.name for t in loaded.targets)
+        for warning in loaded.warnings:
+            typer.echo(f"soak: warning: {warning}", err=True)
         if run_dir is not None:
             typer.echo(f"soak: resuming {run_dir.path} against {names}")
             outcome = resume_run(
@@ -453,18 +462,19 @@ def _report_and_print(run_dir: Path, out: Path | None = None) -> int:
 
 
 def verdict_table(summary: dict[str, Any]) -> str:
-    """A plain-text verdict table: one row per target, failing criteria named."""
-    rows = [("target", "verdict", "failed criteria")]
-    for name, numbers in summary["targets"].items():
-        failed = [
-            c["expression"]
-            for c in summary["criteria"]
-            if c["target"] == name and c["status"] == "fail"
-        ]
-        rows.append((name, numbers["verdict"].upper(), ", ".join(failed) or "-"))
+    """A plain-text verdict table: one row per target with why (failed criteria, or what
+    keeps it inconclusive); notes on the warm-up and default criteria below."""
+    from soak.report.numbers import verdict_rows
+
+    rows = [("target", "verdict", "why")]
+    rows += [(name, verdict.upper(), why or "-") for name, _, verdict, why in verdict_rows(summary)]
     widths = [max(len(row[i]) for row in rows) for i in range(2)]
     lines = [f"{row[0]:<{widths[0]}}  {row[1]:<{widths[1]}}  {row[2]}" for row in rows]
-    lines.insert(1, "-" * max(len(line) for line in lines))
+    lines.insert(1, "-" * min(max(len(line) for line in lines), 80))
+    if summary.get("criteria_source") == "default":
+        lines.append("note: the profile has no criteria; soak's default criteria judged it")
+    if summary.get("warmup_note"):
+        lines.append(f"note: {summary['warmup_note']}")
     return "\n".join(lines)
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from soak.errors import EXIT_CRITERIA_FAILED, EXIT_PASS, RunError
 from soak.profile import apply_overrides, load_profile
+from soak.run import StatusSink
 from soak.rundir import STATUS_COMPLETED, safe_name
 from soak.target import start_target
 
@@ -38,7 +39,7 @@ def run_demo(
     out_root: Path,
     duration: str | None = None,
     profile_path: Path | None = None,
-    on_status: Callable[[str], None] | None = None,
+    on_status: StatusSink | None = None,
     say: Callable[[str], None] = print,
 ) -> int:
     """Run the demo; 0 when the faulty build failed and the patched one passed."""

@@ -1,20 +1,59 @@
-"""The live one-line status of a run, read from its run directory as it grows."""
+"""The live status of a run, read from its run directory as it grows: one line, and warnings.
+
+The line shows elapsed / planned time, replies per second and per target ok turns,
+stalls and threads (a `soak collect` run: threads, RSS and CPU), shortened to fit the
+terminal. Warnings say while the run goes on what the report would only say at the end:
+a /health that keeps failing, a target process that is gone, a load generator that is
+itself saturated, a target whose turns are all failing or that ends none at all. Each
+warning is an event when it starts and when it clears.
+"""
 
 from __future__ import annotations
 
 import time
 from collections import Counter
+from dataclasses import dataclass
+from typing import Any
 
-from soak.rundir import CHATS, PROCESS, JsonlTail, RunDir
+from soak.rundir import CHATS, GENERATOR, HEALTH, PROCESS, JsonlTail, RunDir
 from soak.units import format_duration
+
+#: A load process above this CPU (percent of one core) is saturated.
+SATURATED_CPU_PERCENT = 90.0
+#: A load process whose event loop lagged this long (s) is saturated.
+SATURATED_LAG_S = 0.5
+#: Failed /health polls in a row before a warning.
+HEALTH_FAILS = 3
+#: Process samples in a row without the target's process before a warning.
+PROCESS_MISSES = 2
+
+
+@dataclass(frozen=True)
+class LiveWarning:
+    """One live warning: what (kind), about which target (None: soak itself), and why."""
+
+    kind: str
+    target: str | None
+    message: str
+
+    @property
+    def key(self) -> tuple[str, str | None]:
+        return self.kind, self.target
+
+    def event(self, started: bool) -> dict[str, Any]:
+        """The events.jsonl record of this warning starting (or clearing)."""
+        return {
+            "t": time.time(),
+            "source": "run",
+            "kind": "warning" if started else "warning_cleared",
+            "warning": self.kind,
+            **({"target": self.target} if self.target else {}),
+            "message": self.message if started else f"cleared: {self.message}",
+        }
 
 
 class LiveStatus:
-    """Elapsed / planned, replies per second, and per target: ok, stalls, threads.
-
-    Without chat records (soak collect), each target shows its process instead:
-    threads, RSS and CPU.
-    """
+    """Reads the run directory's new records on `update()`; renders `line(width)`."""
 
     def __init__(
         self, run: RunDir, targets: list[str], planned_s: float | None, started_at: float
@@ -23,13 +62,26 @@ class LiveStatus:
         self.planned_s = planned_s
         self.started_at = started_at
         self.chats = JsonlTail(run.file(CHATS))
+        self.generator = JsonlTail(run.file(GENERATOR))
         self.process = {name: JsonlTail(run.target_file(name, PROCESS)) for name in targets}
+        self.health = {name: JsonlTail(run.target_file(name, HEALTH)) for name in targets}
         self.totals = {name: Counter() for name in targets}
         self.latest: dict[str, dict] = {name: {} for name in targets}
+        self.health_fails = dict.fromkeys(targets, 0)
+        self.last_health_error: dict[str, str] = {}
+        self.process_misses = dict.fromkeys(targets, 0)
+        self.last_chats: dict[str, dict] = {}
+        self.saturation: str | None = None
         self.saw_chats = False
         self.rate = 0.0
+        self.active: dict[tuple[str, str | None], LiveWarning] = {}
+        #: Warnings that started and cleared in the last `update()`.
+        self.started: list[LiveWarning] = []
+        self.cleared: list[LiveWarning] = []
 
-    def line(self) -> str:
+    # -- reading ------------------------------------------------------------------------
+    def update(self) -> None:
+        """Read what was appended since the last call; set `started` / `cleared`."""
         latest: dict[str, dict] = {}
         for record in self.chats.new_records():
             target = record.get("target")
@@ -38,6 +90,7 @@ class LiveStatus:
                 latest[target] = record
         if latest:
             self.saw_chats = True
+            self.last_chats.update(latest)
             self.rate = sum(
                 r.get("outcomes", {}).get("ok", 0) / max(r.get("interval_s", 1), 1e-6)
                 for r in latest.values()
@@ -46,25 +99,125 @@ class LiveStatus:
             for record in tail.new_records():
                 if record.get("threads") is not None:
                     self.latest[name] = record
+                    self.process_misses[name] = 0
+                elif record.get("error"):
+                    self.process_misses[name] += 1
+        for name, tail in self.health.items():
+            for record in tail.new_records():
+                failed = _health_problem(record)
+                self.health_fails[name] = self.health_fails[name] + 1 if failed else 0
+                if failed:
+                    self.last_health_error[name] = failed
+        for record in self.generator.new_records():
+            self.saturation = _saturation(record)
+        self._settle_warnings(self._current_warnings())
+
+    def _current_warnings(self) -> list[LiveWarning]:
+        found = []
+        for name in self.targets:
+            if self.health_fails[name] >= HEALTH_FAILS:
+                found.append(
+                    LiveWarning(
+                        "health_failing",
+                        name,
+                        f"{name}: /health failed {self.health_fails[name]} polls in a row "
+                        f"({self.last_health_error[name]})",
+                    )
+                )
+            if self.process_misses[name] >= PROCESS_MISSES:
+                found.append(LiveWarning("process_lost", name, f"{name}: its process is not found"))
+            chats = self.last_chats.get(name)
+            if chats:
+                found += _chat_warnings(name, chats)
+        if self.saturation:
+            found.append(LiveWarning("soak_saturated", None, f"soak itself is {self.saturation}"))
+        return found
+
+    def _settle_warnings(self, current: list[LiveWarning]) -> None:
+        now = {w.key: w for w in current}
+        self.started = [w for key, w in now.items() if key not in self.active]
+        self.cleared = [w for key, w in self.active.items() if key not in now]
+        self.active = now
+
+    # -- the line -------------------------------------------------------------------------
+    def line(self, width: int = 200) -> str:
+        """The status line, at most `width` characters: shorter forms when it must."""
         elapsed = time.time() - self.started_at
         planned = "until stopped" if self.planned_s is None else format_duration(self.planned_s)
-        parts = [f"[{format_duration(elapsed)} / {planned}]"]
-        if self.saw_chats:
-            parts.append(f"{self.rate:.1f} replies/s")
-        for name in self.targets:
-            parts.append(f"{name}: {self._target(name)}")
-        return " | ".join(parts)
+        head = f"[{format_duration(elapsed)} / {planned}]"
+        rate = f"{self.rate:.1f} replies/s" if self.saw_chats else ""
+        alert = f"! {len(self.active)} warning{'s' if len(self.active) != 1 else ''}"
+        alert = alert if self.active else ""
+        for compact in (False, True):
+            parts = [head, rate, *(self._target(name, compact) for name in self.targets), alert]
+            text = " | ".join(p for p in parts if p)
+            if len(text) <= width:
+                return text
+        return text[: max(width - 1, 0)] + "…"
 
-    def _target(self, name: str) -> str:
+    def _target(self, name: str, compact: bool) -> str:
         sample = self.latest[name]
         threads = sample.get("threads", "?")
         if self.saw_chats:
             totals = self.totals[name]
             bad = sum(count for outcome, count in totals.items() if outcome != "ok")
-            return f"{totals['ok']} ok, {totals['stall']} stalls, {bad} not ok, {threads} threads"
+            ok, stalls = totals["ok"], totals["stall"]
+            if compact:
+                return f"{name} {ok} ok {bad} bad {threads} thr"
+            return f"{name}: {ok} ok, {stalls} stalls, {bad} not ok, {threads} threads"
         if not sample:
-            return "no process sample yet"
+            return f"{name}: -" if compact else f"{name}: no process sample yet"
+        if compact:
+            return f"{name} {threads} thr {sample.get('rss_mb', '?')} MB"
         return (
-            f"pid {sample.get('pid')}, {threads} threads, {sample.get('rss_mb', '?')} MB, "
+            f"{name}: pid {sample.get('pid')}, {threads} threads, {sample.get('rss_mb', '?')} MB, "
             f"{sample.get('cpu_percent', '?')}% cpu"
         )
+
+
+def _health_problem(record: dict[str, Any]) -> str | None:
+    """Why one /health poll failed (None: it did not)."""
+    if record.get("error"):
+        return str(record["error"])[:120]
+    status = record.get("status")
+    if not isinstance(status, int) or not 200 <= status < 300:
+        return f"HTTP {status}"
+    return None
+
+
+def _saturation(record: dict[str, Any]) -> str | None:
+    """How one generator record says soak's load process is saturated (None: it is not)."""
+    cpu, lag = record.get("cpu_percent"), record.get("loop_lag_max_s")
+    worker = f" ({record['worker']})" if record.get("worker") else ""
+    if isinstance(cpu, int | float) and cpu > SATURATED_CPU_PERCENT:
+        return f"saturated: load process{worker} at {cpu:.0f}% of a core"
+    if isinstance(lag, int | float) and lag > SATURATED_LAG_S:
+        return f"saturated: load process{worker} event loop {lag:.1f} s late"
+    return None
+
+
+def _chat_warnings(name: str, record: dict[str, Any]) -> list[LiveWarning]:
+    """A target's last chat interval: every turn failed, or none ended with many waiting."""
+    outcomes = record.get("outcomes") or {}
+    turns, ok = record.get("turns") or 0, outcomes.get("ok", 0)
+    in_flight = record.get("in_flight") or 0
+    interval = format_duration(record.get("interval_s") or 0)
+    if turns and not ok:
+        worst = max((k for k in outcomes if k != "ok"), key=lambda k: outcomes[k], default="?")
+        return [
+            LiveWarning(
+                "no_ok_turns",
+                name,
+                f"{name}: none of its {turns} turns in the last {interval} was ok (mostly {worst})",
+            )
+        ]
+    if not turns and in_flight and not record.get("started"):
+        return [
+            LiveWarning(
+                "no_turn_ended",
+                name,
+                f"{name}: no turn ended in the last {interval} with {in_flight} waiting for a "
+                "reply (a wedged server?)",
+            )
+        ]
+    return []

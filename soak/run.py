@@ -49,6 +49,8 @@ PR_SET_PDEATHSIG = 1
 DEFAULT_MASTER_PORT = 5557
 #: How often the live status line is refreshed, in seconds.
 STATUS_EVERY_S = 2.0
+#: Receives the live status after each refresh (the line, the warnings that started).
+StatusSink = Callable[[LiveStatus], None]
 
 
 class Interrupted(Exception):
@@ -94,7 +96,7 @@ def execute_run(
     *,
     out_root: Path,
     label: str,
-    on_status: Callable[[str], None] | None = None,
+    on_status: StatusSink | None = None,
     extra_manifest: dict | None = None,
     metrics_port: int | None = None,
     workers: int = 0,
@@ -135,7 +137,7 @@ def resume_run(
     run: RunDir,
     profile: Profile,
     *,
-    on_status: Callable[[str], None] | None = None,
+    on_status: StatusSink | None = None,
     metrics_port: int | None = None,
 ) -> RunOutcome:
     """Carry on a run that was cut off (crashed or aborted), appending to its directory.
@@ -227,7 +229,7 @@ def _drive(
     events: JsonlWriter,
     profile: Profile,
     started_at: float,
-    on_status: Callable[[str], None] | None,
+    on_status: StatusSink | None,
     metrics_port: int | None,
     workers: int,
     master_address: str | None,
@@ -250,8 +252,7 @@ def _drive(
         while load.poll() is None:
             if collector.poll() is not None:
                 raise RunError(f"the collector stopped unexpectedly; see {run.file('collect.log')}")
-            if on_status:
-                on_status(live.line())
+            _refresh(live, events, on_status)
             _wait(load, STATUS_EVERY_S)
         if load.returncode != 0:
             status = STATUS_CRASHED
@@ -270,10 +271,20 @@ def _drive(
             _stop(worker, STOP_GRACE_S)
         _stop(collector, STOP_GRACE_S)
         stop_spawned(spawned)
-        if on_status:
-            on_status(live.line())
+        _refresh(live, events, on_status)
         _end_run(run, events, status, message)
     return RunOutcome(run, status, message)
+
+
+def _refresh(live: LiveStatus, events: JsonlWriter, on_status: StatusSink | None) -> None:
+    """Read the run directory's news; warnings that start or clear become events."""
+    live.update()
+    for warning in live.started:
+        events.write(warning.event(started=True))
+    for warning in live.cleared:
+        events.write(warning.event(started=False))
+    if on_status:
+        on_status(live)
 
 
 def _load_args(
@@ -318,7 +329,7 @@ def execute_collect(
     label: str,
     duration_s: float | None = None,
     metrics_port: int | None = None,
-    on_status: Callable[[str], None] | None = None,
+    on_status: StatusSink | None = None,
 ) -> RunOutcome:
     """`soak collect`: sample the targets with no load of soak's own, into a run directory.
 
@@ -348,11 +359,9 @@ def execute_collect(
         live = LiveStatus(run, [t.name for t in profile.targets], duration_s, started_at)
         deadline = started_at + duration_s if duration_s else float("inf")
         while time.time() < deadline:
-            if on_status:
-                on_status(live.line())
+            _refresh(live, events, on_status)
             time.sleep(max(0.0, min(STATUS_EVERY_S, deadline - time.time())))
-        if on_status:
-            on_status(live.line())
+        _refresh(live, events, on_status)
     except Interrupted:
         if duration_s:
             status = STATUS_ABORTED

@@ -13,10 +13,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-#: A load process above this CPU (percent of one core) is saturated.
-SATURATED_CPU_PERCENT = 90.0
-#: A load process whose event loop lagged this long (s) is saturated.
-SATURATED_LAG_S = 0.5
+from soak.live import SATURATED_CPU_PERCENT, SATURATED_LAG_S
+
 #: Saturated spans listed in the summary (the earliest).
 MAX_SPANS = 20
 #: A worker's record interval when it has a single record (s).
