@@ -166,19 +166,74 @@ def _optional_duration(minimum: float) -> Callable[[Any], float | None]:
     return lambda value: None if value is None else convert(value)
 
 
-def _match(value: Any) -> dict[str, Any]:
-    """A frame matcher: {path = "type", value = "token"} (value may be a list)."""
-    if not isinstance(value, dict) or set(value) - {"path", "value"} or "path" not in value:
-        raise ValueError(f'expected {{path = "type", value = "token"}}, got {value!r}')
+def _condition(value: Any) -> dict[str, Any]:
+    """One matcher condition: {path = "type", value = "token"} (value may be a list), or
+    {path = "parent_tool_use_id", absent = true}."""
+    keys = {"path", "value", "absent"}
+    if not isinstance(value, dict) or set(value) - keys or "path" not in value:
+        raise ValueError(
+            f'expected {{path = "type", value = "token"}} or {{path = "...", absent = true}}, '
+            f"got {value!r}"
+        )
     _string(value["path"])
     wanted = value.get("value")
     if isinstance(wanted, dict):
         raise ValueError(f"value must be a string, number or list, got {wanted!r}")
-    return {"path": value["path"], "value": wanted}
+    if "absent" in value and (value["absent"] is not True or "value" in value):
+        raise ValueError(f"absent must be true, without a value, got {value!r}")
+    condition = {"path": value["path"], "value": wanted}
+    return {**condition, "absent": True} if "absent" in value else condition
+
+
+def _match(value: Any) -> dict[str, Any] | list[dict[str, Any]]:
+    """A frame matcher: one condition, or a list of conditions that must all hold."""
+    if isinstance(value, list):
+        if not value:
+            raise ValueError("expected at least one condition in the list")
+        return [_condition(item) for item in value]
+    return _condition(value)
 
 
 def _optional_match(value: Any) -> dict[str, Any] | None:
     return None if value is None else _match(value)
+
+
+def _session_create(value: Any) -> dict[str, Any] | None:
+    """An HTTP call that makes a chat, as a web UI does before it sends: its id's path."""
+    if value is None:
+        return None
+    keys = {"path", "method", "body", "headers", "id_path"}
+    if not isinstance(value, dict) or "path" not in value or "id_path" not in value:
+        raise ValueError(
+            'expected { path = "/api/sessions", id_path = "id" } (method, body, headers '
+            f"optional), got {value!r}"
+        )
+    unknown = sorted(set(value) - keys)
+    if unknown:
+        raise ValueError(f"unknown key {unknown[0]!r}; valid keys: {', '.join(sorted(keys))}")
+    path = _string(value["path"])
+    if not path.startswith("/"):
+        raise ValueError(f"path must start with /, got {path!r}")
+    method = _string(value.get("method", "POST")).upper()
+    return {
+        "path": path,
+        "method": method,
+        "body": _table(value.get("body", {})),
+        "headers": _headers(value.get("headers", {})),
+        "id_path": _string(value["id_path"]),
+    }
+
+
+def _ready(value: Any) -> dict[str, Any] | list[dict[str, Any]] | bool:
+    """The frame to wait for after connect, or false: the server sends nothing first."""
+    if value is False:
+        return False
+    if value is True:
+        raise ValueError("true says nothing; give the frame's matcher, or false for none")
+    try:
+        return _match(value)
+    except ValueError as exc:
+        raise ValueError(f"{exc}, or false when the server sends nothing on connect") from None
 
 
 def _template(value: Any) -> dict[str, Any]:
@@ -237,13 +292,21 @@ def _backoff(value: Any) -> list[float]:
 
 
 LOAD_SHAPES = ("steady", "ramp", "steps", "waves", "bursts")
+#: What a chat does after a failed turn: ask again on its connection, or open a new one.
+AFTER_FAILURE = ("stay", "reconnect")
 
 
-def _shape(value: Any) -> str:
-    text = _string(value)
-    if text not in LOAD_SHAPES:
-        raise ValueError(f"unknown load shape {text!r}; valid shapes: {', '.join(LOAD_SHAPES)}")
-    return text
+def _choice(choices: tuple[str, ...], what: str = "value") -> Callable[[Any], str]:
+    def convert(value: Any) -> str:
+        text = _string(value)
+        if text not in choices:
+            raise ValueError(f"unknown {what} {text!r}; valid: {', '.join(choices)}")
+        return text
+
+    return convert
+
+
+_shape = _choice(LOAD_SHAPES, "load shape")
 
 
 def _criteria_checks(value: Any) -> list[str]:
@@ -301,9 +364,9 @@ SECTIONS: dict[str, dict[str, Spec]] = {
             'send = { type = "message", content = "{prompt}" }',
         ),
         "ready": Spec(
-            _optional_match,
+            _ready,
             {"path": "type", "value": "session_switched"},
-            'ready = { path = "type", value = "session_switched" }',
+            'ready = { path = "type", value = "session_switched" }  (or false: nothing sent)',
         ),
         "session_id_path": Spec(_optional_string, "session_id", 'session_id_path = "session_id"'),
         "token": Spec(_match, {"path": "type", "value": "token"}, 'token = { path = "type", ... }'),
@@ -319,6 +382,25 @@ SECTIONS: dict[str, dict[str, Spec]] = {
         "done_text_path": Spec(_optional_string, None, 'done_text_path = "text"'),
         "seq_path": Spec(_optional_string, None, 'seq_path = "seq"'),
         "ping": Spec(_optional_template, {"type": "ping"}, 'ping = { type = "ping" }'),
+        "session_path": Spec(
+            _optional_string, None, 'session_path = "session_id"  # frames of other sessions'
+        ),
+        "error_ends_turn": Spec(
+            _bool, True, "error_ends_turn = false  # the terminal frame follows an error"
+        ),
+        "session_create": Spec(
+            _session_create,
+            None,
+            'session_create = { path = "/api/sessions", id_path = "id" }',
+        ),
+        "resume_query": Spec(
+            _optional_string, None, 'resume_query = "session_id"  # ?session_id=... to rejoin'
+        ),
+        "resume_send": Spec(
+            _optional_template,
+            None,
+            'resume_send = { type = "switch_session", session_id = "{session_id}" }',
+        ),
         "pong": Spec(
             _optional_match,
             {"path": "type", "value": "pong"},
@@ -355,6 +437,14 @@ SECTIONS: dict[str, dict[str, Spec]] = {
         "linger": Spec(_duration(), 0.25, 'linger = "250ms"  # read on after done'),
         "ping_every": Spec(_duration(), 30.0, 'ping_every = "30s"  # 0: no ping probes'),
         "reconnect_backoff": Spec(_backoff, [0.5, 30.0], 'reconnect_backoff = ["0.5s", "30s"]'),
+        "after_failure": Spec(
+            _choice(AFTER_FAILURE),
+            "stay",
+            'after_failure = "stay"  # ask again on the same chat; "reconnect": a new one',
+        ),
+        "resume_session": Spec(
+            _bool, True, "resume_session = true  # a reconnect carries on the chat's session"
+        ),
     },
     "collector": {
         "interval": Spec(_duration(0.1), 5.0, 'interval = "5s"'),
@@ -371,6 +461,9 @@ SECTIONS: dict[str, dict[str, Spec]] = {
         "spawn_timeout": Spec(_duration(0.1), 60.0, 'spawn_timeout = "60s"  # until it listens'),
         "pyspy": Spec(_bool, False, "pyspy = true  # py-spy dumps: first stall + periodic"),
         "pyspy_every": Spec(_duration(), 1800.0, 'pyspy_every = "30m"  # 0: first stall only'),
+        "python_threads": Spec(
+            _bool, True, "python_threads = true  # Python thread names by py-spy (Python targets)"
+        ),
     },
     "criteria": {
         "warmup": Spec(_duration(), 60.0, 'warmup = "5m"'),
@@ -394,7 +487,8 @@ PROTOCOL_KEYS: dict[str, tuple[str, ...]] = {
     "json-events": (
         "keepalive", "send", "ready", "session_id_path", "token", "token_text_path", "done",
         "done_text_path", "error", "error_text_path", "request_id_path", "seq_path", "ping",
-        "pong",
+        "pong", "session_path", "error_ends_turn", "session_create", "resume_query",
+        "resume_send",
     ),
     "jsonrpc": ("keepalive", "session_params", "token_events"),
     "socketio-agent": ("namespace", "handlers", "csrf_path", "send_path", "origin"),
@@ -440,6 +534,8 @@ class Profile:
     criteria: dict[str, Any]
     source: str = "<profile>"
     secrets: list[str] = field(default_factory=list)
+    #: What soak will do differently from what the profile says (shown when a run starts).
+    warnings: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data with secrets resolved (for the run's own processes, never for disk)."""
@@ -705,6 +801,11 @@ def _check_consistency(profile: Profile) -> None:
             f"targets are {', '.join(names)}. Use a [[targets]] name (on the command line: "
             "--target NAME=URL)."
         )
+    from soak.criteria import capped_warmup
+
+    _, note = capped_warmup(profile.criteria["warmup"], load["duration"])
+    if note:
+        profile.warnings.append(f"{profile.source}: {note}; lower [criteria] warmup")
     if profile.targets and load["users"] < len(profile.targets):
         raise ProfileError(
             f"{profile.source}: [load] users = {load['users']} cannot be split over "

@@ -75,7 +75,11 @@ def _chats(summary: dict[str, Any]) -> list[str]:
     for key, words in _OUTCOME_WORDS:
         count = summary.get(key) or 0
         if count:
-            out.append(f"{count:,} {words} in {turns:,} turns.")
+            text = f"{count:,} {words} in {turns:,} turns"
+            stale = (summary.get("mismatches_by_kind") or {}).get("stale_reply", 0)
+            if key == "mismatches" and stale:
+                text += f", {stale:,} of them answers to an earlier prompt of the same chat"
+            out.append(text + ".")
     return out
 
 

@@ -55,6 +55,8 @@ _CHAT_FIELDS = (
     "pings_lost", "ping_max_s", "gap_max_s",
 )  # fmt: skip
 _CHAT_COLUMNS = (*_CHAT_FIELDS, *OUTCOMES)
+#: Counts by subkind of chats.jsonl (violation kinds, mismatch kinds), as dicts per row.
+CHAT_KINDS = ("violations", "mismatches")
 #: Sparse latency histograms of chats.jsonl, kept as dicts per row.
 CHAT_HISTOGRAMS = ("ttft_hist", "reply_hist", "ping_hist", "connect_hist")
 _ANOMALY_COLUMNS = (
@@ -400,13 +402,13 @@ def _chats(chunks: Iterable[list[dict[str, Any]]]) -> pd.DataFrame:
             outcomes = outcomes if isinstance(outcomes, dict) else {}
             row = {key: record.get(key) for key in ("t", "target", *_CHAT_FIELDS)}
             row.update({name: outcomes.get(name, 0) for name in OUTCOMES})
-            for extra in ("violations", *CHAT_HISTOGRAMS):
+            for extra in (*CHAT_KINDS, *CHAT_HISTOGRAMS):
                 value = record.get(extra)
                 row[extra] = value if isinstance(value, dict) else {}
             flat.append(row)
         return flat
 
-    columns = ("target", *_CHAT_COLUMNS, "violations", *CHAT_HISTOGRAMS)
+    columns = ("target", *_CHAT_COLUMNS, *CHAT_KINDS, *CHAT_HISTOGRAMS)
     frame = _numeric(_table((rows(chunk) for chunk in chunks), columns), _CHAT_COLUMNS)
     counts = [c for c in _CHAT_COLUMNS if c not in ("interval_s", "ping_max_s", "gap_max_s")]
     frame[counts] = frame[counts].fillna(0.0)

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from soak.histogram import Histogram
-from soak.protocols.turn import DISCONNECT, OK, OUTCOMES, VIOLATION, TurnResult
+from soak.protocols.turn import DISCONNECT, MISMATCH, OK, OUTCOMES, VIOLATION, TurnResult
 
 MAX_ANOMALIES_PER_INTERVAL = 20
 #: Worker gauges (in flight, connections) older than this are ignored, in seconds.
@@ -38,6 +38,7 @@ class IntervalStats:
     started: int = 0
     outcomes: Counter[str] = field(default_factory=Counter)
     violations: Counter[str] = field(default_factory=Counter)
+    mismatches: Counter[str] = field(default_factory=Counter)
     tokens: int = 0
     frames: int = 0
     connects: int = 0
@@ -56,6 +57,7 @@ class IntervalStats:
         delta: dict[str, Any] = {name: getattr(self, name) for name in _COUNTERS}
         delta["outcomes"] = dict(self.outcomes)
         delta["violations"] = dict(self.violations)
+        delta["mismatches"] = dict(self.mismatches)
         delta["gap_max_s"] = self.gap_max_s
         delta["anomalies_dropped"] = self.anomalies_dropped
         for name in _HISTOGRAMS:
@@ -69,6 +71,7 @@ class IntervalStats:
             setattr(self, name, getattr(self, name) + int(delta.get(name, 0)))
         self.outcomes.update(delta.get("outcomes", {}))
         self.violations.update(delta.get("violations", {}))
+        self.mismatches.update(delta.get("mismatches", {}))
         self.gap_max_s = max(self.gap_max_s, float(delta.get("gap_max_s", 0.0)))
         self.anomalies_dropped += int(delta.get("anomalies_dropped", 0))
         for name in _HISTOGRAMS:
@@ -107,6 +110,9 @@ class ChatRecorder:
         self.totals: Counter[str] = Counter()
         self.interval_started = time.time()
         self.outbox: list[dict[str, Any]] = []
+        self.write_event: Callable[[dict[str, Any]], None] | None = None
+        self.notices: list[dict[str, Any]] = []  # on a worker: events for the master
+        self.noticed: set[tuple[str, str]] = set()
         self.listeners: list[Callable[[str, TurnResult], None]] = []
         self._dropped_carry = dict.fromkeys(targets, 0)
         self._worker_gauges: dict[str, tuple[float, dict[str, list[int]]]] = {}
@@ -141,6 +147,8 @@ class ChatRecorder:
             return
         if result.outcome == VIOLATION and result.subkind:
             stats.violations[result.subkind] += 1
+        elif result.outcome == MISMATCH and result.subkind:
+            stats.mismatches[result.subkind] += 1
         self._anomaly(target, _anomaly_record(target, result, session, during, self.worker))
 
     def lost(self, target: str, result: TurnResult, session: str | None, during: str) -> None:
@@ -148,6 +156,21 @@ class ChatRecorder:
         outcome of its own (it costs the user a turn)."""
         self.turn_started(target)
         self.turn_finished(target, result, session, during)
+
+    def notice(self, target: str, kind: str, message: str) -> None:
+        """A feature the target lacks (no ping, no seq): one event per target and kind."""
+        record = {"t": time.time(), "source": "load", "kind": kind, "target": target}
+        self._notice({**record, "message": f"{target}: {message}"})
+
+    def _notice(self, record: dict[str, Any]) -> None:
+        key = (str(record.get("target")), str(record.get("kind")))
+        if key in self.noticed:
+            return
+        self.noticed.add(key)
+        if self.write_event is None:
+            self.notices.append(record)
+        else:
+            self.write_event(record)
 
     def connected(self, target: str, seconds: float) -> None:
         """A connection (and its handshake) opened in `seconds`."""
@@ -193,10 +216,11 @@ class ChatRecorder:
                 name: [self.in_flight[name], self.connections[name]] for name in self.targets
             },
             "anomalies": self.outbox,
+            "notices": self.notices,
             "totals": dict(self.totals),
         }
         self.current = {name: IntervalStats() for name in self.targets}
-        self.outbox = []
+        self.outbox, self.notices = [], []
         return delta
 
     # -- distributed: master side ------------------------------------------------
@@ -213,6 +237,9 @@ class ChatRecorder:
         for record in delta.get("anomalies", []):
             if record.get("target") in self.current:
                 self._anomaly(record["target"], record)
+        for record in delta.get("notices", []):
+            if record.get("target") in self.current:
+                self._notice(record)
 
     def forget_worker(self, worker: str) -> None:
         """A worker that finished: its gauges no longer count."""
@@ -247,6 +274,7 @@ class ChatRecorder:
                         "connects": stats.connects,
                         "outcomes": {name: stats.outcomes.get(name, 0) for name in OUTCOMES},
                         "violations": dict(stats.violations),
+                        "mismatches": dict(stats.mismatches),
                         "tokens": stats.tokens,
                         "frames": stats.frames,
                         "ttft_hist": stats.ttft.to_json(),
@@ -284,7 +312,7 @@ def _anomaly_record(
         "detail": result.detail,
         "last_frames": result.frame_excerpts(),
     }
-    if result.outcome == VIOLATION:
+    if result.outcome in (VIOLATION, MISMATCH):
         record["subkind"] = result.subkind
     if result.outcome == DISCONNECT:
         record["close_code"] = result.close_code

@@ -103,6 +103,7 @@ def run_load(
                   users=step.users)  # fmt: skip
 
         recorder = ChatRecorder(names, chats.write, anomalies.write)
+        recorder.write_event = events.write
         settings = ChatSettings.from_profile(profile, adapter_for(profile["protocol"]), recorder)
         env = Environment(
             user_classes=user_classes(targets, settings), shape_class=SoakShape(load, on_phase)

@@ -3,9 +3,15 @@
 A user is a person chatting: connect (and handshake), then turns separated by
 think time. Think time is spent listening on the connection (frames that
 arrive then are charged to the next turn, a close is seen at once) and sending
-a ping probe when one is due. After `turns_per_connection` turns (0: never)
-the connection is closed and a new one opened (churn). After a disconnect or a
-failed connect the user waits with exponential backoff before reconnecting.
+a ping probe when one is due. After a turn that failed (stall, timeout,
+violation, mismatch) a person asks again on the same chat: the user stays on
+its connection (`after_failure = "stay"`, the default) so that a late or stale
+answer reaches the next turn; `"reconnect"` opens a new connection instead.
+After `turns_per_connection` turns (0: never) the connection is closed and a
+new one opened (churn). After a disconnect or a failed connect the user waits
+with exponential backoff before reconnecting; a new connection carries on the
+chat's session when the protocol names it in what it sends (`resume_session`),
+as a web UI does after a reconnect.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ from __future__ import annotations
 import random
 import time
 import uuid
+from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,7 +29,17 @@ from locust import User, constant, task
 from soak.load.record import DURING_CONNECT, DURING_IDLE, ChatRecorder
 from soak.protocols import Adapter, ConnectionLost
 from soak.protocols.base import fill_placeholders
-from soak.protocols.turn import DISCONNECT, OK, Channel, TurnResult, run_turn
+from soak.protocols.turn import (
+    DISCONNECT,
+    EARLIER_NONCES,
+    OK,
+    Channel,
+    TurnResult,
+    run_turn,
+)
+
+#: [load] after_failure values.
+STAY, RECONNECT = "stay", "reconnect"
 
 
 @dataclass(frozen=True)
@@ -82,6 +99,8 @@ class ChatUser(User):
         self.channel: Channel | None = None
         self.backoff_s = self.settings.load["reconnect_backoff"][0]
         self.next_ping_at = 0.0
+        self.session_id: str | None = None  # the chat's session, kept across connections
+        self.nonces: deque[str] = deque(maxlen=EARLIER_NONCES)
 
     def on_stop(self) -> None:
         self._drop()
@@ -97,7 +116,10 @@ class ChatUser(User):
         if result.outcome == OK:
             self.backoff_s = load["reconnect_backoff"][0]
         limit = load["turns_per_connection"]
-        if not result.connection_usable or (limit and self.channel.turns >= limit):
+        stays = result.outcome != DISCONNECT and (
+            load["after_failure"] == STAY or result.connection_usable
+        )
+        if not stays or (limit and self.channel.turns >= limit):
             self._drop()
         if result.outcome == DISCONNECT:
             self._back_off()
@@ -135,7 +157,12 @@ class ChatUser(User):
         finally:
             if not finished:
                 recorder.turn_abandoned(self.target_name)  # killed by Locust (users stopping)
+            self._notices(channel)
         return result
+
+    def _notices(self, channel: Channel) -> None:
+        for kind, message in channel.conversation.take_notices():
+            self.settings.recorder.notice(self.target_name, kind, message)
 
     # -- between turns ----------------------------------------------------------------
     def _think(self, seconds: float) -> None:
@@ -152,7 +179,9 @@ class ChatUser(User):
                 if pings and now >= self.next_ping_at:
                     self.next_ping_at = now + load["ping_every"]
                     rtt = channel.probe(load["connect_timeout"])
-                    self.settings.recorder.pinged(self.target_name, rtt)
+                    self._notices(channel)
+                    if channel.conversation.supports_ping:  # not: found to have no ping
+                        self.settings.recorder.pinged(self.target_name, rtt)
                 else:
                     channel.listen(
                         min(deadline, self.next_ping_at) - now if pings else deadline - now
@@ -169,15 +198,21 @@ class ChatUser(User):
         settings = self.settings
         timeout = settings.load["connect_timeout"]
         started = time.monotonic()
+        url = self.url
+        if self.session_id and settings.load["resume_session"]:
+            url = settings.adapter.resume_url(url, self.session_id)
         try:
-            conversation = settings.adapter.connect(self.url, timeout)
+            conversation = settings.adapter.connect(url, timeout)
         except ConnectionLost as exc:
             failed = lost_turn(exc, exc.reason, elapsed_s=time.monotonic() - started)
             settings.recorder.lost(self.target_name, failed, None, DURING_CONNECT)
             self._back_off()
             return False
         settings.recorder.connected(self.target_name, time.monotonic() - started)
-        self.channel = Channel(conversation)
+        if self.session_id and settings.load["resume_session"] and conversation.resumable:
+            conversation.resume(self.session_id)
+        self.session_id = conversation.session_id or self.session_id
+        self.channel = Channel(conversation, self.nonces)
         self.next_ping_at = time.monotonic() + random.uniform(0, settings.load["ping_every"])
         return True
 

@@ -63,6 +63,25 @@ class Conversation(ABC):
     session_id: str | None = None
     #: Whether `send_ping` works: a PONG frame then follows in `receive`.
     supports_ping: bool = False
+    #: Whether a new connection can carry on the session of an earlier one (`resume`):
+    #: the protocol names the session in what the client sends, as a web UI's reconnect.
+    resumable: bool = False
+    #: Whether an ERROR frame ends the turn; False: the server still sends its terminal
+    #: frame after the error, and the turn reads on to it (and is an error).
+    error_ends_turn: bool = True
+
+    def resume(self, session_id: str) -> None:
+        """Carry on the chat's earlier session on this new connection (when `resumable`)."""
+        self.session_id = session_id
+
+    def notice(self, kind: str, message: str) -> None:
+        """Tell soak that the server lacks a feature the profile expected (no ping method,
+        no sequence numbers): recorded once as an event, and never a turn's problem."""
+        self.__dict__.setdefault("_notices", []).append((kind, message))
+
+    def take_notices(self) -> list[tuple[str, str]]:
+        """The notices since the last call (kind, message)."""
+        return self.__dict__.pop("_notices", [])
 
     @abstractmethod
     def send_prompt(self, prompt: str, request_id: str) -> None:
@@ -101,6 +120,10 @@ class Adapter(ABC):
 
         Raises ConnectionLost when the target refuses or the handshake fails.
         """
+
+    def resume_url(self, url: str, session_id: str) -> str:
+        """The URL that reconnects to the chat's session `session_id` (default: `url`)."""
+        return url
 
 
 def builtin_adapters() -> dict[str, type[Adapter]]:

@@ -2,16 +2,30 @@
 
 The profile describes the frame to send as a JSON template with placeholders
 ({prompt}, {session_id}, {request_id}, {nonce}) and how to recognise frames:
-matchers `{path, value}` for ready, token, done, error and pong frames, plus
-where the request id, sequence number, token text, final text and error text
-live. Frames that match nothing are `other` and never fail a turn, so servers
-may add event types freely.
+matchers for ready, token, done, error and pong frames, plus where the request
+id, sequence number, token text, final text and error text live. A matcher is
+`{path, value}` (value may be a list of values), `{path, absent = true}`, or a
+list of those that must all hold. Frames that match nothing are `other` and
+never fail a turn, so servers may add event types freely.
+
+What a web UI does around the frames can be said too: `ready = false` for a
+server that sends nothing on connect; `session_create` for one that makes a chat
+with an HTTP call first (its id goes into {session_id}); `session_path` for one
+whose socket may carry other sessions' events (ignored, as the UI ignores them);
+`error_ends_turn = false` for one that ends a failed turn with its usual terminal
+frame after the error; `resume_query` / `resume_send` for one that rejoins a
+session after a reconnect by a URL parameter or by a frame.
 """
 
 from __future__ import annotations
 
+import json
+import time
 from collections.abc import Callable, Hashable
 from typing import Any
+from urllib.parse import urlencode, urlsplit, urlunsplit
+
+import requests
 
 from soak.protocols.base import (
     DONE,
@@ -26,21 +40,28 @@ from soak.protocols.base import (
     Frame,
     fill_placeholders,
 )
-from soak.protocols.wsjson import JsonSocket, as_text, lookup, lookup_parts, parse
+from soak.protocols.wsjson import JsonSocket, as_text, http_base, lookup, lookup_parts, parse
+
+#: Characters of an HTTP answer quoted in an error.
+ANSWER_EXCERPT = 300
 
 
-class Matcher:
-    """A compiled `{path, value}` matcher (value may be a list; absent: the path exists)."""
+class Condition:
+    """One compiled `{path, value}` / `{path, absent}` condition (value may be a list;
+    without value or absent: the path exists)."""
 
-    __slots__ = ("parts", "wanted")
+    __slots__ = ("absent", "parts", "wanted")
 
-    def __init__(self, matcher: dict[str, Any]) -> None:
-        self.parts = tuple(matcher["path"].split("."))
-        wanted = matcher.get("value")
+    def __init__(self, condition: dict[str, Any]) -> None:
+        self.parts = tuple(condition["path"].split("."))
+        wanted = condition.get("value")
         self.wanted = frozenset(wanted) if isinstance(wanted, list) else wanted
+        self.absent = bool(condition.get("absent"))
 
     def __call__(self, data: Any) -> bool:
         found = lookup_parts(data, self.parts)
+        if self.absent:
+            return found is None
         if self.wanted is None:
             return found is not None
         if isinstance(self.wanted, frozenset):
@@ -48,21 +69,41 @@ class Matcher:
         return found == self.wanted
 
 
+class Matcher:
+    """A compiled matcher: one condition, or a list of conditions that must all hold."""
+
+    __slots__ = ("conditions",)
+
+    def __init__(self, matcher: dict[str, Any] | list[dict[str, Any]]) -> None:
+        items = matcher if isinstance(matcher, list) else [matcher]
+        self.conditions = tuple(Condition(item) for item in items)
+
+    def __call__(self, data: Any) -> bool:
+        return all(condition(data) for condition in self.conditions)
+
+    @staticmethod
+    def describe(matcher: dict[str, Any] | list[dict[str, Any]]) -> str:
+        """`type = 'session_switched'` (and ... for a list): for messages."""
+        items = matcher if isinstance(matcher, list) else [matcher]
+        said = [
+            f"{item['path']} absent"
+            if item.get("absent")
+            else f"{item['path']} = {item.get('value')!r}"
+            for item in items
+        ]
+        return " and ".join(said)
+
+
 def _never(data: Any) -> bool:
     return False
 
 
-def _compile(matcher: dict[str, Any] | None) -> Callable[[Any], bool]:
-    return _never if matcher is None else Matcher(matcher)
+def _compile(matcher: dict[str, Any] | list | None) -> Callable[[Any], bool]:
+    return _never if not matcher else Matcher(matcher)
 
 
 def _parts(path: str | None) -> tuple[str, ...] | None:
     return None if path is None else tuple(path.split("."))
-
-
-def matches(data: Any, matcher: dict[str, Any] | None) -> bool:
-    """Whether a parsed frame satisfies a `{path, value}` matcher (value may be a list)."""
-    return _compile(matcher)(data)
 
 
 def _optional_str(value: Any) -> str | None:
@@ -70,15 +111,51 @@ def _optional_str(value: Any) -> str | None:
 
 
 class JsonEventsConversation(Conversation):
-    def __init__(self, adapter: JsonEventsAdapter, socket: JsonSocket) -> None:
+    def __init__(self, adapter: JsonEventsAdapter, socket: JsonSocket, base: str) -> None:
         self.adapter = adapter
         self.socket = socket
+        self.base = base  # http(s)://host:port of the target, for session_create
         self.session_id: str | None = None
         self.supports_ping = adapter.config.get("ping") is not None
+        self.resumable = adapter.can_resume
+        self.error_ends_turn = adapter.config.get("error_ends_turn", True)
+        self.own_session = False  # the session is the chat's (created or resumed)
 
     def send_prompt(self, prompt: str, request_id: str) -> None:
+        if self.adapter.config.get("session_create") and not self.own_session:
+            self.session_id, self.own_session = self._create_session(), True
         values = {"prompt": prompt, "request_id": request_id, "session_id": self.session_id or ""}
         self.socket.send(fill_placeholders(self.adapter.config["send"], values))
+
+    def _create_session(self) -> str:
+        """The id of a new chat made by the profile's `session_create` HTTP call."""
+        create = self.adapter.config["session_create"]
+        url = self.base + create["path"]
+        try:
+            response = requests.request(
+                create["method"],
+                url,
+                json=create.get("body") or {},
+                headers=create.get("headers") or {},
+                timeout=self.adapter.http_timeout,
+            )
+            answer = response.json()
+        except (requests.RequestException, ValueError) as exc:
+            raise ConnectionLost(None, f"session_create {create['path']} failed: {exc}") from None
+        session = lookup(answer, create["id_path"])
+        if not response.ok or session is None:
+            raise ConnectionLost(
+                None,
+                f"session_create {create['path']}: HTTP {response.status_code}, no "
+                f"{create['id_path']!r} in {response.text[:ANSWER_EXCERPT]!r}",
+            )
+        return str(session)
+
+    def resume(self, session_id: str) -> None:
+        self.session_id, self.own_session = session_id, True
+        frame = self.adapter.config.get("resume_send")
+        if frame:
+            self.socket.send(fill_placeholders(frame, {"session_id": session_id}))
 
     def send_ping(self) -> None:
         values = {"session_id": self.session_id or ""}
@@ -86,7 +163,7 @@ class JsonEventsConversation(Conversation):
 
     def receive(self, timeout: float) -> Frame | None:
         raw = self.socket.recv(timeout)
-        return None if raw is None else self.adapter.classify(raw)
+        return None if raw is None else self.adapter.classify(raw, self.session_id)
 
     def close(self) -> None:
         self.socket.close()
@@ -100,16 +177,32 @@ class JsonEventsAdapter(Adapter):
         self.is_error = _compile(config.get("error"))
         self.is_pong = _compile(config.get("pong"))
         self.request_path = _parts(config.get("request_id_path"))
+        self.session_path = _parts(config.get("session_path"))
         self.seq_path = _parts(config.get("seq_path"))
         self.token_path = _parts(config.get("token_text_path"))
         self.done_path = _parts(config.get("done_text_path"))
         self.error_path = _parts(config.get("error_text_path"))
+        sends_session = "{session_id}" in json.dumps(config["send"])
+        self.can_resume = sends_session or bool(
+            config.get("resume_query") or config.get("resume_send")
+        )
+        self.http_timeout = 10.0
+
+    def resume_url(self, url: str, session_id: str) -> str:
+        """`url` with the profile's `resume_query` parameter naming the session, if any."""
+        name = self.config.get("resume_query")
+        if not name:
+            return url
+        parts = urlsplit(url)
+        query = "&".join(filter(None, (parts.query, urlencode({name: session_id}))))
+        return urlunsplit((parts.scheme, parts.netloc, parts.path, query, parts.fragment))
 
     def connect(self, url: str, timeout: float) -> Conversation:
+        self.http_timeout = timeout
         socket = JsonSocket(url, timeout, self.config.get("keepalive", 0.0))
-        conversation = JsonEventsConversation(self, socket)
+        conversation = JsonEventsConversation(self, socket, http_base(url))
         ready = self.config.get("ready")
-        if ready is not None:
+        if ready:
             try:
                 conversation.session_id = self._await_ready(socket, ready, timeout)
             except ConnectionLost:
@@ -118,21 +211,37 @@ class JsonEventsAdapter(Adapter):
         return conversation
 
     def _await_ready(self, socket: JsonSocket, ready: dict[str, Any], timeout: float) -> str | None:
+        """The session id of the ready frame, which must come within `timeout` seconds in
+        all (other frames before it, a heartbeat say, do not extend the wait)."""
         is_ready = Matcher(ready)
-        raw = socket.recv(timeout)
-        while raw is not None:
+        deadline = time.monotonic() + timeout
+        while (remaining := deadline - time.monotonic()) > 0:
+            raw = socket.recv(remaining)
+            if raw is None:
+                break
             data = parse(raw)
             if is_ready(data):
                 return _optional_str(lookup(data, self.config.get("session_id_path")))
-            raw = socket.recv(timeout)
-        raise ConnectionLost(None, f"no ready frame {ready} within {timeout:g} s")
+        raise ConnectionLost(
+            None,
+            f"no ready frame ({Matcher.describe(ready)}) within {timeout:g} s of connecting; "
+            "if the server sends nothing on connect, set [protocol] ready = false",
+        )
 
-    def classify(self, raw: str | bytes) -> Frame:
-        """Recognise one frame as token, done, error, pong, invalid or other."""
+    def classify(self, raw: str | bytes, session_id: str | None = None) -> Frame:
+        """Recognise one frame as token, done, error, pong, invalid or other.
+
+        A frame that names another session than `session_id` (at `session_path`) is
+        other: not this chat's.
+        """
         text = as_text(raw)
         data = parse(raw)
         if not isinstance(data, dict | list):
             return Frame(INVALID, None, "not a JSON object", text)
+        if session_id and self.session_path is not None:
+            session = lookup_parts(data, self.session_path)
+            if session is not None and str(session) != session_id:
+                return Frame(OTHER, None, "", text)
         request_id = _optional_str(self._get(data, self.request_path))
         seq = self._get(data, self.seq_path)
         seq = seq if isinstance(seq, int) and not isinstance(seq, bool) else None

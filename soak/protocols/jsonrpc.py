@@ -9,11 +9,21 @@ complete (done), error or interrupted (error). RPC errors (e.g. 4009 session
 busy) are errors of the turn that caused them. `ping` -> `{pong: true}` is the
 round-trip probe. Events of another session carry that session as their
 request id, so a turn flags them as a reply to another request.
+
+Versions differ (PROTOCOLS.md): hermes 0.19.0 has no `ping` method (answered
+-32601: pings are switched off with one notice, never turned into errors), no
+`seq`, and queues a prompt sent while a turn runs (`{"status": "queued"}`),
+interrupting that turn. Events name no request, so the reply events of our
+session belong to the oldest prompt the server has not finished: a late or
+interrupted turn's events go to it (a turn soak gave up on ignores them), and a
+`message.start` after one that never completed moves on to the next prompt.
 """
 
 from __future__ import annotations
 
-from collections import OrderedDict
+import time
+from collections import OrderedDict, deque
+from collections.abc import Iterator
 from typing import Any
 
 from soak.protocols.base import (
@@ -31,8 +41,11 @@ from soak.protocols.base import (
 from soak.protocols.wsjson import JsonSocket, as_text, lookup, parse
 
 READY_EVENT = "gateway.ready"
+START_EVENT = "message.start"
 COMPLETE_EVENT = "message.complete"
 ERROR_EVENT = "error"
+#: JSON-RPC "method not found": the server has no such method (hermes 0.19.0 and `ping`).
+METHOD_NOT_FOUND = -32601
 #: RPC ids remembered per connection to map late answers back to their request.
 RPC_MEMORY = 16
 
@@ -45,8 +58,6 @@ def _event_type(data: Any) -> str | None:
 
 
 class JsonRpcConversation(Conversation):
-    supports_ping = True
-
     def __init__(self, adapter: JsonRpcAdapter, socket: JsonSocket) -> None:
         self.adapter = adapter
         self.socket = socket
@@ -55,6 +66,13 @@ class JsonRpcConversation(Conversation):
         self.calls: OrderedDict[int, str | None] = OrderedDict()  # rpc id -> request id / None
         self.ping_ids: set[int] = set()
         self.current_request: str | None = None
+        #: Prompts the server has not finished, oldest first; whether the oldest started.
+        self.pending: deque[str] = deque(maxlen=RPC_MEMORY)
+        self.oldest_started = False
+
+    @property
+    def supports_ping(self) -> bool:  # type: ignore[override]
+        return self.adapter.has_ping
 
     def call(self, method: str, params: dict[str, Any], request_id: str | None = None) -> int:
         """Send one JSON-RPC request; return its id."""
@@ -67,6 +85,7 @@ class JsonRpcConversation(Conversation):
 
     def send_prompt(self, prompt: str, request_id: str) -> None:
         self.current_request = request_id
+        self.pending.append(request_id)
         self.call("prompt.submit", {"session_id": self.session_id, "text": prompt}, request_id)
 
     def send_ping(self) -> None:
@@ -88,10 +107,11 @@ class JsonRpcConversation(Conversation):
         seq = params.get("seq")
         seq = seq if isinstance(seq, int) and not isinstance(seq, bool) else None
         session = params.get("session_id")
-        request_id = None
         if session is not None and self.session_id is not None and str(session) != self.session_id:
-            request_id = f"session:{session}"
+            request_id: str | None = f"session:{session}"
             seq = None  # seq counts per session: another session's numbers are not ours
+        else:
+            request_id = self._owner(kind)
         payload = params.get("payload") if isinstance(params.get("payload"), dict) else {}
         if kind in self.adapter.config["token_events"]:
             return Frame(TOKEN, request_id, str(payload.get("text") or ""), text, seq)
@@ -106,16 +126,39 @@ class JsonRpcConversation(Conversation):
             return Frame(ERROR, request_id, str(reason), text, seq)
         return Frame(OTHER, request_id, "", text, seq)
 
+    def _owner(self, kind: str | None) -> str | None:
+        """The prompt an event of our own session belongs to: the oldest unfinished one."""
+        if kind == START_EVENT:
+            if self.oldest_started and len(self.pending) > 1:
+                self.pending.popleft()  # that turn ended without message.complete
+            self.oldest_started = True
+        owner = self.pending[0] if self.pending else None
+        if kind == COMPLETE_EVENT and self.pending:
+            self.pending.popleft()
+            self.oldest_started = False
+        return owner
+
     def _answer(self, data: dict[str, Any], text: str) -> Frame:
         """A response to one of our calls: pong, RPC error, or an acknowledgement."""
         rpc_id = data.get("id")
         rpc_id = rpc_id if isinstance(rpc_id, int) and not isinstance(rpc_id, bool) else None
-        if rpc_id in self.ping_ids and "error" not in data:
-            self.ping_ids.discard(rpc_id)
-            return Frame(PONG, None, "", text)
-        request_id = self.current_request if rpc_id is None else self.calls.get(rpc_id)
         error = data.get("error")
+        if rpc_id in self.ping_ids:
+            self.ping_ids.discard(rpc_id)
+            if isinstance(error, dict) and error.get("code") == METHOD_NOT_FOUND:
+                self.adapter.has_ping = False
+                self.notice(
+                    "ping_unsupported",
+                    "the server has no ping method (JSON-RPC -32601), so no ping probes are "
+                    "sent; set [load] ping_every = 0 to say so in the profile",
+                )
+                return Frame(OTHER, None, "", text)
+            if not isinstance(error, dict):
+                return Frame(PONG, None, "", text)
+        request_id = self.current_request if rpc_id is None else self.calls.get(rpc_id)
         if isinstance(error, dict):
+            if request_id in self.pending:
+                self.pending.remove(request_id)  # refused: the server will not work on it
             reason = f"RPC error {error.get('code')}: {error.get('message', '')}".strip()
             return Frame(ERROR, request_id, reason, text)
         return Frame(OTHER, request_id, "", text)
@@ -125,6 +168,11 @@ class JsonRpcConversation(Conversation):
 
 
 class JsonRpcAdapter(Adapter):
+    def __init__(self, config: dict[str, Any]) -> None:
+        super().__init__(config)
+        #: False once a server answered `ping` with "method not found" (for every connection).
+        self.has_ping = True
+
     def connect(self, url: str, timeout: float) -> Conversation:
         socket = JsonSocket(url, timeout, self.config.get("keepalive", 0.0))
         conversation = JsonRpcConversation(self, socket)
@@ -136,22 +184,25 @@ class JsonRpcAdapter(Adapter):
         return conversation
 
     def _handshake(self, conversation: JsonRpcConversation, timeout: float) -> None:
+        """gateway.ready, then session.create, all within `timeout` seconds (frames the
+        server sends meanwhile, heartbeats say, do not extend it)."""
         socket = conversation.socket
-        raw = socket.recv(timeout)
-        while raw is not None and _event_type(parse(raw)) != READY_EVENT:
-            raw = socket.recv(timeout)
-        if raw is None:
+        deadline = time.monotonic() + timeout
+
+        def frames() -> Iterator[Any]:
+            """Parsed frames (None: not JSON) until the deadline."""
+            while (raw := socket.recv(deadline - time.monotonic())) is not None:
+                yield parse(raw)
+
+        if not any(_event_type(data) == READY_EVENT for data in frames()):
             raise ConnectionLost(None, f"no {READY_EVENT} event within {timeout:g} s")
         params = dict(self.config.get("session_params") or {})
         call_id = conversation.call("session.create", params)
-        raw = socket.recv(timeout)
-        while raw is not None:
-            data = parse(raw)
+        for data in frames():
             if isinstance(data, dict) and data.get("id") == call_id:
                 session = lookup(data, "result.session_id")
                 if session is None:
-                    raise ConnectionLost(None, f"session.create failed: {as_text(raw)[:300]}")
+                    raise ConnectionLost(None, f"session.create failed: {str(data)[:300]}")
                 conversation.session_id = str(session)
                 return
-            raw = socket.recv(timeout)
         raise ConnectionLost(None, f"no answer to session.create within {timeout:g} s")

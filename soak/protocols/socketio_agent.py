@@ -22,7 +22,7 @@ import json
 import queue
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import requests
 import socketio
@@ -39,16 +39,10 @@ from soak.protocols.base import (
     Conversation,
     Frame,
 )
+from soak.protocols.wsjson import http_base
 
 REPLY_TYPES = ("agent", "response")
 RAW_EXCERPT = 300
-
-
-def http_base(url: str) -> str:
-    """http(s)://host:port of a ws(s):// target URL (path and query dropped)."""
-    parts = urlsplit(url)
-    scheme = {"ws": "http", "wss": "https"}.get(parts.scheme, parts.scheme)
-    return urlunsplit((scheme, parts.netloc, "", "", ""))
 
 
 @dataclass
@@ -76,6 +70,8 @@ class _Closed:
 
 
 class SocketIoAgentConversation(Conversation):
+    resumable = True  # the context id is the client's: a reconnect carries on its chat
+
     def __init__(self, adapter: SocketIoAgentAdapter, url: str, timeout: float) -> None:
         self.config = adapter.config
         self.base = http_base(url)

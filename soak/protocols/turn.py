@@ -11,14 +11,18 @@ Every turn gets exactly one outcome:
   terminal frame (`duplicate_done`), a frame for another request
   (`wrong_request`), a gap or step back in `seq` (`seq_gap`, `seq_order`), a
   frame the protocol cannot parse (`non_json`);
-- mismatch: the reply does not contain the nonce sent in the prompt.
+- mismatch: the reply does not contain the nonce sent in the prompt: `stale_reply`
+  when it carries the nonce of an earlier prompt of the same chat (it answered the
+  previous question), `no_nonce` when it carries none.
 
 Stall, error and disconnect take precedence over a violation seen earlier in
 the same turn, and a violation over a mismatch. A first-token timeout after
 frames that broke the protocol is a violation: the server did answer, but
 nothing it sent was a token (garbage instead of a reply).
 Violations seen between turns (while thinking or probing) are charged to the
-next turn on that connection. Times are seconds from the moment the prompt was sent.
+next turn on that connection. Frames of a request whose turn already ended without its
+terminal frame (a stall, a first-token timeout) are its late tail, not a new problem:
+they are ignored. Times are seconds from the moment the prompt was sent.
 """
 
 from __future__ import annotations
@@ -56,12 +60,17 @@ SEQ_GAP = "seq_gap"
 SEQ_ORDER = "seq_order"
 NON_JSON = "non_json"
 VIOLATION_KINDS = (FRAME_AFTER_DONE, DUPLICATE_DONE, WRONG_REQUEST, SEQ_GAP, SEQ_ORDER, NON_JSON)
+STALE_REPLY = "stale_reply"
+NO_NONCE = "no_nonce"
+MISMATCH_KINDS = (STALE_REPLY, NO_NONCE)
 
 #: How many of a turn's last frames an anomaly record keeps, and how much of each (chars).
 LAST_FRAMES = 5
 FRAME_EXCERPT = 300
 #: Ended request ids a connection remembers (to tell late frames from foreign ones).
 RECENT_REQUESTS = 8
+#: Nonces of a chat's earlier prompts checked for a stale reply.
+EARLIER_NONCES = 4
 #: Violations noted between turns and kept for the next turn, at most.
 HELD_NOTES = 8
 #: Frame kinds that belong to a reply (others, such as status events, never count).
@@ -76,7 +85,7 @@ class TurnResult:
 
     request_id: str
     outcome: str = OK
-    subkind: str | None = None  # violation kind when outcome is violation
+    subkind: str | None = None  # violation or mismatch kind
     ttft_s: float | None = None
     reply_s: float | None = None
     tokens: int = 0
@@ -104,29 +113,39 @@ class TurnResult:
 
 
 class NonceWatch:
-    """Whether a nonce appears in a reply that arrives in pieces; keeps only a short tail."""
+    """Whether a nonce appears in a reply that arrives in pieces, and whether the nonce of
+    an earlier prompt (`earlier`, newest first) does instead; keeps only a short tail."""
 
-    def __init__(self, nonce: str) -> None:
+    def __init__(self, nonce: str, earlier: tuple[str, ...] = ()) -> None:
         self.nonce = nonce
+        self.earlier = tuple(n for n in earlier if n != nonce)
+        self.width = max(len(n) for n in (nonce, *self.earlier))
         self.tail = ""
         self.found = False
+        self.stale: str | None = None  # the earlier nonce seen, if any
 
     def feed(self, text: str) -> None:
-        if self.found or not text:
+        if not text or (self.found and self.stale is not None):
             return
         joined = self.tail + text
-        self.found = self.nonce in joined
-        self.tail = joined[-len(self.nonce) :]
+        if not self.found:
+            self.found = self.nonce in joined
+        if self.stale is None:
+            self.stale = next((n for n in self.earlier if n in joined), None)
+        self.tail = joined[-self.width :]
 
 
 class Channel:
     """One open conversation plus what soak tracks across its turns: the last `seq`,
     recently ended requests, and violations seen between turns."""
 
-    def __init__(self, conversation: Conversation) -> None:
+    def __init__(self, conversation: Conversation, nonces: deque[str] | None = None) -> None:
         self.conversation = conversation
         self.last_seq: int | None = None
         self.recent: deque[str] = deque(maxlen=RECENT_REQUESTS)
+        self.abandoned: deque[str] = deque(maxlen=RECENT_REQUESTS)  # ended without terminal
+        #: Nonces of the chat's prompts, newest last (shared by the chat's connections).
+        self.nonces: deque[str] = deque(maxlen=EARLIER_NONCES) if nonces is None else nonces
         self.held: deque[tuple[str, str, str]] = deque(maxlen=HELD_NOTES)  # subkind, detail, raw
         self.turns = 0
 
@@ -176,6 +195,8 @@ class Channel:
         raw = frame.raw[:FRAME_EXCERPT]
         if seq_problem:
             self.held.append((*seq_problem, raw))
+        if frame.request_id is not None and frame.request_id in self.abandoned:
+            return  # the late tail of a turn that already ended without it
         if frame.kind in REPLY_KINDS:
             ended = f" of request {frame.request_id}" if frame.request_id else ""
             self.held.append((FRAME_AFTER_DONE, f"{frame.kind} frame{ended} between turns", raw))
@@ -209,7 +230,7 @@ def run_turn(
     for subkind, detail, raw in channel.take_held():
         result.violate(subkind, detail)
         result.last_frames.append(raw)
-    watch = NonceWatch(nonce) if nonce else None
+    watch = NonceWatch(nonce, tuple(reversed(channel.nonces))) if nonce else None
     started = clock()
     try:
         done = _read_reply(
@@ -226,8 +247,12 @@ def run_turn(
     finally:
         channel.recent.append(request_id)
         channel.turns += 1
+        if nonce:
+            channel.nonces.append(nonce)
+    if result.outcome in (STALL, FIRST_TOKEN_TIMEOUT):
+        channel.abandoned.append(request_id)
     result.elapsed_s = clock() - started
-    _settle(result, watch)
+    _settle(result, watch, list(channel.nonces))
     return result
 
 
@@ -252,7 +277,8 @@ def _read_reply(
         if frame is None:
             if now < deadline:
                 continue
-            _timed_out(result, now, last_frame_at, first_token_timeout, reply_timeout)
+            if result.outcome != ERRORED:  # an error said is the outcome, done or not
+                _timed_out(result, now, last_frame_at, first_token_timeout, reply_timeout)
             return False
         result.last_frames.append(frame.raw)
         if seq_problem:
@@ -283,7 +309,8 @@ def _read_reply(
         elif frame.kind == ERROR:
             result.outcome = ERRORED
             result.detail = f"server error: {frame.text[:FRAME_EXCERPT]}"
-            return False
+            if channel.conversation.error_ends_turn:
+                return False
 
 
 def _timed_out(
@@ -307,7 +334,7 @@ def _timed_out(
 
 def _foreign(channel: Channel, result: TurnResult, frame: Frame) -> None:
     """A frame that names another request: a late frame of an ended one, or a stranger."""
-    if frame.kind not in REPLY_KINDS:
+    if frame.kind not in REPLY_KINDS or frame.request_id in channel.abandoned:
         return
     if frame.request_id in channel.recent:
         result.violate(
@@ -342,8 +369,10 @@ def _linger(channel: Channel, result: TurnResult, linger: float, clock: Clock) -
                 result.violate(FRAME_AFTER_DONE, f"{frame.kind} frame after the terminal frame")
 
 
-def _settle(result: TurnResult, watch: NonceWatch | None) -> None:
-    """Pick the one outcome from what the turn saw (precedence in the module docstring)."""
+def _settle(result: TurnResult, watch: NonceWatch | None, nonces: list[str]) -> None:
+    """Pick the one outcome from what the turn saw (precedence in the module docstring).
+
+    nonces: the chat's prompt nonces, this turn's last."""
     notes = "; ".join(detail for _, detail in result.violations[:3])
     if result.outcome == FIRST_TOKEN_TIMEOUT and result.violations:
         result.outcome = VIOLATION
@@ -358,8 +387,16 @@ def _settle(result: TurnResult, watch: NonceWatch | None) -> None:
         result.outcome = VIOLATION
         result.subkind = result.violations[0][0]
         result.detail = notes
+    elif watch and not watch.found and watch.stale is not None:
+        result.outcome, result.subkind = MISMATCH, STALE_REPLY
+        back = len(nonces) - 1 - nonces.index(watch.stale) if watch.stale in nonces else 0
+        which = "the previous prompt" if back == 1 else f"the prompt {back} turns back"
+        result.detail = (
+            f"the reply ({result.tokens} tokens) carries the nonce {watch.stale!r} of "
+            f"{which} of this chat, not {watch.nonce!r}: it answered an earlier question"
+        )
     elif watch and not watch.found:
-        result.outcome = MISMATCH
+        result.outcome, result.subkind = MISMATCH, NO_NONCE
         result.detail = (
             f"the reply ({result.tokens} tokens) does not contain the nonce {watch.nonce!r} "
             "sent in the prompt: an answer to another prompt?"

@@ -18,6 +18,7 @@ import ssl
 import time
 from collections import deque
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from websockets.client import ClientProtocol
 from websockets.exceptions import InvalidHandshake, InvalidURI
@@ -33,6 +34,13 @@ MAX_FRAME_BYTES = 16 * 1024 * 1024
 CLOSE_TIMEOUT_S = 2.0
 #: Bytes read per socket read.
 READ_BYTES = 65536
+
+
+def http_base(url: str) -> str:
+    """http(s)://host:port of a ws(s):// target URL (path and query dropped)."""
+    parts = urlsplit(url)
+    scheme = {"ws": "http", "wss": "https"}.get(parts.scheme, parts.scheme)
+    return urlunsplit((scheme, parts.netloc, "", "", ""))
 
 
 def lookup(data: Any, path: str | None) -> Any:
