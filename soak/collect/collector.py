@@ -23,10 +23,23 @@ from typing import Any
 
 import psutil
 
-from soak.collect.forensics import Forensics, PySpy
+from soak.collect.forensics import (
+    CensusError,
+    Forensics,
+    PySpy,
+    find_pyspy,
+    python_thread_names,
+)
 from soak.collect.health import LatencyFloor, poll_health
 from soak.collect.metrics import Metrics
-from soak.collect.process import ProcessSampler, is_local_url, pid_matching, pid_on_port, port_of
+from soak.collect.process import (
+    ProcessSampler,
+    is_local_url,
+    looks_like_python,
+    pid_matching,
+    pid_on_port,
+    port_of,
+)
 from soak.rundir import EVENTS, HEALTH, PROCESS, THREADS, JsonlWriter, RunDir
 
 #: The same loop error is recorded at most once per this many seconds.
@@ -48,6 +61,7 @@ class Settings:
     loop_lag_field: str | None = None
     pyspy: bool = False
     pyspy_every: float = 1800.0
+    python_threads: bool = True
 
     @classmethod
     def from_profile(cls, collector: dict[str, Any]) -> Settings:
@@ -67,6 +81,7 @@ class Settings:
             loop_lag_field=collector.get("loop_lag_field"),
             pyspy=bool(collector.get("pyspy", False)),
             pyspy_every=float(collector.get("pyspy_every", cls.pyspy_every)),
+            python_threads=bool(collector.get("python_threads", True)),
         )
 
 
@@ -124,6 +139,10 @@ class TargetWatch:
         )
         self.sampler: ProcessSampler | None = None
         self.identity: tuple[int, float] | None = None  # (pid, create_time) last sampled
+        #: py-spy for Python thread names: None when off, not found or not permitted.
+        self.census_with = find_pyspy() if settings.python_threads else None
+        self.python = False  # the sampled process runs Python
+        self.census_reported = False
         self.lost_reported = False
         self.last_detail = float("-inf")
         self._families: tuple[dict[str, Any], bool] | None = None  # last record, written?
@@ -175,6 +194,8 @@ class TargetWatch:
             return
         if detail:
             self.last_detail = now
+            if self.python and self.census_with:
+                families = self._census(families)
         self.process_out.write(record)
         self._write_families(
             {"t": record["t"], "pid": record["pid"], "families": families}, periodic=detail
@@ -182,6 +203,30 @@ class TargetWatch:
         if self.metrics:
             self.metrics.process(self.name, record)
             self.metrics.families(self.name, families)
+
+    def _census(self, families: dict[str, int]) -> dict[str, int]:
+        """Thread families with the Python thread names py-spy reads (see ThreadNames);
+        `families` as they were when py-spy cannot (said once when it never will)."""
+        assert self.sampler is not None and self.census_with is not None
+        names = self.sampler.thread_names
+        alive = names.thread_ids()
+        try:
+            census = python_thread_names(self.census_with, self.sampler.pid)
+        except CensusError as exc:
+            if exc.lasting:
+                self.census_with = None
+                self.census_off(f"{self.name}: {exc.message}; thread families come from /proc")
+            else:
+                self.events.error(f"census {self.name}", f"{self.name}: {exc.message}", self.name)
+            return families
+        names.set_census(census, alive)
+        return self.sampler.families()
+
+    def census_off(self, message: str) -> None:
+        """Say once that Python thread names cannot be read (and why)."""
+        if not self.census_reported:
+            self.census_reported = True
+            self.events.write("census_off", message, self.name)
 
     def _write_families(self, record: dict[str, Any], periodic: bool) -> None:
         """threads.jsonl: a record when the families change (with the last unchanged sample
@@ -248,6 +293,13 @@ class TargetWatch:
         identity = (sampler.pid, sampler.create_time)
         previous, self.identity = self.identity, identity
         self.sampler = sampler
+        self.python = looks_like_python(sampler.process)
+        if self.python and self.settings.python_threads and self.census_with is None:
+            self.census_off(
+                f"{self.name}: pid {sampler.pid} is a Python process, but py-spy is not on "
+                "PATH (pip install py-spy), so its threads are named by /proc, where "
+                "CPython leaves them all as the program's name"
+            )
         self.lost_reported = False
         self.last_detail = float("-inf")
         if previous is None:

@@ -1,4 +1,4 @@
-"""py-spy dumps of a target's Python threads, saved in the run directory.
+"""py-spy on a target's Python threads: dumps saved in the run directory, and names.
 
 Optional forensics: when `collector.pyspy` is on, the collector runs
 `py-spy dump --pid PID` on the first stall of each target (seen in
@@ -6,10 +6,16 @@ anomalies.jsonl) and every `collector.pyspy_every` seconds. Each dump is a
 text file under targets/<name>/pyspy/ and a `pyspy_dump` event. A missing
 py-spy, or one the kernel does not let attach (ptrace), is reported once as a
 `collector_error` event with what to do, and never stops the collector.
+
+The thread census (`python_thread_names`) asks py-spy for the Python-level names of a
+Python target's threads (`py-spy dump --json --nonblocking`: the target is not
+paused), because CPython before 3.14 gives its threads no OS name at all (every
+`/proc/PID/task/*/comm` says `python`) and 3.14 cuts them to 15 bytes.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -45,6 +51,50 @@ def not_permitted_message(pid: int) -> str:
         "as the target's user with ptrace allowed (sysctl kernel.yama.ptrace_scope=0; in a "
         "container add CAP_SYS_PTRACE), or set collector.pyspy = false"
     )
+
+
+class CensusError(Exception):
+    """The thread census cannot be taken; `lasting` when trying again would not help."""
+
+    def __init__(self, message: str, lasting: bool) -> None:
+        super().__init__(message)
+        self.message = message
+        self.lasting = lasting
+
+
+def python_thread_names(executable: str, pid: int, timeout: float = 5.0) -> dict[int, str]:
+    """{os thread id: Python thread name} of the Python threads of `pid` (py-spy JSON).
+
+    Threads py-spy does not list have no Python thread state: native threads.
+    Raises CensusError.
+    """
+    try:
+        done = subprocess.run(
+            [executable, "dump", "--pid", str(pid), "--json", "--nonblocking"],
+            capture_output=True,
+            timeout=timeout,
+            stdin=subprocess.DEVNULL,
+        )
+    except subprocess.TimeoutExpired:
+        raise CensusError(f"py-spy took over {timeout:g} s for pid {pid}", False) from None
+    except OSError as exc:
+        raise CensusError(f"py-spy could not be started: {exc}", True) from None
+    stderr = done.stderr.decode("utf-8", "replace").strip()
+    if done.returncode != 0:
+        if any(phrase in stderr.lower() for phrase in _NOT_PERMITTED):
+            raise CensusError(not_permitted_message(pid), True)
+        lasting = "python" in stderr.lower() and "version" in stderr.lower()
+        raise CensusError(f"py-spy cannot read pid {pid}: {stderr[-300:] or 'no output'}", lasting)
+    try:
+        threads = json.loads(done.stdout)
+    except ValueError:
+        raise CensusError("py-spy printed no JSON thread list", False) from None
+    names = {}
+    for thread in threads if isinstance(threads, list) else []:
+        tid, name = thread.get("os_thread_id"), thread.get("thread_name")
+        if isinstance(tid, int) and isinstance(name, str):
+            names[tid] = name
+    return names
 
 
 class PySpy:

@@ -23,6 +23,9 @@ from urllib.parse import urlsplit
 import psutil
 
 _DIGITS = re.compile(r"\d+")
+#: Family of the threads of a Python process that have no Python thread state.
+NATIVE = "native"
+_PYTHON_EXE = re.compile(r"^(python|pypy)[\d.]*m?$")
 _MB = 1_048_576
 _LOOPBACK_NAMES = {"localhost", "localhost.localdomain", "ip6-localhost"}
 
@@ -38,11 +41,34 @@ class ThreadNames:
     Names are remembered per thread id: a sample lists the task directory and
     reads `comm` only for threads it has not seen, unless `refresh` asks to
     re-read every name (a thread may rename itself after it started).
+
+    For a Python process, `set_census` gives the Python names of its threads (py-spy).
+    A thread whose `comm` is just the program's name (CPython before 3.14 names none of
+    its threads) or a cut-off start of its Python name (3.14 keeps 15 bytes) is named by
+    its Python name; one that was alive at the census with no Python name and the
+    program's `comm` is NATIVE; a thread with an OS name of its own keeps it, and one
+    newer than the census keeps its `comm` until the next census.
     """
 
     def __init__(self, pid: int) -> None:
         self.pid = pid
         self._family_of: dict[str, str] = {}
+        self._census: dict[str, str] = {}
+        self._census_alive: frozenset[str] = frozenset()
+        self._program: str | None = None
+
+    def set_census(self, names: dict[int, str], alive: set[str] | None = None) -> None:
+        """Python thread names by thread id; `alive`: the thread ids listed at that moment."""
+        self._census = {str(tid): name.strip() for tid, name in names.items()}
+        self._census_alive = frozenset(alive if alive is not None else self.thread_ids())
+        self._program = (_read_comm(f"/proc/{self.pid}/comm") or "").strip()
+        self._family_of = {}
+
+    def thread_ids(self) -> set[str]:
+        try:
+            return set(os.listdir(f"/proc/{self.pid}/task"))
+        except OSError:
+            return set()
 
     def families(self, refresh: bool = False) -> dict[str, int]:
         """{family: thread count}, sorted by family; empty when the process is gone."""
@@ -59,10 +85,19 @@ class ThreadNames:
                 name = _read_comm(f"{task}/{tid}/comm")
                 if name is None:
                     continue  # the thread ended between listing and reading
-                family = fold_thread_name(name)
+                family = self._family(tid, name.strip())
             current[tid] = family
         self._family_of = current
         return dict(sorted(Counter(current.values()).items()))
+
+    def _family(self, tid: str, comm: str) -> str:
+        python = self._census.get(tid)
+        inherited = comm == self._program
+        if python is not None and (inherited or (comm and python.startswith(comm))):
+            return fold_thread_name(python)
+        if python is None and inherited and tid in self._census_alive:
+            return NATIVE
+        return fold_thread_name(comm)
 
 
 def _read_comm(path: str) -> str | None:
@@ -76,6 +111,14 @@ def _read_comm(path: str) -> str | None:
         return None
     finally:
         os.close(fd)
+
+
+def looks_like_python(proc: psutil.Process) -> bool:
+    """Whether a process runs a Python interpreter (its executable is python*/pypy*)."""
+    try:
+        return bool(_PYTHON_EXE.match(os.path.basename(proc.exe())))
+    except (psutil.Error, OSError):
+        return False
 
 
 def thread_families(pid: int) -> dict[str, int]:
