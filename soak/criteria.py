@@ -197,7 +197,7 @@ def series_view(summary: Mapping[str, Any], key: str, mb: str, noun: str) -> Ser
 
 def growth_sentence(view: SeriesView) -> str:
     """What a series does: "threads grow 3.4/min (95% CI 3.1–3.7); 4,096 (threads-max)
-    reached in ~20 h", a plateau, or a sawtooth's floor, with growth per unit of work."""
+    reached in ~20 h", a plateau, or a sawtooth's teeth, with growth per unit of work."""
     if view.per_hour is None:
         return f"{view.noun}: no trend"
     q = view.quantity
@@ -209,10 +209,9 @@ def growth_sentence(view: SeriesView) -> str:
             f"{since}, then held level: {rate} since"
         )
     else:
-        floor = " floor" if view.envelope else ""
-        text = f"{view.noun}{floor} {view.verb} {rate}"
+        text = f"{view.noun} {view.verb} {rate}"
     if view.envelope:
-        text += f" (lower envelope of a sawtooth with {view.drops:,} drops)"
+        text += f", tooth by tooth (a sawtooth with {view.drops:,} drops)"
     text += work_clause(view)
     if view.hours is not None and view.limit is not None:
         source = f" ({view.limit_source})" if view.limit_source else ""
@@ -359,6 +358,13 @@ class Metric:
         rate = format_rate(view.per_hour or 0.0, view.quantity, view.ci)
         return f"{view.noun} reach {limit}{source} in ~{format_hours(value)} at {rate}"
 
+    def ci(self, summary: Mapping[str, Any]) -> tuple[float, float] | None:
+        """The 95% confidence interval of the value, for growth rates that have one."""
+        if self.kind == "growth" or (self.kind == "per_work" and "_1k_" in self.field):
+            ci = summary.get(self.field.replace("_growth", "_growth_ci", 1))
+            return (float(ci[0]), float(ci[1])) if _pair(ci) else None
+        return None
+
     def doubt(self, summary: Mapping[str, Any], passed: bool) -> str | None:
         """Why a measured value is no evidence for a verdict (None: it is).
 
@@ -373,9 +379,10 @@ class Metric:
                 return str(said)
             if summary.get(f"{key}_trend") == "undecided" and not passed:
                 return (
-                    f"the {self.series[2]} rose, but the last third of the load is too short "
-                    "or too noisy to tell a level that settles (a pool filling up) from one "
-                    "that keeps growing (a leak); run longer"
+                    f"{self.series[2]} rose, but the end of the load is too short or too "
+                    "noisy to tell a level that settles (a pool filling up, an allocator "
+                    "keeping its high-water mark) from one that keeps growing (a leak); "
+                    "run longer"
                 )
             return None
         turns = int(_num(summary.get("turns")) or 0)
@@ -420,6 +427,11 @@ class HealthMetric(Metric):
         fields = summary.get("health_fields") or {}
         entry = fields.get(self.path) if isinstance(fields, dict) else None
         return entry.get(self.stat) if isinstance(entry, dict) else None
+
+    def ci(self, summary: Mapping[str, Any]) -> tuple[float, float] | None:
+        entry = (summary.get("health_fields") or {}).get(self.path) or {}
+        ci = entry.get("growth_ci_per_hour")
+        return (float(ci[0]), float(ci[1])) if self.kind == "growth" and _pair(ci) else None
 
     def doubt(self, summary: Mapping[str, Any], passed: bool) -> str | None:
         entry = (summary.get("health_fields") or {}).get(self.path) or {}
@@ -683,7 +695,7 @@ class Criterion:
         limit = metric.format(self.threshold)
         limit = limit if self.op == "==" else f"{_SYMBOLS[self.op]} {limit}"
         said = metric.describe(value, target_summary)
-        doubt = metric.doubt(target_summary, passed)
+        doubt = metric.doubt(target_summary, passed) or self._straddles(target_summary)
         if doubt:
             verb = "would meet" if passed else "would break"
             message = f"{said}; {verb} the limit {limit}, but not judged: {doubt.rstrip('.')}."
@@ -691,6 +703,18 @@ class Criterion:
         verb = "meets" if passed else "breaks"
         message = f"{said}; {verb} the limit {limit}."
         return self._result(passed, PASS if passed else FAIL, value, message)
+
+    def _straddles(self, summary: Mapping[str, Any]) -> str | None:
+        """Why a growth rate is no evidence when its 95% CI reaches across the threshold:
+        the data allow both a pass and a fail."""
+        ci = self.metric.ci(summary)
+        if ci is None or self.op in ("==", "!="):
+            return None
+        check = OPERATORS[self.op]
+        if check(ci[0], self.threshold) == check(ci[1], self.threshold):
+            return None
+        span = f"{self.metric.format(ci[0])}–{self.metric.format(ci[1])}".replace("/h–", "–")
+        return f"its 95% CI {span} reaches across the limit; run longer"
 
     def _result(
         self, passed: bool | None, status: str, value: float | None, message: str

@@ -157,7 +157,7 @@ def test_plateau_and_sawtooth_messages_say_what_the_series_did() -> None:
     }
     message = parse_criterion("rss.growth_mb_per_hour < 5").check(sawtooth).message
     assert message.startswith(
-        "RSS floor grows 0.4 MB/h (95% CI -0.2–0.9) (lower envelope of a sawtooth with 6 drops)"
+        "RSS grows 0.4 MB/h (95% CI -0.2–0.9), tooth by tooth (a sawtooth with 6 drops)"
     )
 
 

@@ -8,9 +8,14 @@ so a week of 1 s samples (600,000 points) fits in well under a second.
 level off is not called leaking:
 
 - **sawtooth** (memory freed by a GC or a cache sweep, a pool that shrinks and
-  regrows): at least `MIN_DROPS` sudden drops. The line is then fitted on the lower
-  envelope (a centred rolling minimum over 1.5 drop periods): a flat floor is no leak,
-  a rising floor is one.
+  regrows): at least `MIN_DROPS` sudden drops. The line is then fitted on the teeth:
+  the median of each whole tooth (the samples from one drop to the next), one point
+  per tooth, so its interval is as wide as the few teeth warrant and the phase at
+  which samples met a quick refill does not matter. Teeth at a flat level are no
+  leak, rising teeth are one, and teeth that rose for the first few only (an
+  allocator keeping its high-water mark) settle as a plateau, or stay undecided when
+  the last teeth cannot tell. The lower envelope (a centred rolling minimum over 1.5
+  drop periods) is what plots show.
 - **plateau**: the series grows significantly overall, but over the last
   `TAIL_SHARE` of the loaded window it is level (its slope's 95% interval reaches 0
   and lies below the overall slope), and the overall slope would have added at least
@@ -47,6 +52,10 @@ UNDECIDED = "undecided"
 TAIL_SHARE = 1 / 3
 #: Fewer sudden drops than this are no sawtooth (one cache flush is not a pattern).
 MIN_DROPS = 3
+#: Teeth a sawtooth's tail test needs at least (3 are too few for t), and the share of
+#: the loaded window it looks at (teeth are few: half, not a third).
+MIN_TAIL_TEETH = 4
+TEETH_TAIL_SHARE = 1 / 2
 #: The envelope's rolling-minimum window, in drop periods.
 ENVELOPE_PERIODS = 1.5
 
@@ -169,17 +178,26 @@ class Trend:
 
 
 def sawtooth_drops(y: np.ndarray, baseline: np.ndarray) -> tuple[int, float]:
-    """(number of sudden drops, median samples between them) of series `y`.
+    """(number of sudden drops, median samples between them) of series `y`."""
+    troughs, spacing = sawtooth_troughs(y, baseline)
+    return len(troughs), spacing
+
+
+def sawtooth_troughs(y: np.ndarray, baseline: np.ndarray) -> tuple[np.ndarray, float]:
+    """(index of the lowest sample after each sudden drop, median samples between drops).
 
     A drop is a run of falling samples whose total fall is at least half the spread
     (5th to 95th percentile) of `y - baseline`, six times the typical sample-to-sample
     change (1.4826 MAD), and more than one for counts: noise, a count jittering by one
     and single outliers do not qualify.
     """
+    none = np.empty(0, dtype=np.int64)
+    if len(y) < 3:
+        return none, 0.0
     low, high = np.percentile(y - baseline, [5, 95])
     spread = high - low
-    if len(y) < 3 or spread <= 0:
-        return 0, 0.0
+    if spread <= 0:
+        return none, 0.0
     steps = np.diff(y)
     typical = 1.4826 * float(np.median(np.abs(steps - np.median(steps))))
     counts = bool(np.all(y == np.round(y)))
@@ -188,9 +206,51 @@ def sawtooth_drops(y: np.ndarray, baseline: np.ndarray) -> tuple[int, float]:
     edges = np.diff(np.concatenate([[0], falling.astype(np.int8), [0]]))
     starts, stops = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
     fallen = np.concatenate([[0.0], np.cumsum(np.where(falling, steps, 0.0))])
-    big = starts[(fallen[stops] - fallen[starts]) <= -threshold]
-    spacing = float(np.median(np.diff(big))) if len(big) >= 2 else 0.0
-    return len(big), spacing
+    big = (fallen[stops] - fallen[starts]) <= -threshold
+    spacing = float(np.median(np.diff(starts[big]))) if np.count_nonzero(big) >= 2 else 0.0
+    return stops[big], spacing
+
+
+#: Two-sided 95% quantiles of Student's t by degrees of freedom (1-30; normal beyond).
+_T95 = (
+    12.71, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179,
+    2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064,
+    2.060, 2.056, 2.052, 2.048, 2.045, 2.042,
+)  # fmt: skip
+
+
+def teeth_fit(x: np.ndarray, y: np.ndarray) -> Fit | None:
+    """The Theil–Sen line through a sawtooth's teeth, one point per tooth, with a 95%
+    interval from the spread of the points about it (the larger of 1.4826 MAD and the
+    residual RMS) and Student's t: a handful of teeth are too few for Sen's rank
+    interval, which would call any short run's memory unknown, yet exact enough to
+    tell teeth that rise."""
+    line = theil_sen(x, y)
+    if line is None:
+        return None
+    residuals = y - line.at(x)
+    mad = 1.4826 * float(np.median(np.abs(residuals - np.median(residuals))))
+    rms = float(np.sqrt(np.sum(residuals**2) / max(len(x) - 2, 1)))
+    # a MAD of a handful of points can be tiny by chance; counts move in whole steps
+    scale = max(mad, rms, smallest_step(np.diff(y)) / 2)
+    spread = float(np.sqrt(np.sum((x - x.mean()) ** 2)))
+    dof = len(x) - 2
+    t = _T95[dof - 1] if dof <= len(_T95) else 1.96
+    half = t * scale / spread if spread > 0 else 0.0
+    return Fit(line.slope, line.intercept, line.slope - half, line.slope + half, line.n,
+               line.x_start, line.x_end)  # fmt: skip
+
+
+def tooth_levels(
+    x: np.ndarray, y: np.ndarray, troughs: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """(median x, median y) of every whole tooth: the samples from one drop's end to the
+    next's. The part before the first drop and after the last are cut off, left out."""
+    teeth = [(a, b) for a, b in zip(troughs[:-1], troughs[1:], strict=True) if b > a]
+    return (
+        np.array([np.median(x[a:b]) for a, b in teeth], dtype=float),
+        np.array([np.median(y[a:b]) for a, b in teeth], dtype=float),
+    )
 
 
 def smallest_step(steps: np.ndarray) -> float:
@@ -222,15 +282,19 @@ def fit_trend(
     overall = theil_sen(x, y, max_points)
     if overall is None:
         return None
-    drops, spacing = sawtooth_drops(y, overall.at(x))
-    window = max(3, int(ENVELOPE_PERIODS * spacing)) if drops >= MIN_DROPS else 0
-    values = lower_envelope(y, window) if window else y
-    fit = theil_sen(x, values, max_points) if window else overall
-    if fit is None:
-        return None
-    trend = Trend(fit, overall, _shape(fit), window, drops)
+    troughs, spacing = sawtooth_troughs(y, overall.at(x))
+    if len(troughs) >= MIN_DROPS:
+        teeth_x, teeth_y = tooth_levels(x, y, troughs)
+        teeth = teeth_fit(teeth_x, teeth_y) if len(teeth_x) >= MIN_DROPS else None
+        if teeth is not None:
+            window = max(3, int(ENVELOPE_PERIODS * spacing))
+            trend = Trend(teeth, overall, _shape(teeth), window, len(troughs))
+            if trend.shape == GROWING:
+                return _settle_teeth(trend, teeth_x, teeth_y, busy_until)
+            return trend
+    trend = Trend(overall, overall, _shape(overall), 0, len(troughs))
     if trend.shape == GROWING:
-        return _settle_growth(trend, x, values, busy_until, max_points)
+        return _settle_growth(trend, x, y, busy_until, max_points)
     return trend
 
 
@@ -265,6 +329,31 @@ def _settle_growth(
     outside = np.flatnonzero((ys < level.min()) | (ys > level.max()))
     since = float(xs[min(outside[-1] + 1, len(xs) - 1)]) if len(outside) else float(xs[0])
     return Trend(tail, trend.overall, PLATEAU, trend.envelope_window, trend.drops, since)
+
+
+def _settle_teeth(trend: Trend, x: np.ndarray, y: np.ndarray, busy_until: float | None) -> Trend:
+    """A GROWING sawtooth (x, y: one point per tooth) as GROWING, PLATEAU or UNDECIDED by
+    its last teeth: those of the last TEETH_TAIL_SHARE of the loaded window, at least the
+    last MIN_TAIL_TEETH. With no more teeth than that in all, teeth that rose for a
+    while cannot be told from ones that keep rising."""
+    end = x[-1] if busy_until is None else min(x[-1], busy_until)
+    loaded = x <= end
+    x, y = x[loaded], y[loaded]
+    undecided = replace(trend, shape=UNDECIDED)
+    if len(x) <= MIN_TAIL_TEETH:
+        return undecided
+    start = trend.overall.x_start
+    in_tail = x >= start + (1.0 - TEETH_TAIL_SHARE) * (end - start)
+    in_tail[-MIN_TAIL_TEETH:] = True
+    tail = teeth_fit(x[in_tail], y[in_tail])
+    if tail is None:
+        return undecided
+    if tail.low > 0:
+        return trend
+    if tail.high < trend.fit.slope:
+        since = float(x[in_tail][0])
+        return Trend(tail, trend.overall, PLATEAU, trend.envelope_window, trend.drops, since)
+    return undecided
 
 
 def _rises_throughout(x: np.ndarray, y: np.ndarray, end: float) -> bool:
