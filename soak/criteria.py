@@ -68,6 +68,8 @@ HEALTH_PREFIX = "health."
 #: Keys of a per-target override table.
 OVERRIDE_KEYS = ("checks", "skip")
 _PER_1K = "per 1,000 replies"
+#: Counts said on their own, not as a share of the turns.
+_PLAIN_COUNTS = ("turns", "restarts", "replies", "chats_never_recovered")
 
 
 def capped_warmup(warmup_s: float, load_s: float, what: str = "load") -> tuple[float, str | None]:
@@ -329,7 +331,7 @@ class Metric:
         if self.kind in ("count", "rate"):
             count = int(_num(self.raw(summary)) or 0)
             turns = int(_num(summary.get("turns")) or 0)
-            if self.kind == "count" and self.field in ("turns", "restarts", "replies"):
+            if self.kind == "count" and self.field in _PLAIN_COUNTS:
                 return f"{count:,} {self.label}"
             share = f" ({format_number(100 * count / turns)}%)" if turns else ""
             return f"{count:,} {self.label} in {turns:,} turns{share}"
@@ -392,7 +394,7 @@ class Metric:
         )
         if self.kind == "rate" and turns < MIN_TURNS:
             return weak_turns
-        problems = self.kind == "count" and self.chat and self.field not in ("replies", "turns")
+        problems = self.kind == "count" and self.chat and self.field not in _PLAIN_COUNTS
         if problems and passed and turns < MIN_TURNS:
             return weak_turns
         if self.samples is not None:
@@ -531,6 +533,14 @@ def _metrics() -> dict[str, Metric]:
     metrics += [
         Metric("replies.count", "replies", "count", "replies", "replies", chat=True),
         Metric("ok.rate", "replies", "rate", "ok replies", "fraction of turns", chat=True),
+        Metric(
+            "stuck_chats.count",
+            "chats_never_recovered",
+            "count",
+            "chats stuck to the end",
+            "chats",
+            chat=True,
+        ),
         Metric("turns.count", "turns", "count", "turns ended", "turns", chat=True),
         Metric("restarts.count", "restarts", "count", "target restarts (new pid)", "restarts"),
         Metric(

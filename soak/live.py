@@ -120,8 +120,8 @@ class LiveStatus:
                     LiveWarning(
                         "health_failing",
                         name,
-                        f"{name}: /health failed {self.health_fails[name]} polls in a row "
-                        f"({self.last_health_error[name]})",
+                        f"{name}: /health keeps failing ({self.health_fails[name]} polls in "
+                        f"a row, last: {self.last_health_error[name]})",
                     )
                 )
             if self.process_misses[name] >= PROCESS_MISSES:

@@ -181,8 +181,9 @@ def _condition(value: Any) -> dict[str, Any]:
         raise ValueError(f"value must be a string, number or list, got {wanted!r}")
     if "absent" in value and (value["absent"] is not True or "value" in value):
         raise ValueError(f"absent must be true, without a value, got {value!r}")
-    condition = {"path": value["path"], "value": wanted}
-    return {**condition, "absent": True} if "absent" in value else condition
+    if "absent" in value:
+        return {"path": value["path"], "absent": True}
+    return {"path": value["path"], "value": wanted}
 
 
 def _match(value: Any) -> dict[str, Any] | list[dict[str, Any]]:
@@ -536,6 +537,8 @@ class Profile:
     secrets: list[str] = field(default_factory=list)
     #: What soak will do differently from what the profile says (shown when a run starts).
     warnings: list[str] = field(default_factory=list)
+    #: Whether the profile set [criteria] warmup itself (only then is its cut worth a word).
+    warmup_given: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data with secrets resolved (for the run's own processes, never for disk)."""
@@ -584,8 +587,13 @@ def load_profile(path: Path | str) -> Profile:
     return profile_from_mapping(data, source=str(path))
 
 
-def profile_from_mapping(data: Mapping[str, Any], source: str = "<profile>") -> Profile:
-    """Validate a profile given as a mapping (parsed TOML, or the run's own JSON copy)."""
+def profile_from_mapping(
+    data: Mapping[str, Any], source: str = "<profile>", warmup_given: bool | None = None
+) -> Profile:
+    """Validate a profile given as a mapping (parsed TOML, or the run's own JSON copy).
+
+    warmup_given: whether the user wrote [criteria] warmup (default: whether `data` has it).
+    """
     _check_keys(data, TOP_LEVEL, source, "")
     secrets: list[str] = []
     resolved = _resolve_env(dict(data), source, "", secrets)
@@ -607,6 +615,10 @@ def profile_from_mapping(data: Mapping[str, Any], source: str = "<profile>") -> 
         secrets=secrets,
         **sections,
     )
+    if warmup_given is None:
+        criteria = resolved.get("criteria")
+        warmup_given = isinstance(criteria, Mapping) and "warmup" in criteria
+    profile.warmup_given = warmup_given
     _check_consistency(profile)
     return profile
 
@@ -668,7 +680,7 @@ def apply_overrides(
         data["collector"]["interval"] = interval
     if pyspy is not None:
         data["collector"]["pyspy"] = pyspy
-    result = profile_from_mapping(data, source=source)
+    result = profile_from_mapping(data, source=source, warmup_given=profile.warmup_given)
     result.secrets = sorted(set(result.secrets) | set(profile.secrets))
     return result
 
@@ -804,7 +816,7 @@ def _check_consistency(profile: Profile) -> None:
     from soak.criteria import capped_warmup
 
     _, note = capped_warmup(profile.criteria["warmup"], load["duration"])
-    if note:
+    if note and profile.warmup_given:
         profile.warnings.append(f"{profile.source}: {note}; lower [criteria] warmup")
     if profile.targets and load["users"] < len(profile.targets):
         raise ProfileError(

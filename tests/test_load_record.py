@@ -74,3 +74,37 @@ def test_anomalies_are_capped_per_interval_and_counts_stay_exact():
     assert len(anomalies) == MAX_ANOMALIES_PER_INTERVAL + 1
     assert anomalies[-1]["dropped_before"] == 30
     assert chats[0]["outcomes"][OK] == 0 and chats[1]["turns"] == 1
+
+
+def test_a_chat_that_keeps_failing_is_stuck_until_an_ok_turn():
+    chats, anomalies = [], []
+    recorder = ChatRecorder(["a"], chats.append, anomalies.append)
+    timeout = TurnResult(request_id="-", outcome="first_token_timeout")
+    for _ in range(4):
+        recorder.turn_started("a")
+        recorder.turn_finished("a", timeout, "s7", chat=7)
+    recorder.turn_started("a")
+    recorder.turn_finished("a", TurnResult(request_id="x"), "s8", chat=8)  # another chat: fine
+    recorder.flush(now=recorder.interval_started + 5)
+    assert chats[-1]["stuck"] == 1
+    [stuck] = [r for r in anomalies if r["kind"] == "chat_stuck"]
+    assert (stuck["chat"], stuck["session"], stuck["failed_turns"]) == (7, "s7", 3)
+    recorder.turn_started("a")
+    recorder.turn_finished("a", TurnResult(request_id="y"), "s7", chat=7)
+    recorder.flush(now=recorder.interval_started + 5)
+    assert chats[-1]["stuck"] == 0
+    [back] = [r for r in anomalies if r["kind"] == "chat_recovered"]
+    assert back["chat"] == 7 and back["failed_turns"] == 4
+
+
+def test_stuck_chats_of_workers_reach_the_master():
+    worker = ChatRecorder(["a"], None, None, worker="w1")
+    for _ in range(3):
+        worker.turn_started("a")
+        worker.turn_finished("a", TurnResult(request_id="-", outcome=STALL), "s1", chat=1)
+    chats, anomalies = [], []
+    master = ChatRecorder(["a"], chats.append, anomalies.append)
+    master.merge_delta(worker.take_delta())
+    master.flush()
+    assert chats[-1]["stuck"] == 1
+    assert [r["kind"] for r in anomalies].count("chat_stuck") == 1

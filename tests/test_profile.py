@@ -145,3 +145,50 @@ def test_cli_bad_profile_is_one_paragraph_and_exit_2(tmp_path):
     assert "Traceback" not in proc.stderr
     assert "[load] users" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_profile_language_for_servers_that_are_not_the_built_in_target(tmp_path):
+    profile = load_profile(
+        write(
+            tmp_path,
+            "[protocol]\nready = false\n"
+            'token = [{ path = "type", value = "token" }, '
+            '{ path = "parent_tool_use_id", absent = true }]\n'
+            'session_path = "session_id"\nerror_ends_turn = false\nresume_query = "session_id"\n'
+            'session_create = { path = "/api/sessions", body = { source = "web" }, '
+            'id_path = "id" }\n'
+            '[load]\nafter_failure = "reconnect"\nresume_session = false\n',
+        )
+    )
+    protocol = profile.protocol
+    assert protocol["ready"] is False and protocol["error_ends_turn"] is False
+    assert protocol["token"][1] == {"path": "parent_tool_use_id", "absent": True}
+    assert protocol["session_create"]["method"] == "POST"
+    assert (profile.load["after_failure"], profile.load["resume_session"]) == ("reconnect", False)
+    again = profile_from_mapping(profile.to_dict())  # the run's processes get it as JSON
+    assert again.protocol == protocol
+
+
+@pytest.mark.parametrize(
+    ("text", "hint"),
+    [
+        ("[protocol]\nready = true\n", "false for none"),
+        ('[protocol]\nready = "none"\n', "or false when the server sends nothing on connect"),
+        ('[protocol]\ntoken = { path = "type", absent = false }\n', "absent must be true"),
+        ("[protocol]\ntoken = []\n", "at least one condition"),
+        ('[protocol]\nsession_create = { path = "/s" }\n', 'id_path = "id"'),
+        ('[protocol]\nsession_create = { path = "s", id_path = "id" }\n', "must start with /"),
+        ('[load]\nafter_failure = "retry"\n', "valid: stay, reconnect"),
+    ],
+)
+def test_bad_profile_language_says_what_to_write(tmp_path, text, hint):
+    assert hint in error_of(tmp_path, text)
+
+
+def test_a_warmup_longer_than_a_third_of_the_load_is_cut_with_a_warning(tmp_path):
+    given = load_profile(write(tmp_path, '[load]\nduration = "90s"\n[criteria]\nwarmup = "60s"\n'))
+    [warning] = given.warnings
+    assert "trends are fitted after 30s instead" in warning and "lower [criteria] warmup" in warning
+    assert apply_overrides(given, duration="60s").warnings  # still said after --duration
+    default = load_profile(write(tmp_path, '[load]\nduration = "90s"\n'))  # warmup: default
+    assert default.warnings == []

@@ -11,10 +11,13 @@ from soak.protocols.turn import (
     DISCONNECT,
     ERRORED,
     FIRST_TOKEN_TIMEOUT,
+    MISMATCH,
     OK,
+    STALE_REPLY,
     STALL,
     VIOLATION,
     WRONG_REQUEST,
+    Channel,
     NonceWatch,
     run_turn,
 )
@@ -115,3 +118,94 @@ def test_nonce_watch_finds_a_nonce_split_across_tokens():
 def test_connect_to_closed_port_raises_connection_lost():
     with pytest.raises(ConnectionLost, match="connect failed"):
         adapter().connect("ws://127.0.0.1:9/ws", timeout=2)
+
+
+def test_nonce_watch_tells_a_stale_reply_from_none():
+    stale = NonceWatch("new00000", ("old11111", "older222"))
+    for piece in ("You said: old1", "1111 and so on"):
+        stale.feed(piece)
+    assert not stale.found and stale.stale == "old11111"
+    both = NonceWatch("new00000", ("old11111",))
+    both.feed("old11111 then new00000")
+    assert both.found  # it names this prompt: no mismatch, whatever else it says
+
+
+def _reply(connection, request_id, words, done=True):
+    async def send():
+        for word in words:
+            await connection.send(frame(type="token", content=word, request_id=request_id))
+        if done:
+            await connection.send(frame(type="done", request_id=request_id))
+
+    return send()
+
+
+def test_late_frames_of_a_turn_soak_gave_up_on_are_its_tail_not_a_violation():
+    """The first prompt is answered after the first-token timeout; the chat stays on the
+    connection and its second turn sees the late frames of the first: they are ignored."""
+
+    async def answer(connection, message):
+        request_id = message["request_id"]
+        if message["content"] == "one":
+            await asyncio.sleep(0.8)  # later than the first-token timeout
+        await _reply(connection, request_id, ["You said:", message["content"]])
+
+    with scripted_chat_server(answer) as url:
+        conversation = adapter().connect(url, timeout=5)
+        try:
+            channel = Channel(conversation)
+            first = run_turn(channel, "one", "r1", first_token_timeout=0.3, reply_timeout=1)
+            second = run_turn(channel, "two", "r2", first_token_timeout=2, reply_timeout=2)
+        finally:
+            conversation.close()
+    assert first.outcome == FIRST_TOKEN_TIMEOUT
+    assert second.outcome == OK and not second.violations
+
+
+def test_stale_reply_is_a_mismatch_with_its_subkind():
+    """No request ids (nerve style): the answer to the first prompt arrives in the second turn."""
+    state = {"parked": None}
+
+    async def answer(connection, message):
+        if state["parked"] is None:
+            state["parked"] = message["content"]  # swallowed: no answer
+            return
+        await _reply(connection, None, ["You said:", state["parked"]])
+        state["parked"] = "done"
+
+    with scripted_chat_server(answer) as url:
+        conversation = adapter().connect(url, timeout=5)
+        try:
+            channel = Channel(conversation)
+            kwargs = {"first_token_timeout": 0.5, "reply_timeout": 1}
+            first = run_turn(channel, "q1 nonce=aaaa1111", "r1", nonce="aaaa1111", **kwargs)
+            second = run_turn(channel, "q2 nonce=bbbb2222", "r2", nonce="bbbb2222", **kwargs)
+        finally:
+            conversation.close()
+    assert first.outcome == FIRST_TOKEN_TIMEOUT
+    assert (second.outcome, second.subkind) == (MISMATCH, STALE_REPLY)
+    assert "'aaaa1111' of the previous prompt of this chat" in second.detail
+
+
+def test_an_error_frame_followed_by_done_is_one_error_turn_when_errors_do_not_end_turns():
+    """nerve ends a failed turn with its usual `done` after the `error`."""
+
+    async def answer(connection, message):
+        await connection.send(frame(type="error", error="Agent error: boom"))
+        await connection.send(frame(type="done"))
+
+    table = profile_from_mapping({"protocol": {"error_ends_turn": False}}).protocol
+    with scripted_chat_server(answer) as url:
+        conversation = adapter_for(table).connect(url, timeout=5)
+        try:
+            channel = Channel(conversation)
+            results = [
+                run_turn(
+                    channel, f"p{n}", f"r{n}", first_token_timeout=1, reply_timeout=1, linger=0.2
+                )
+                for n in range(2)
+            ]
+        finally:
+            conversation.close()
+    assert [r.outcome for r in results] == [ERRORED, ERRORED]
+    assert not any(r.violations for r in results)  # the done after the error is no extra

@@ -49,6 +49,33 @@ def _threads(summary: dict[str, Any]) -> str:
     return text + "."
 
 
+def _stuck(summary: dict[str, Any]) -> list[str]:
+    """Chats that stopped getting answers: which, since when, whether they came back."""
+    stuck = summary.get("stuck_chats") or []
+    never = [chat for chat in stuck if chat.get("recovered_s") is None]
+    if not stuck:
+        return []
+    out = []
+    if never:
+        first = min(chat["since_s"] for chat in never)
+        sessions = sorted({str(c["session"]) for c in never if c.get("session")})
+        listed = ", ".join(sessions[:5]) + (", ..." if len(sessions) > 5 else "")
+        of = summary.get("chats_max") or 0
+        every = " (every chat: the server stopped answering anyone)" if len(never) >= of > 1 else ""
+        out.append(
+            f"{len(never):,} chat{'s' if len(never) != 1 else ''} stopped getting answers from "
+            f"+{format_duration(first)} and never recovered{every}"
+            + (f"; sessions {listed}" if listed else "")
+            + "."
+        )
+    recovered = len(stuck) - len(never)
+    if recovered:
+        out.append(
+            f"{recovered:,} chats got stuck (3 failed turns in a row or more), then recovered."
+        )
+    return out
+
+
 def _chats(summary: dict[str, Any]) -> list[str]:
     turns = summary.get("turns")
     if turns is None:
@@ -72,6 +99,7 @@ def _chats(summary: dict[str, Any]) -> list[str]:
         kinds = summary.get("violations_by_kind") or {}
         listed = ", ".join(f"{kind} ×{count:,}" for kind, count in sorted(kinds.items()))
         out.append(f"{violations:,} protocol violations{': ' + listed if listed else ''}.")
+    out += _stuck(summary)
     for key, words in _OUTCOME_WORDS:
         count = summary.get(key) or 0
         if count:

@@ -52,7 +52,7 @@ _PROCESS_COLUMNS = (
 )  # fmt: skip
 _CHAT_FIELDS = (
     "interval_s", "started", "turns", "in_flight", "connections", "connects", "pings",
-    "pings_lost", "ping_max_s", "gap_max_s",
+    "pings_lost", "ping_max_s", "gap_max_s", "stuck",
 )  # fmt: skip
 _CHAT_COLUMNS = (*_CHAT_FIELDS, *OUTCOMES)
 #: Counts by subkind of chats.jsonl (violation kinds, mismatch kinds), as dicts per row.
@@ -90,6 +90,8 @@ class TargetData:
         request_id, turn_elapsed_s, detail, close_code, close_reason
     anomaly_kinds: every anomaly record counted by "kind" or "kind/subkind"
     close_codes: disconnect anomaly records counted by WebSocket close code ("none" if absent)
+    stuck_chats: per chat that got stuck (failed turns in a row): session, since (elapsed s
+        of its first failed turn), recovered (elapsed s, None when it never did)
     """
 
     info: TargetInfo
@@ -103,6 +105,7 @@ class TargetData:
     anomaly_records: int
     anomaly_kinds: dict[str, int] = field(default_factory=dict)
     close_codes: dict[str, int] = field(default_factory=dict)
+    stuck_chats: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def name(self) -> str:
@@ -153,7 +156,7 @@ def load_run(path: Path | str, anomaly_limit: int = ANOMALY_LIMIT) -> RunData:
         for info in targets:
             process, process_errors = files.result(info.name, PROCESS)
             threads, families = files.result(info.name, THREADS)
-            kept, count, kinds, codes = anomalies[info.name]
+            kept, count, kinds, codes, stuck = anomalies[info.name]
             loaded[info.name] = TargetData(
                 info=info,
                 process=process,
@@ -166,6 +169,7 @@ def load_run(path: Path | str, anomaly_limit: int = ANOMALY_LIMIT) -> RunData:
                 anomaly_records=count,
                 anomaly_kinds=kinds,
                 close_codes=codes,
+                stuck_chats=[_elapsed_chat(chat, started_at) for chat in stuck.values()],
             )
     events = _table(read_chunks(run.file(EVENTS)), ("source", "kind", "message"))
     generator = _numeric(
@@ -364,18 +368,22 @@ def _numeric(frame: pd.DataFrame, columns: Iterable[str]) -> pd.DataFrame:
     return frame
 
 
-AnomalyCounts = tuple[list[dict[str, Any]], int, dict[str, int], dict[str, int]]
+AnomalyCounts = tuple[
+    list[dict[str, Any]], int, dict[str, int], dict[str, int], dict[Any, dict[str, Any]]
+]
 
 
 def _anomalies(
     chunks: Iterable[list[dict[str, Any]]], targets: list[TargetInfo], limit: int
 ) -> dict[str, AnomalyCounts]:
     """Per target: the first `limit` records (without last_frames), the record count, the
-    records per kind (or kind/subkind) and the disconnect records per close code."""
+    records per kind (or kind/subkind), the disconnect records per close code, and the
+    last state of each chat that got stuck (by worker and chat)."""
     kept: dict[str, list[dict[str, Any]]] = {info.name: [] for info in targets}
     counts = dict.fromkeys(kept, 0)
     kinds: dict[str, Counter[str]] = {name: Counter() for name in kept}
     codes: dict[str, Counter[str]] = {name: Counter() for name in kept}
+    stuck: dict[str, dict[Any, dict[str, Any]]] = {name: {} for name in kept}
     for chunk in chunks:
         for record in chunk:
             name = record.get("target")
@@ -383,13 +391,44 @@ def _anomalies(
                 continue
             counts[name] += 1
             kind, subkind = str(record.get("kind")), record.get("subkind")
+            if kind in STUCK_KINDS:
+                _follow_stuck(stuck[name], record)
             kinds[name][f"{kind}/{subkind}" if subkind else kind] += 1
             if kind == "disconnect":
                 code = record.get("close_code")
                 codes[name]["none" if code is None else str(code)] += 1
             if len(kept[name]) < limit:
                 kept[name].append({key: record.get(key) for key in ("t", *_ANOMALY_COLUMNS)})
-    return {name: (kept[name], counts[name], dict(kinds[name]), dict(codes[name])) for name in kept}
+    return {
+        name: (kept[name], counts[name], dict(kinds[name]), dict(codes[name]), stuck[name])
+        for name in kept
+    }
+
+
+#: Anomaly records of chats, not turns: a chat stuck, and recovered.
+STUCK_KINDS = ("chat_stuck", "chat_recovered")
+#: Stuck chats followed per target, at most.
+MAX_STUCK_CHATS = 1000
+
+
+def _elapsed_chat(chat: dict[str, Any], started_at: float) -> dict[str, Any]:
+    recovered = chat["recovered_at"]
+    return {
+        "session": chat["session"],
+        "since_s": chat["since"] - started_at,
+        "recovered_s": None if recovered is None else recovered - started_at,
+    }
+
+
+def _follow_stuck(chats: dict[Any, dict[str, Any]], record: dict[str, Any]) -> None:
+    key = (record.get("worker"), record.get("chat"))
+    since, t = _number(record.get("since")), _number(record.get("t"))
+    if since is None or t is None or (key not in chats and len(chats) >= MAX_STUCK_CHATS):
+        return
+    if record.get("kind") == "chat_stuck":
+        chats[key] = {"session": record.get("session"), "since": since, "recovered_at": None}
+    elif key in chats:
+        chats[key]["recovered_at"] = t
 
 
 def _chats(chunks: Iterable[list[dict[str, Any]]]) -> pd.DataFrame:

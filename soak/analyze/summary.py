@@ -70,6 +70,8 @@ MIN_LOAD_COVERAGE = 0.5
 _FAMILY_FIT_POINTS = 400
 #: Idle periods listed in the summary (the first and the last ones matter most).
 _MAX_IDLE_PERIODS = 50
+#: Stuck chats listed in the summary (the earliest).
+_MAX_STUCK_LISTED = 50
 #: Summary counts: summary key -> outcome name in chats.jsonl.
 _COUNTS = {
     "replies": "ok",
@@ -426,6 +428,7 @@ def _chat_summary(data: TargetData, has_chats: bool, unavailable: dict[str, str]
     summary["stall_rate"] = totals["stall"] / totals["turns"] if totals["turns"] else None
     summary["violations_by_kind"] = _merged_counts(chats["violations"])
     summary["mismatches_by_kind"] = _merged_counts(chats["mismatches"])
+    summary.update(_stuck_summary(data))
     summary["pings"] = int(chats["pings"].sum())
     summary["pings_lost"] = int(chats["pings_lost"].sum())
     gaps = chats["gap_max_s"].dropna()
@@ -452,6 +455,18 @@ def _chat_summary(data: TargetData, has_chats: bool, unavailable: dict[str, str]
             summary[key] = {} if key.endswith("_by_kind") else None
             unavailable[key] = _NO_CHATS
     return summary
+
+
+def _stuck_summary(data: TargetData) -> dict[str, Any]:
+    """Chats that got stuck (failed turns in a row): how many, which never recovered."""
+    stuck = sorted(data.stuck_chats, key=lambda chat: chat["since_s"])
+    never = [chat for chat in stuck if chat["recovered_s"] is None]
+    return {
+        "chats_stuck": len(stuck),
+        "chats_never_recovered": len(never),
+        "stuck_chats": stuck[:_MAX_STUCK_LISTED],
+        "chats_max": int(data.chats["connections"].max()) if len(data.chats) else 0,
+    }
 
 
 def _no_hist(kind: str) -> str:

@@ -22,6 +22,9 @@ from soak.histogram import Histogram
 from soak.protocols.turn import DISCONNECT, MISMATCH, OK, OUTCOMES, VIOLATION, TurnResult
 
 MAX_ANOMALIES_PER_INTERVAL = 20
+#: Failed turns in a row after which a chat is stuck: a `chat_stuck` record (outside the
+#: per-interval cap: at most one per chat until it recovers, `chat_recovered`).
+STUCK_TURNS = 3
 #: Worker gauges (in flight, connections) older than this are ignored, in seconds.
 GAUGE_MAX_AGE_S = 15.0
 #: When in a turn's life an anomaly happened.
@@ -113,6 +116,8 @@ class ChatRecorder:
         self.write_event: Callable[[dict[str, Any]], None] | None = None
         self.notices: list[dict[str, Any]] = []  # on a worker: events for the master
         self.noticed: set[tuple[str, str]] = set()
+        #: (target, chat) -> [failed turns in a row, since (Unix s), session, reported]
+        self.streaks: dict[tuple[str, int], list[Any]] = {}
         self.listeners: list[Callable[[str, TurnResult], None]] = []
         self._dropped_carry = dict.fromkeys(targets, 0)
         self._worker_gauges: dict[str, tuple[float, dict[str, list[int]]]] = {}
@@ -127,10 +132,18 @@ class ChatRecorder:
         self.in_flight[target] -= 1
 
     def turn_finished(
-        self, target: str, result: TurnResult, session: str | None, during: str = DURING_TURN
+        self,
+        target: str,
+        result: TurnResult,
+        session: str | None,
+        during: str = DURING_TURN,
+        chat: int | None = None,
     ) -> None:
-        """Count one ended turn; a non-ok one also leaves an anomaly record."""
+        """Count one ended turn; a non-ok one also leaves an anomaly record. `chat`: the
+        user it belongs to, whose failures in a row make it stuck (see STUCK_TURNS)."""
         self.in_flight[target] -= 1
+        if chat is not None:
+            self._streak(target, chat, session, result)
         stats = self.current[target]
         stats.outcomes[result.outcome] += 1
         stats.tokens += result.tokens
@@ -151,11 +164,62 @@ class ChatRecorder:
             stats.mismatches[result.subkind] += 1
         self._anomaly(target, _anomaly_record(target, result, session, during, self.worker))
 
-    def lost(self, target: str, result: TurnResult, session: str | None, during: str) -> None:
+    def lost(
+        self,
+        target: str,
+        result: TurnResult,
+        session: str | None,
+        during: str,
+        chat: int | None = None,
+    ) -> None:
         """A connect that failed, or a connection that closed between turns: a disconnect
         outcome of its own (it costs the user a turn)."""
         self.turn_started(target)
-        self.turn_finished(target, result, session, during)
+        self.turn_finished(target, result, session, during, chat)
+
+    def _streak(self, target: str, chat: int, session: str | None, result: TurnResult) -> None:
+        """Follow one chat's failures in a row: stuck at STUCK_TURNS, recovered at an ok."""
+        key = (target, chat)
+        streak = self.streaks.get(key)
+        if result.outcome == OK:
+            if streak and streak[3]:
+                self._chat_record(target, chat, "chat_recovered", streak, session)
+            self.streaks.pop(key, None)
+            return
+        if streak is None:
+            streak = self.streaks[key] = [0, time.time(), session, False]
+        streak[0] += 1
+        streak[2] = session or streak[2]
+        if streak[0] >= STUCK_TURNS and not streak[3]:
+            streak[3] = True
+            self._chat_record(target, chat, "chat_stuck", streak, session)
+
+    def _chat_record(
+        self, target: str, chat: int, kind: str, streak: list[Any], session: str | None
+    ) -> None:
+        failed, since = streak[0], streak[1]
+        what = "stuck: its last" if kind == "chat_stuck" else "recovered after"
+        record = {
+            "t": time.time(),
+            "target": target,
+            "kind": kind,
+            "chat": chat,
+            "session": session or streak[2],
+            "since": round(since, 3),
+            "failed_turns": failed,
+            "detail": f"chat {what} {failed} turns failed in a row since "
+            f"{time.strftime('%H:%M:%S', time.gmtime(since))} UTC",
+        }
+        if self.worker is not None:
+            record["worker"] = self.worker
+        if self.write_anomaly is None:
+            self.outbox.append(record)
+        else:
+            self.write_anomaly(record)
+
+    def stuck(self, target: str) -> int:
+        """Chats of `target` stuck now (STUCK_TURNS failed turns in a row, no ok since)."""
+        return sum(1 for (name, _), s in self.streaks.items() if name == target and s[3])
 
     def notice(self, target: str, kind: str, message: str) -> None:
         """A feature the target lacks (no ping, no seq): one event per target and kind."""
@@ -213,7 +277,8 @@ class ChatRecorder:
             "worker": self.worker,
             "targets": {name: stats.to_delta() for name, stats in self.current.items()},
             "gauges": {
-                name: [self.in_flight[name], self.connections[name]] for name in self.targets
+                name: [self.in_flight[name], self.connections[name], self.stuck(name)]
+                for name in self.targets
             },
             "anomalies": self.outbox,
             "notices": self.notices,
@@ -245,13 +310,17 @@ class ChatRecorder:
         """A worker that finished: its gauges no longer count."""
         self._worker_gauges.pop(worker, None)
 
-    def _gauges(self, target: str, now: float) -> tuple[int, int]:
+    def _gauges(self, target: str, now: float) -> tuple[int, int, int]:
+        """(turns in flight, open connections, stuck chats) here and on live workers."""
         in_flight, connections = self.in_flight[target], self.connections[target]
+        stuck = self.stuck(target)
         for at, gauges in self._worker_gauges.values():
             if now - at <= GAUGE_MAX_AGE_S and target in gauges:
-                in_flight += int(gauges[target][0])
-                connections += int(gauges[target][1])
-        return in_flight, connections
+                values = [*gauges[target], 0, 0, 0]
+                in_flight += int(values[0])
+                connections += int(values[1])
+                stuck += int(values[2])
+        return in_flight, connections, stuck
 
     # -- called by the flusher -------------------------------------------------
     def flush(self, now: float | None = None) -> None:
@@ -260,7 +329,7 @@ class ChatRecorder:
         interval = max(now - self.interval_started, 1e-6)
         for target, stats in self.current.items():
             self._dropped_carry[target] += stats.anomalies_dropped
-            in_flight, connections = self._gauges(target, now)
+            in_flight, connections, stuck = self._gauges(target, now)
             if self.write_chats is not None:
                 self.write_chats(
                     {
@@ -271,6 +340,7 @@ class ChatRecorder:
                         "turns": sum(stats.outcomes.values()),
                         "in_flight": in_flight,
                         "connections": connections,
+                        "stuck": stuck,
                         "connects": stats.connects,
                         "outcomes": {name: stats.outcomes.get(name, 0) for name in OUTCOMES},
                         "violations": dict(stats.violations),

@@ -16,6 +16,7 @@ as a web UI does after a reconnect.
 
 from __future__ import annotations
 
+import itertools
 import random
 import time
 import uuid
@@ -40,6 +41,7 @@ from soak.protocols.turn import (
 
 #: [load] after_failure values.
 STAY, RECONNECT = "stay", "reconnect"
+_CHAT_IDS = itertools.count(1)
 
 
 @dataclass(frozen=True)
@@ -100,6 +102,7 @@ class ChatUser(User):
         self.backoff_s = self.settings.load["reconnect_backoff"][0]
         self.next_ping_at = 0.0
         self.session_id: str | None = None  # the chat's session, kept across connections
+        self.chat_id = next(_CHAT_IDS)
         self.nonces: deque[str] = deque(maxlen=EARLIER_NONCES)
 
     def on_stop(self) -> None:
@@ -152,7 +155,7 @@ class ChatUser(User):
                 linger=linger,
                 nonce=nonce if settings.require_nonce else None,
             )
-            recorder.turn_finished(self.target_name, result, channel.session_id)
+            recorder.turn_finished(self.target_name, result, channel.session_id, chat=self.chat_id)
             finished = True
         finally:
             if not finished:
@@ -189,7 +192,9 @@ class ChatUser(User):
             except ConnectionLost as exc:
                 detail = f"connection lost between turns: code {exc.code}, {exc.reason}"
                 lost = lost_turn(exc, detail)
-                self.settings.recorder.lost(self.target_name, lost, channel.session_id, DURING_IDLE)
+                self.settings.recorder.lost(
+                    self.target_name, lost, channel.session_id, DURING_IDLE, self.chat_id
+                )
                 self._drop()
                 self._back_off()
 
@@ -205,7 +210,9 @@ class ChatUser(User):
             conversation = settings.adapter.connect(url, timeout)
         except ConnectionLost as exc:
             failed = lost_turn(exc, exc.reason, elapsed_s=time.monotonic() - started)
-            settings.recorder.lost(self.target_name, failed, None, DURING_CONNECT)
+            settings.recorder.lost(
+                self.target_name, failed, self.session_id, DURING_CONNECT, self.chat_id
+            )
             self._back_off()
             return False
         settings.recorder.connected(self.target_name, time.monotonic() - started)
