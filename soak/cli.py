@@ -187,6 +187,14 @@ def run(
     duration: Annotated[
         str | None, typer.Option(metavar="DURATION", help="How long to load: 90s, 2h, 3d.")
     ] = None,
+    idle_after: Annotated[
+        str | None,
+        typer.Option(
+            metavar="DURATION",
+            help="No load for this long after it (idle CPU): 0s, 30s, 10m. Default: the "
+            "profile's [load] idle_after.",
+        ),
+    ] = None,
     out: OutOption = DEFAULT_OUT,
     label: LabelOption = "run",
     report: ReportOption = True,
@@ -241,6 +249,7 @@ def run(
             pids=pid,
             users=users,
             duration=duration,
+            idle_after=idle_after,
             process=process,
             spawn=_argv_lists(spawn),
         )
@@ -293,9 +302,11 @@ def worker(
         host, sep, port = master.rpartition(":")
         if sep and not port.isdigit() or not (host if sep else master):
             raise UsageError(f"--master must be HOST or HOST:PORT, got {master!r}.")
-        argv = [sys.executable, "-m", "soak.load", "--worker", master if sep else f"{master}:5557"]
+        from soak.child import module_argv, module_env
+
+        argv = module_argv("soak.load", "--worker", master if sep else f"{master}:5557")
         sys.stdout.flush()
-        os.execv(sys.executable, argv)  # gevent must patch a fresh interpreter first
+        os.execve(sys.executable, argv, module_env())  # gevent must patch a fresh interpreter
         return 0  # not reached
 
     _guarded(body)

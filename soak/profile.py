@@ -284,6 +284,20 @@ def _protocol_kind(value: Any) -> str:
     return kind
 
 
+def _timezone(value: Any) -> str:
+    """An IANA time zone name (agent-zero rejects a state_request without a valid one)."""
+    import zoneinfo
+
+    name = _string(value)
+    if name == "UTC" or not zoneinfo.available_timezones():  # no tz database here: trust it
+        return name
+    try:
+        zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"{name!r} is not an IANA time zone name such as UTC") from None
+    return name
+
+
 def _backoff(value: Any) -> list[float]:
     """[first, cap]: reconnect delays start at `first` s and double up to `cap` s."""
     first, cap = _think_time(value)
@@ -416,6 +430,10 @@ SECTIONS: dict[str, dict[str, Spec]] = {
         "csrf_path": Spec(_string, "/api/csrf_token", 'csrf_path = "/api/csrf_token"'),
         "send_path": Spec(_string, "/api/message_async", 'send_path = "/api/message_async"'),
         "origin": Spec(_optional_string, None, 'origin = "http://127.0.0.1:50001"'),
+        "timezone": Spec(_timezone, "UTC", 'timezone = "Europe/Berlin"  # IANA, for state_request'),
+        "reply_types": Spec(
+            _non_empty_strings, ["response"], 'reply_types = ["response"]  # log items: the reply'
+        ),
         "options": Spec(_table, {}, "options = { ... }  # for your own adapter"),
     },
     "load": {
@@ -492,7 +510,9 @@ PROTOCOL_KEYS: dict[str, tuple[str, ...]] = {
         "resume_send",
     ),
     "jsonrpc": ("keepalive", "session_params", "token_events"),
-    "socketio-agent": ("namespace", "handlers", "csrf_path", "send_path", "origin"),
+    "socketio-agent": (
+        "namespace", "handlers", "csrf_path", "send_path", "origin", "timezone", "reply_types",
+    ),
 }  # fmt: skip
 #: Keys of a custom adapter's kind ("package.module:Class").
 CUSTOM_PROTOCOL_KEYS = ("keepalive", "options")
@@ -631,6 +651,7 @@ def apply_overrides(
     pids: list[int] | None = None,
     users: int | None = None,
     duration: str | None = None,
+    idle_after: str | None = None,
     ports: list[int] | None = None,
     process: list[str] | None = None,
     spawn: list[list[str]] | None = None,
@@ -676,6 +697,8 @@ def apply_overrides(
         data["load"]["users"] = users
     if duration is not None:
         data["load"]["duration"] = duration
+    if idle_after is not None:
+        data["load"]["idle_after"] = idle_after
     if interval is not None:
         data["collector"]["interval"] = interval
     if pyspy is not None:

@@ -15,7 +15,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -25,6 +24,7 @@ from types import FrameType
 from typing import Any
 from urllib.parse import urlsplit
 
+from soak.child import module_argv, module_env
 from soak.collect.metrics import check_metrics_port
 from soak.collect.spawn import SpawnedTarget, start_spawned, stop_spawned
 from soak.errors import ProfileError, RunError, UsageError
@@ -313,7 +313,8 @@ def _spawn_worker(run: RunDir, master: str | None, number: int) -> subprocess.Po
         host = "127.0.0.1"  # a wildcard bind is reached on loopback
     log = run.file(f"worker-{number}.log")
     return subprocess.Popen(
-        [sys.executable, "-m", "soak.load", "--worker", f"{host}:{port}", "--log", str(log)],
+        module_argv("soak.load", "--worker", f"{host}:{port}", "--log", str(log)),
+        env=module_env(),
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -449,7 +450,8 @@ def _spawn(module: str, run: RunDir, payload: str, args: Sequence[str] = ()) -> 
     log_name = "load.log" if module == "soak.load" else "collect.log"
     with open(run.file(log_name), "ab") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", module, "--run-dir", str(run.path), *args],
+            module_argv(module, "--run-dir", str(run.path), *args),
+            env=module_env(),
             stdin=subprocess.PIPE,
             stdout=log,
             stderr=subprocess.STDOUT,

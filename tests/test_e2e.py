@@ -90,3 +90,27 @@ def test_run_against_a_closed_port_is_exit_3_without_run_dir(tmp_path):
     assert proc.returncode == 3
     assert "not reachable" in proc.stderr and "Traceback" not in proc.stderr
     assert not list(tmp_path.iterdir())
+
+
+def test_a_folder_named_soak_in_the_working_directory_does_not_shadow_soak(tmp_path):
+    """The load and collector children used to import ./soak/ instead of soak itself."""
+    impostor = tmp_path / "soak"
+    impostor.mkdir()
+    (impostor / "__init__.py").write_text("raise ImportError('not the real soak')\n")
+    script = Path(sys.executable).with_name("soak")  # the console script, as users run it
+    profile = tmp_path / "quick.toml"
+    profile.write_text(
+        '[load]\nusers = 2\nduration = "5s"\ninterval = "1s"\nthink_time = "0.1s"\n'
+        '[collector]\ninterval = "1s"\n'
+    )
+    with start_target(patched=True) as target:
+        proc = subprocess.run(
+            [str(script), "run", "quick.toml", "--target", target.ws_url,
+             "--out", "reports", "--no-report"],
+            capture_output=True, text=True, timeout=120, cwd=tmp_path,
+        )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    run = only_run_dir(tmp_path / "reports")
+    assert run.manifest()["status"] == "completed"
+    assert sum(r["turns"] for r in run.records("chats.jsonl")) > 10
+    assert "not the real soak" not in (run.path / "load.log").read_text()

@@ -12,7 +12,6 @@ import json
 import os
 import pickle
 import subprocess
-import sys
 import tempfile
 from collections import Counter
 from collections.abc import Iterable, Iterator
@@ -26,6 +25,7 @@ import numpy as np
 import orjson
 import pandas as pd
 
+from soak.child import module_argv, module_env
 from soak.errors import RunDirError
 from soak.rundir import (
     ANOMALIES,
@@ -256,13 +256,9 @@ class TargetFiles:
 
 def _parse_in_child(jobs: dict[Job, Path], out: Path) -> dict[Job, Any]:
     """load_target_file of each job in a child interpreter; the results come back pickled."""
-    command = [sys.executable, "-m", "soak.analyze.parse_worker", str(out)]
-    command += [str(part) for (_, kind), path in jobs.items() for part in (kind, path)]
-    package_root = str(Path(__file__).resolve().parents[2])  # soak importable as here
-    path = os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))
-    done = subprocess.run(
-        command, capture_output=True, text=True, check=False, env={**os.environ, "PYTHONPATH": path}
-    )
+    parts = [str(part) for (_, kind), path in jobs.items() for part in (kind, path)]
+    command = module_argv("soak.analyze.parse_worker", str(out), *parts)
+    done = subprocess.run(command, capture_output=True, text=True, check=False, env=module_env())
     if done.returncode != 0:
         last = (done.stderr.strip().splitlines() or ["no message"])[-1]
         raise RunDirError(f"could not parse {', '.join(map(str, jobs.values()))}: {last}")

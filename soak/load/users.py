@@ -119,8 +119,10 @@ class ChatUser(User):
         if result.outcome == OK:
             self.backoff_s = load["reconnect_backoff"][0]
         limit = load["turns_per_connection"]
-        stays = result.outcome != DISCONNECT and (
-            load["after_failure"] == STAY or result.connection_usable
+        stays = (
+            result.outcome != DISCONNECT
+            and not result.runaway  # a reply still pouring in: hang up, as a person would
+            and (load["after_failure"] == STAY or result.connection_usable)
         )
         if not stays or (limit and self.channel.turns >= limit):
             self._drop()

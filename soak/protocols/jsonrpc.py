@@ -119,7 +119,8 @@ class JsonRpcConversation(Conversation):
             status = payload.get("status", "complete")
             if status == "complete":
                 return Frame(DONE, request_id, str(payload.get("text") or ""), text, seq)
-            reason = payload.get("error") or f"message.complete with status {status!r}"
+            said = payload.get("error") or payload.get("text")  # hermes 0.19: only `text`
+            reason = f"message.complete with status {status!r}" + (f": {said}" if said else "")
             return Frame(ERROR, request_id, str(reason), text, seq)
         if kind == ERROR_EVENT:
             reason = payload.get("message") or payload.get("error") or text

@@ -5,10 +5,16 @@ the client adds cookie `csrf_token_{runtime_id}` and connects with python-socket
 client (WebSocket transport, `Origin` of the target, auth `{csrf_token, handlers}`)
 to the profile's namespace. A turn is `POST {send_path}` `{text, context, message_id}`
 with header `X-CSRF-Token`; the reply arrives as `state_push` snapshots after a
-`state_request` for the context. Tokens are what the `agent`/`response` log items
-after our user message grew by; the turn is done when the context is no longer
-running and no log progress is active; an `error` log item is an error. Push
-`seq` numbers go to the turn's gap check.
+`state_request` for the context (with `log_from`, `notifications_from` and an IANA
+`timezone`, all required by agent-zero; its ack is nested, `{correlationId, results:
+[{handlerId, ok, data: {runtime_epoch, seq_base}}]}`, and a refusal there ends the
+connect or turn with what the server said). Each chat is a context of its own, with
+an 8-character id the client makes, as the web UI does (`context: ""` would put
+every chat into the server's first one). Tokens are what the `response` log items
+after our user message grew by (`reply_types`: the `agent` item holds the raw JSON
+tool call, which repeats the reply); the turn is done when the context is no
+longer running and no log progress is active; an `error` log item is an error.
+Push `seq` numbers go to the turn's gap check.
 
 The target URL is given as ws://HOST:PORT (wss:// for TLS): HTTP calls go to
 http(s)://HOST:PORT. No protocol-level ping (Socket.IO's own keepalive runs inside
@@ -20,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import json
 import queue
+import uuid
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -41,8 +48,9 @@ from soak.protocols.base import (
 )
 from soak.protocols.wsjson import http_base
 
-REPLY_TYPES = ("agent", "response")
 RAW_EXCERPT = 300
+#: Characters of a context id the client makes (as agent-zero's web UI does).
+CONTEXT_ID_CHARS = 8
 
 
 @dataclass
@@ -77,7 +85,8 @@ class SocketIoAgentConversation(Conversation):
         self.base = http_base(url)
         self.timeout = timeout
         self.namespace = self.config["namespace"]
-        self.session_id: str | None = None  # the agent context id, once the server made one
+        self.session_id: str | None = uuid.uuid4().hex[:CONTEXT_ID_CHARS]  # this chat's context
+        self.reply_types = tuple(self.config.get("reply_types") or ("response",))
         self.inbox: queue.Queue[Any] = queue.Queue()
         self.ready: list[Frame] = []
         self.turn: _Turn | None = None
@@ -164,7 +173,13 @@ class SocketIoAgentConversation(Conversation):
             self._subscribe(self.session_id)
 
     def _subscribe(self, context: str) -> None:
-        request = {"context": context, "log_from": 0}
+        request = {
+            "context": context,
+            "log_from": 0,
+            "notifications_from": 0,
+            "timezone": self.config.get("timezone") or "UTC",
+            "correlationId": uuid.uuid4().hex,
+        }
         try:
             ack = self.client.call("state_request", request, self.namespace, self.timeout)
         except socketio.exceptions.TimeoutError:
@@ -173,8 +188,9 @@ class SocketIoAgentConversation(Conversation):
             ) from None
         except socketio.exceptions.SocketIOError as exc:
             raise ConnectionLost(None, f"state_request failed: {exc}") from None
+        data = _ack_data(ack)
         self.subscribed = context
-        seq_base = ack.get("seq_base") if isinstance(ack, dict) else None
+        seq_base = data.get("seq_base")
         if isinstance(seq_base, int):  # lets the gap check see a lost first push
             self.ready.append(Frame(OTHER, None, "", json.dumps(ack)[:RAW_EXCERPT], seq_base))
 
@@ -216,7 +232,7 @@ class SocketIoAgentConversation(Conversation):
                 if no <= turn.user_no:
                     continue
                 kind, content = item.get("type"), str(item.get("content") or "")
-                if kind in REPLY_TYPES and len(content) > turn.consumed.get(no, 0):
+                if kind in self.reply_types and len(content) > turn.consumed.get(no, 0):
                     text = content[turn.consumed.get(no, 0) :]
                     frames.append(Frame(TOKEN, turn.request_id, text, raw))
                     turn.consumed[no] = len(content)
@@ -257,6 +273,31 @@ class SocketIoAgentConversation(Conversation):
         with contextlib.suppress(Exception):  # closing a broken connection must never fail a user
             self.client.disconnect()
         self.http.close()
+
+
+def _ack_data(ack: Any) -> dict[str, Any]:
+    """The `data` of a state_request ack: nested in agent-zero (`results[0].data`), flat
+    in older servers. Raises ConnectionLost with the server's words when it refused."""
+    if not isinstance(ack, dict):
+        return {}
+    results = ack.get("results")
+    if not isinstance(results, list):
+        return ack  # a flat ack {runtime_epoch, seq_base}
+    if not results:
+        raise ConnectionLost(None, "state_request acknowledged by no handler (results: [])")
+    first = results[0] if isinstance(results[0], dict) else {}
+    data = first.get("data") if isinstance(first.get("data"), dict) else {}
+    error = first.get("error") if isinstance(first.get("error"), dict) else None
+    if first.get("ok") is False or error:
+        said = (error or {}).get("code") or "refused"
+        hint = " (the CSRF token or cookie was not accepted)" if said == "NO_HANDLERS" else ""
+        reason = (error or {}).get("error") or (error or {}).get("message") or ""
+        raise ConnectionLost(None, f"state_request refused: {said} {reason}{hint}".strip())
+    if data.get("code"):
+        raise ConnectionLost(
+            None, f"state_request rejected: {data.get('code')}: {data.get('message', '')}"
+        )
+    return data
 
 
 class SocketIoAgentAdapter(Adapter):

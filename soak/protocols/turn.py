@@ -16,7 +16,9 @@ Every turn gets exactly one outcome:
   previous question), `no_nonce` when it carries none.
 
 Stall, error and disconnect take precedence over a violation seen earlier in
-the same turn, and a violation over a mismatch. A first-token timeout after
+the same turn, and a violation over a mismatch, except that a stale reply wins over
+frames after the terminal frame (a server a turn behind starts the next reply right
+after this one: the stale reply is the finding). A first-token timeout after
 frames that broke the protocol is a violation: the server did answer, but
 nothing it sent was a token (garbage instead of a reply).
 Violations seen between turns (while thinking or probing) are charged to the
@@ -61,6 +63,9 @@ SEQ_ORDER = "seq_order"
 NON_JSON = "non_json"
 VIOLATION_KINDS = (FRAME_AFTER_DONE, DUPLICATE_DONE, WRONG_REQUEST, SEQ_GAP, SEQ_ORDER, NON_JSON)
 STALE_REPLY = "stale_reply"
+#: Violations a server that answers a turn behind makes anyway (the next reply begins
+#: right after this one's end): a stale reply explains them, and wins over them.
+BEHIND_KINDS = (FRAME_AFTER_DONE, DUPLICATE_DONE)
 NO_NONCE = "no_nonce"
 MISMATCH_KINDS = (STALE_REPLY, NO_NONCE)
 
@@ -73,6 +78,8 @@ RECENT_REQUESTS = 8
 EARLIER_NONCES = 4
 #: Violations noted between turns and kept for the next turn, at most.
 HELD_NOTES = 8
+#: A stalled reply with a frame this recently (s) before its deadline is still running.
+RUNAWAY_QUIET_S = 1.0
 #: Frame kinds that belong to a reply (others, such as status events, never count).
 REPLY_KINDS = (TOKEN, DONE, ERROR)
 
@@ -97,6 +104,9 @@ class TurnResult:
     close_reason: str | None = None
     violations: list[tuple[str, str]] = field(default_factory=list)
     last_frames: deque[str] = field(default_factory=lambda: deque(maxlen=LAST_FRAMES))  # whole
+    #: A stall whose frames were still coming at the deadline: a runaway reply, which
+    #: would drown the next turn on this connection in its tail.
+    runaway: bool = False
 
     def frame_excerpts(self) -> list[str]:
         """The last frames, each cut to FRAME_EXCERPT characters (for anomaly records)."""
@@ -323,6 +333,7 @@ def _timed_out(
     if result.tokens:
         result.outcome = STALL
         since = now - (last_frame_at or now)
+        result.runaway = since < min(RUNAWAY_QUIET_S, reply_timeout / 4)
         result.detail = (
             f"no terminal frame within {reply_timeout:g} s after {result.tokens} tokens; "
             f"last frame {since:.1f} s ago"
@@ -383,18 +394,21 @@ def _settle(result: TurnResult, watch: NonceWatch | None, nonces: list[str]) -> 
         if notes:
             result.detail = f"{result.detail} (also: {notes})"
         return
-    if result.violations:
+    stale = watch is not None and not watch.found and watch.stale is not None
+    behind = all(kind in BEHIND_KINDS for kind, _ in result.violations)
+    if result.violations and not (stale and behind):
         result.outcome = VIOLATION
         result.subkind = result.violations[0][0]
         result.detail = notes
-    elif watch and not watch.found and watch.stale is not None:
+    elif stale:
+        assert watch is not None and watch.stale is not None
         result.outcome, result.subkind = MISMATCH, STALE_REPLY
         back = len(nonces) - 1 - nonces.index(watch.stale) if watch.stale in nonces else 0
         which = "the previous prompt" if back == 1 else f"the prompt {back} turns back"
         result.detail = (
             f"the reply ({result.tokens} tokens) carries the nonce {watch.stale!r} of "
             f"{which} of this chat, not {watch.nonce!r}: it answered an earlier question"
-        )
+        ) + (f" (also: {notes})" if notes else "")
     elif watch and not watch.found:
         result.outcome, result.subkind = MISMATCH, NO_NONCE
         result.detail = (

@@ -4,7 +4,6 @@ import json
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Sequence
@@ -12,6 +11,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
 
+from soak.child import module_argv, module_env
 from soak.errors import RunError
 
 LOG_TAIL_CHARS = 2000
@@ -88,10 +88,12 @@ def start_target(
     workdir = Path(tempfile.mkdtemp(prefix="soak-target-"))
     ready = workdir / "ready.json"
     log_file = log_path or workdir / "target.log"
-    argv = [sys.executable, "-m", "soak.target", "--host", host, "--port", "0"]
-    argv += ["--ready-file", str(ready), *(["--patched"] if patched else []), *extra_args]
+    argv = module_argv("soak.target", "--host", host, "--port", "0", "--ready-file", str(ready))
+    argv += [*(["--patched"] if patched else []), *extra_args]
     log = open(log_file, "ab")  # noqa: SIM115 - closed by TargetProcess.stop()
-    popen = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+    popen = subprocess.Popen(
+        argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=module_env()
+    )
     deadline = time.monotonic() + timeout
     while not ready.exists():
         problem = None
