@@ -1,4 +1,9 @@
-"""End to end: real targets on loopback, `soak run` / `soak demo` as subprocesses, real Locust."""
+"""End to end: real targets on loopback, `soak run` / `soak demo` as subprocesses, real Locust.
+
+The demo is the A/B run of the built-in target (faulty and patched builds at once): its
+run directory and verdicts are checked here; the gallery's runs (test_gallery_verdicts)
+check soak on servers it was not written with.
+"""
 
 import json
 import subprocess
@@ -26,31 +31,27 @@ def failed_names(summary: dict, target: str) -> set[str]:
     }
 
 
-def test_soak_run_ab_faulty_fails_patched_passes(tmp_path):
-    with start_target(patched=False) as faulty, start_target(patched=True) as fixed:
-        proc = subprocess.run(
-            [
-                sys.executable, "-m", "soak", "run", str(REPO / "profiles" / "demo.toml"),
-                "--target", f"unpatched={faulty.ws_url}", "--target", f"patched={fixed.ws_url}",
-                "--health", faulty.health_url, "--health", fixed.health_url,
-                "--pid", str(faulty.pid), "--pid", str(fixed.pid),
-                "--duration", "30s", "--out", str(tmp_path), "--label", "e2e",
-            ],
-            capture_output=True, text=True, timeout=240,
-        )  # fmt: skip
-    assert proc.returncode == 1, proc.stdout + proc.stderr  # criteria failed (unpatched)
+def test_soak_demo_runs_as_intended(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "soak", "demo", "--duration", "40s", "--out", str(tmp_path)],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "as intended" in proc.stdout
+    assert "unpatched" in proc.stdout and "FAIL" in proc.stdout and "PASS" in proc.stdout
     run = only_run_dir(tmp_path)
+    assert (run.target_dir("unpatched") / "server.log").exists()
     manifest = run.manifest()
     assert manifest["status"] == "completed"
     assert [t["name"] for t in manifest["targets"]] == ["unpatched", "patched"]
     for name in ("unpatched", "patched"):
-        assert sum(1 for _ in run.target_records(name, "process.jsonl")) >= 30
-        assert sum(1 for _ in run.target_records(name, "health.jsonl")) >= 30
+        assert sum(1 for _ in run.target_records(name, "process.jsonl")) >= 40
+        assert sum(1 for _ in run.target_records(name, "health.jsonl")) >= 40
     chats = list(run.records("chats.jsonl"))
     assert {c["target"] for c in chats} == {"unpatched", "patched"}
-    kinds = {a["kind"] for a in run.records("anomalies.jsonl") if a["target"] == "unpatched"}
-    assert "stall" in kinds
-    assert not [a for a in run.records("anomalies.jsonl") if a["target"] == "patched"]
+    anomalies = list(run.records("anomalies.jsonl"))
+    assert "stall" in {a["kind"] for a in anomalies if a["target"] == "unpatched"}
+    assert not [a for a in anomalies if a["target"] == "patched"]
 
     summary = json.loads((run.path / "summary.json").read_text())
     assert summary["verdict"] == "fail"
@@ -62,21 +63,6 @@ def test_soak_run_ab_faulty_fails_patched_passes(tmp_path):
     assert good["replies"] > 100 and bad["replies"] > 100
     for name in ("report.html", "report.md", "junit.xml"):
         assert (run.path / name).stat().st_size > 0
-    assert "unpatched" in proc.stdout and "FAIL" in proc.stdout and "PASS" in proc.stdout
-
-
-def test_soak_demo_runs_as_intended(tmp_path):
-    proc = subprocess.run(
-        [sys.executable, "-m", "soak", "demo", "--duration", "40s", "--out", str(tmp_path)],
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "as intended" in proc.stdout
-    run = only_run_dir(tmp_path)
-    summary = json.loads((run.path / "summary.json").read_text())
-    assert summary["targets"]["unpatched"]["verdict"] == "fail"
-    assert summary["targets"]["patched"]["verdict"] == "pass"
-    assert (run.target_dir("unpatched") / "server.log").exists()
 
 
 def test_run_against_a_closed_port_is_exit_3_without_run_dir(tmp_path):

@@ -111,10 +111,13 @@ def _optional_str(value: Any) -> str | None:
 
 
 class JsonEventsConversation(Conversation):
-    def __init__(self, adapter: JsonEventsAdapter, socket: JsonSocket, base: str) -> None:
+    def __init__(
+        self, adapter: JsonEventsAdapter, socket: JsonSocket, base: str, timeout: float
+    ) -> None:
         self.adapter = adapter
         self.socket = socket
         self.base = base  # http(s)://host:port of the target, for session_create
+        self.timeout = timeout  # of an HTTP call, in seconds
         self.session_id: str | None = None
         self.supports_ping = adapter.config.get("ping") is not None
         self.resumable = adapter.can_resume
@@ -137,7 +140,7 @@ class JsonEventsConversation(Conversation):
                 url,
                 json=create.get("body") or {},
                 headers=create.get("headers") or {},
-                timeout=self.adapter.http_timeout,
+                timeout=self.timeout,
             )
             answer = response.json()
         except (requests.RequestException, ValueError) as exc:
@@ -186,7 +189,6 @@ class JsonEventsAdapter(Adapter):
         self.can_resume = sends_session or bool(
             config.get("resume_query") or config.get("resume_send")
         )
-        self.http_timeout = 10.0
 
     def resume_url(self, url: str, session_id: str) -> str:
         """`url` with the profile's `resume_query` parameter naming the session, if any."""
@@ -198,9 +200,8 @@ class JsonEventsAdapter(Adapter):
         return urlunsplit((parts.scheme, parts.netloc, parts.path, query, parts.fragment))
 
     def connect(self, url: str, timeout: float) -> Conversation:
-        self.http_timeout = timeout
         socket = JsonSocket(url, timeout, self.config.get("keepalive", 0.0))
-        conversation = JsonEventsConversation(self, socket, http_base(url))
+        conversation = JsonEventsConversation(self, socket, http_base(url), timeout)
         ready = self.config.get("ready")
         if ready:
             try:

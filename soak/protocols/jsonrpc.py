@@ -58,9 +58,10 @@ def _event_type(data: Any) -> str | None:
 
 
 class JsonRpcConversation(Conversation):
-    def __init__(self, adapter: JsonRpcAdapter, socket: JsonSocket) -> None:
+    def __init__(self, adapter: JsonRpcAdapter, socket: JsonSocket, url: str) -> None:
         self.adapter = adapter
         self.socket = socket
+        self.url = url
         self.session_id: str | None = None
         self.next_id = 0
         self.calls: OrderedDict[int, str | None] = OrderedDict()  # rpc id -> request id / None
@@ -72,7 +73,7 @@ class JsonRpcConversation(Conversation):
 
     @property
     def supports_ping(self) -> bool:  # type: ignore[override]
-        return self.adapter.has_ping
+        return self.url not in self.adapter.without_ping
 
     def call(self, method: str, params: dict[str, Any], request_id: str | None = None) -> int:
         """Send one JSON-RPC request; return its id."""
@@ -147,7 +148,7 @@ class JsonRpcConversation(Conversation):
         if rpc_id in self.ping_ids:
             self.ping_ids.discard(rpc_id)
             if isinstance(error, dict) and error.get("code") == METHOD_NOT_FOUND:
-                self.adapter.has_ping = False
+                self.adapter.without_ping.add(self.url)
                 self.notice(
                     "ping_unsupported",
                     "the server has no ping method (JSON-RPC -32601), so no ping probes are "
@@ -171,12 +172,13 @@ class JsonRpcConversation(Conversation):
 class JsonRpcAdapter(Adapter):
     def __init__(self, config: dict[str, Any]) -> None:
         super().__init__(config)
-        #: False once a server answered `ping` with "method not found" (for every connection).
-        self.has_ping = True
+        #: Target URLs whose server answered `ping` with "method not found": no more pings
+        #: on any of their connections (one adapter serves every target of a run).
+        self.without_ping: set[str] = set()
 
     def connect(self, url: str, timeout: float) -> Conversation:
         socket = JsonSocket(url, timeout, self.config.get("keepalive", 0.0))
-        conversation = JsonRpcConversation(self, socket)
+        conversation = JsonRpcConversation(self, socket, url)
         try:
             self._handshake(conversation, timeout)
         except ConnectionLost:
