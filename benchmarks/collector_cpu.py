@@ -6,8 +6,11 @@ target's, then runs side by side, for the same measuring window:
 
 - baseline: a bare psutil sampler of the same target every second (CPU percent, RSS,
   thread count; what psrecord does), writing nothing;
-- `python -m soak.collect` at interval 1 s (/health polled every second too: the default);
-- the same with `health_interval = 5s`.
+- `python -m soak.collect` at interval 1 s (/health polled every second too);
+- the same with `health_interval = 5s`;
+- the same without the Python thread census (`python_threads = false`): the census runs
+  `py-spy dump --json --nonblocking` on every detail sample (30 s), and its CPU counts
+  as the collector's (children's CPU is included for every row).
 
 It prints each one's CPU (user + system, after a warm-up that leaves out start-up
 imports) as a percentage of one core, its ratio to the baseline, the goal (<= 1%),
@@ -100,11 +103,18 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def start_collector(run_dir: Path, pid: int, port: int, health_interval: float) -> subprocess.Popen:
+def start_collector(
+    run_dir: Path, pid: int, port: int, health_interval: float, census: bool
+) -> subprocess.Popen:
     run_dir.mkdir(parents=True)
     profile = {
         "targets": [{"name": "bench", "pid": pid, "health": f"http://127.0.0.1:{port}/health"}],
-        "collector": {"interval": 1.0, "health_interval": health_interval, "health_timeout": 2.0},
+        "collector": {
+            "interval": 1.0,
+            "health_interval": health_interval,
+            "health_timeout": 2.0,
+            "python_threads": census,
+        },
     }
     proc = subprocess.Popen(
         [sys.executable, "-m", "soak.collect", "--run-dir", str(run_dir)],
@@ -117,8 +127,9 @@ def start_collector(run_dir: Path, pid: int, port: int, health_interval: float) 
 
 
 def cpu_seconds(pid: int) -> float:
+    """CPU of a process and of its children that ended (py-spy runs of the census)."""
     times = psutil.Process(pid).cpu_times()
-    return times.user + times.system
+    return times.user + times.system + times.children_user + times.children_system
 
 
 def sizes(run_dir: Path) -> dict[str, int]:
@@ -137,14 +148,18 @@ def main() -> None:
     target = subprocess.Popen([sys.executable, str(script), str(port)], stdout=subprocess.PIPE)
     assert target.stdout is not None
     fds, threads = target.stdout.readline().split()
-    runs = {"soak collector (health 1 s)": 1.0, "soak collector (health 5 s)": 5.0}
+    runs = {
+        "soak collector (health 1 s)": (1.0, True),
+        "soak collector (health 5 s)": (5.0, True),
+        "  the same, no thread census": (5.0, False),
+    }
     procs: dict[str, subprocess.Popen] = {
         BASELINE: subprocess.Popen([sys.executable, "-c", BARE_SAMPLER, str(target.pid)])
     }
     dirs = {}
-    for index, (name, health_interval) in enumerate(runs.items()):
+    for index, (name, (health_interval, census)) in enumerate(runs.items()):
         dirs[name] = work / f"run{index}"
-        procs[name] = start_collector(dirs[name], target.pid, port, health_interval)
+        procs[name] = start_collector(dirs[name], target.pid, port, health_interval, census)
     try:
         time.sleep(WARMUP_S)
         cpu0 = {name: cpu_seconds(p.pid) for name, p in procs.items()}
@@ -171,6 +186,10 @@ def main() -> None:
     for name, value in share.items():
         ratio = value / baseline if baseline > 0 else float("inf")
         print(f"{name:34}{value:>19.2f}%{ratio:>11.1f}x")
+    with_census = share["soak collector (health 5 s)"]
+    without = share["  the same, no thread census"]
+    census_ratio = with_census / without if without > 0 else float("inf")
+    print(f"thread census: {with_census - without:+.2f} points, {census_ratio:.2f}x without it")
     worst = max(share[name] for name in runs)
     verdict = "PASS" if worst <= GOAL_PERCENT else "FAIL"
     print(f"goal: collector <= {GOAL_PERCENT:g}% of one core: {verdict} ({worst:.2f}%)")

@@ -142,4 +142,6 @@ def test_hermes_gateways_old_and_new_with_one_profile(tmp_path: Path) -> None:
         assert gateway["replies"] >= 15 and gateway["violations"] == gateway["errors"] == 0
     notices = [e for e in events(soaked) if e["kind"] == "ping_unsupported"]
     assert [n["target"] for n in notices] == ["old"] and "no ping method" in notices[0]["message"]
+    no_seq = [e for e in events(soaked) if e["kind"] == "seq_unsupported"]
+    assert [n["target"] for n in no_seq] == ["old"]  # said once, for the old gateway only
     assert soaked.target("old")["pings"] == 0 and soaked.target("new")["ping_samples"] > 5

@@ -57,6 +57,7 @@ def test_real_hermes_0_19_with_the_shipped_profile(tmp_path: Path) -> None:
     events = [json.loads(line) for line in (run_dir / "events.jsonl").read_text().splitlines()]
     notices = [e for e in events if e["kind"] == "ping_unsupported"]
     assert len(notices) == 1  # 0.19.0 has no ping method: said once, never a violation
+    assert len([e for e in events if e["kind"] == "seq_unsupported"]) == 1  # nor seq
     # a minute of the shipped 20-60 s think time is a handful of turns: no pass on that
     assert summary["verdict"] == "inconclusive" and proc.returncode == 4, output
     assert servers.token not in (run_dir / "manifest.json").read_text()

@@ -64,6 +64,16 @@ class ThreadNames:
         self._program = (_read_comm(f"/proc/{self.pid}/comm") or "").strip()
         self._family_of = {}
 
+    @property
+    def censused(self) -> bool:
+        """Whether a census was taken."""
+        return self._program is not None
+
+    @property
+    def census_alive(self) -> frozenset[str]:
+        """The thread ids alive at the last census."""
+        return self._census_alive
+
     def thread_ids(self) -> set[str]:
         try:
             return set(os.listdir(f"/proc/{self.pid}/task"))

@@ -46,6 +46,8 @@ COMPLETE_EVENT = "message.complete"
 ERROR_EVENT = "error"
 #: JSON-RPC "method not found": the server has no such method (hermes 0.19.0 and `ping`).
 METHOD_NOT_FOUND = -32601
+#: Events of a session looked at before a server is said to number none (`seq`).
+SEQ_PROBE = 20
 #: RPC ids remembered per connection to map late answers back to their request.
 RPC_MEMORY = 16
 
@@ -70,6 +72,8 @@ class JsonRpcConversation(Conversation):
         #: Prompts the server has not finished, oldest first; whether the oldest started.
         self.pending: deque[str] = deque(maxlen=RPC_MEMORY)
         self.oldest_started = False
+        self.events_seen = 0  # events of our session, and whether any carried a seq
+        self.seq_seen = False
 
     @property
     def supports_ping(self) -> bool:  # type: ignore[override]
@@ -113,6 +117,7 @@ class JsonRpcConversation(Conversation):
             seq = None  # seq counts per session: another session's numbers are not ours
         else:
             request_id = self._owner(kind)
+            self._count_seq(seq)
         payload = params.get("payload") if isinstance(params.get("payload"), dict) else {}
         if kind in self.adapter.config["token_events"]:
             return Frame(TOKEN, request_id, str(payload.get("text") or ""), text, seq)
@@ -127,6 +132,18 @@ class JsonRpcConversation(Conversation):
             reason = payload.get("message") or payload.get("error") or text
             return Frame(ERROR, request_id, str(reason), text, seq)
         return Frame(OTHER, request_id, "", text, seq)
+
+    def _count_seq(self, seq: int | None) -> None:
+        """After SEQ_PROBE events of our session with no `seq`, say once that lost events
+        cannot be seen on this server (hermes 0.19.0 numbers none)."""
+        self.seq_seen |= seq is not None
+        self.events_seen += 1
+        if self.events_seen == SEQ_PROBE and not self.seq_seen:
+            self.notice(
+                "seq_unsupported",
+                f"the server numbers no events (no seq in the first {SEQ_PROBE}), so events "
+                "it loses cannot be told; replies are still checked end to end",
+            )
 
     def _owner(self, kind: str | None) -> str | None:
         """The prompt an event of our own session belongs to: the oldest unfinished one."""
