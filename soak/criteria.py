@@ -81,7 +81,7 @@ def capped_warmup(warmup_s: float, load_s: float, what: str = "load") -> tuple[f
     note = (
         f"criteria.warmup {format_duration(warmup_s)} is more than a third of the "
         f"{format_duration(load_s)} {what}; trends are fitted after {format_duration(cap)} "
-        "instead, so that they cover the load"
+        f"instead, so that they cover the {what}"
     )
     return cap, note
 

@@ -209,3 +209,49 @@ def test_a_healthy_server_whose_pool_and_cache_move_passes(tmp_path: Path) -> No
     assert app["verdict"] == "pass" and set(soaked.statuses("app").values()) == {"pass"}
     assert app["threads_max"] > app["threads_start"] or app["threads_trend"] in ("flat", "plateau")
     assert app["rss_max_mb"] - app["rss_end_mb"] > 5 or app["rss_drops"] >= 3  # it does move
+
+
+def test_an_orphaned_ticker_shows_as_idle_cpu_that_climbs_with_every_stream(tmp_path: Path) -> None:
+    """agentex style: a 50 ms coalescing ticker per stream, left running when the stream
+    ends with `full`. Bursts of load with idle gaps between them."""
+    path, health = "/agents/fake-agent/ws", "/healthz"
+    with (
+        gallery_server("orphan_ticker", log=tmp_path / "faulty.log") as faulty,
+        gallery_server("orphan_ticker", "--patched", log=tmp_path / "patched.log") as fixed,
+    ):
+        soaked = soak_run(
+            "orphan_ticker.toml",
+            tmp_path,
+            {"unpatched": (faulty, path, health), "patched": (fixed, path, health)},
+        )
+    bad, good = soaked.target("unpatched"), soaked.target("patched")
+    assert (bad["verdict"], good["verdict"]) == ("fail", "pass")
+    assert bad["idle_cpu_growth_per_1k_replies"] > 10 * max(
+        good["idle_cpu_growth_per_1k_replies"], 0.1
+    )
+    assert bad["idle_cpu_late_percent"] > bad["idle_cpu_early_percent"]
+    assert soaked.statuses("unpatched")["idle_cpu.growth_per_1k_replies"] == "fail"
+    assert bad["violations"] == good["violations"] == 0 and bad["replies"] > 50
+
+
+def test_a_cpu_heavy_turn_on_the_event_loop_is_loop_lag_and_keepalive_kills(tmp_path: Path) -> None:
+    """hermes style: every 25th turn runs 5 s of CPU work on the event loop; the server's
+    own keepalive then closes healthy connections with 1011. Patched: in a thread."""
+    args = ("--block-every", "25", "--block-seconds", "5", "--ping-interval", "2",
+            "--ping-timeout", "1")  # fmt: skip
+    with (
+        gallery_server("loop_starve", *args, log=tmp_path / "faulty.log") as faulty,
+        gallery_server("loop_starve", "--patched", *args, log=tmp_path / "patched.log") as fixed,
+    ):
+        soaked = soak_run(
+            "loop_starve.toml",
+            tmp_path,
+            {
+                "unpatched": (faulty, "/api/ws", "/api/status"),
+                "patched": (fixed, "/api/ws", "/api/status"),
+            },
+        )
+    bad, good = soaked.target("unpatched"), soaked.target("patched")
+    assert (bad["verdict"], good["verdict"]) == ("fail", "pass")
+    assert bad["loop_lag_max_s"] > 2 and good["loop_lag_max_s"] < 0.5
+    assert bad["disconnect_close_codes"].get("1011", 0) >= 1 and good["disconnects"] == 0

@@ -177,8 +177,11 @@ def cumulative_at(chats: pd.DataFrame, column: str, elapsed: np.ndarray) -> np.n
 class IdlePeriod:
     """Consecutive idle process samples (or the samples before the load began).
 
-    cpu_percent is their median (percent of one core); replies_before counts the ok
-    replies that had finished when the period began.
+    cpu_percent is the CPU the process used over the period, from its CPU-time
+    counters (percent of one core; 10 ms resolution over the whole period, where one
+    sample's percentage is a multiple of 1/(100 × interval)), or the samples' median
+    where the counters are missing; replies_before counts the ok replies that had
+    finished when the period began.
     """
 
     start_s: float
@@ -199,6 +202,15 @@ class IdlePeriod:
         }
 
 
+def _cpu_seconds(process: pd.DataFrame) -> np.ndarray:
+    """Cumulative CPU seconds (user + system) of each process sample; NaN where missing."""
+    if "cpu_user_s" not in process or "cpu_system_s" not in process:
+        return np.full(len(process), np.nan)
+    user = process["cpu_user_s"].to_numpy(dtype=float)
+    system = process["cpu_system_s"].to_numpy(dtype=float)
+    return user + system
+
+
 def idle_periods(
     process: pd.DataFrame, states: np.ndarray, chats: pd.DataFrame
 ) -> list[IdlePeriod]:
@@ -211,6 +223,8 @@ def idle_periods(
         return []
     elapsed = process["elapsed"].to_numpy(dtype=float)
     cpu = process["cpu_percent"].to_numpy(dtype=float)
+    cpu_s = _cpu_seconds(process)
+    pid = process["pid"].to_numpy(dtype=float, na_value=-1.0)
     load_start = float(chats["elapsed"].iloc[0] - np.nan_to_num(chats["interval_s"].iloc[0]))
     before = (elapsed < load_start) & (states == UNKNOWN)
     idle = states == IDLE
@@ -223,12 +237,18 @@ def idle_periods(
             values = cpu[start:stop][np.isfinite(cpu[start:stop])]
             if len(values) < MIN_IDLE_SAMPLES:
                 continue
+            last = stop - 1
+            span = elapsed[last] - elapsed[start]
+            used = cpu_s[last] - cpu_s[start]
+            exact = span > 0 and pid[start] == pid[last] and np.isfinite(used) and used >= 0
             periods.append(
                 IdlePeriod(
                     start_s=float(elapsed[start]),
-                    end_s=float(elapsed[stop - 1]),
+                    end_s=float(elapsed[last]),
                     samples=len(values),
-                    cpu_percent=float(np.median(values)),
+                    cpu_percent=round(float(100 * used / span), 2)
+                    if exact
+                    else float(np.median(values)),
                     replies_before=float(cumulative_at(chats, "ok", elapsed[start : start + 1])[0]),
                     before_load=is_before,
                 )

@@ -48,7 +48,8 @@ BODY_PREFIX = "body."
 ANOMALY_LIMIT = 200
 
 _PROCESS_COLUMNS = (
-    "pid", "create_time", "threads", "rss_mb", "uss_mb", "cpu_percent", "fds", "children",
+    "pid", "create_time", "threads", "rss_mb", "uss_mb", "cpu_percent", "cpu_user_s",
+    "cpu_system_s", "fds", "children",
 )  # fmt: skip
 _CHAT_FIELDS = (
     "interval_s", "started", "turns", "in_flight", "connections", "connects", "pings",

@@ -229,6 +229,8 @@ class MessageStream:
                 await asyncio.sleep(0.08)
                 self.buffer.append(trailing)  # the orphaned ticker will publish it
         finally:
+            if args.patched:  # every path: a client that hangs up mid-stream too
+                self.stop_ticker()
             self.app.active -= 1
             self.app.streams_total += 1
 
