@@ -94,8 +94,8 @@ class Soaked:
 
 def soak_run(profile: str, tmp: Path, targets: dict[str, tuple[Server, str, str]],
              *extra: str) -> Soaked:  # fmt: skip
-    """`soak run tests/gallery/profiles/PROFILE` with targets NAME -> (server, ws path, health
-    path), each sampled by pid."""
+    """`soak run PROFILE` (a name in tests/gallery/profiles/, or a path) with targets
+    NAME -> (server, ws path, health path), each sampled by pid."""
     command = [sys.executable, "-m", "soak", "run", str(PROFILES / profile)]
     for name, (server, path, _) in targets.items():
         command += ["--target", f"{name}={server.url(path)}"]

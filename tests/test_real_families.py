@@ -53,11 +53,6 @@ def compressed(name: str, tmp_path: Path, **load: str) -> str:
     return str(copy)
 
 
-def soak_family(profile: str, tmp_path: Path, targets: dict, *extra: str) -> Soaked:
-    """soak_run with a profile path outside tests/gallery/profiles."""
-    return soak_run(profile, tmp_path, targets, *extra)
-
-
 def events(soaked: Soaked) -> list[dict]:
     lines = (soaked.run_dir / "events.jsonl").read_text().splitlines()
     return [json.loads(line) for line in lines if line.strip()]
@@ -73,7 +68,7 @@ def test_agent_zero_wedge_stops_every_chat_and_the_patched_build_answers(tmp_pat
                        log=tmp_path / "faulty.log") as faulty,
         gallery_server("agent_zero_like", "--patched", log=tmp_path / "patched.log") as fixed,
     ):  # fmt: skip
-        soaked = soak_family(
+        soaked = soak_run(
             profile,
             tmp_path,
             {"unpatched": (faulty, "", "/api/health"), "patched": (fixed, "", "/api/health")},
@@ -102,7 +97,7 @@ def test_nerve_chats_get_a_session_each_and_a_hung_call_answers_late(tmp_path: P
         gallery_server("nerve_like", "--patched", "--error-every", "7",
                        log=tmp_path / "patched.log") as fixed,
     ):  # fmt: skip
-        soaked = soak_family(
+        soaked = soak_run(
             profile,
             tmp_path,
             {"unpatched": (faulty, "/ws", "/health"), "patched": (fixed, "/ws", "/health")},
@@ -131,7 +126,7 @@ def test_hermes_gateways_old_and_new_with_one_profile(tmp_path: Path) -> None:
                        log=tmp_path / "new.log") as new,
     ):  # fmt: skip
         path = "/api/ws?token=secret"
-        soaked = soak_family(
+        soaked = soak_run(
             profile,
             tmp_path,
             {"old": (old, path, "/api/status"), "new": (new, path, "/api/status")},

@@ -244,3 +244,15 @@ def test_a_growth_whose_interval_reaches_across_the_limit_is_not_judged(tmp_path
     [check] = _summary(tmp_path, run)["criteria"]
     assert check["status"] == "inconclusive"
     assert "reaches across the limit; run longer" in check["message"]
+
+
+def test_compare_says_when_a_side_is_inconclusive(tmp_path: Path) -> None:
+    from soak.compare import compare_sides, open_sides
+
+    done = write_run(tmp_path / "a", FakeRun(duration_s=600, checks=HEALTHY_CHECKS))
+    cut = write_run(
+        tmp_path / "b", FakeRun(duration_s=600, status=STATUS_ABORTED, checks=HEALTHY_CHECKS)
+    )
+    comparison = compare_sides(*open_sides([str(done), str(cut)], tmp_path))
+    said = [note.message for note in comparison.warnings]
+    assert any("is inconclusive (the run was aborted" in message for message in said), said
