@@ -209,3 +209,34 @@ def test_an_error_frame_followed_by_done_is_one_error_turn_when_errors_do_not_en
             conversation.close()
     assert [r.outcome for r in results] == [ERRORED, ERRORED]
     assert not any(r.violations for r in results)  # the done after the error is no extra
+
+
+def test_a_reply_nested_too_deep_to_parse_is_garbage_not_a_vanished_turn():
+    """100,000 brackets: json.loads raises RecursionError, not ValueError."""
+
+    async def answer(connection, message):
+        await connection.send("[" * 100_000 + "]" * 100_000)
+
+    with scripted_chat_server(answer) as url:
+        _, result = turn(url, timeout=1)
+    assert (result.outcome, result.subkind) == (VIOLATION, "non_json")
+
+
+def test_an_adapter_that_chokes_ends_the_turn_as_a_disconnect_that_says_so():
+    class Choking:
+        session_id = None
+        supports_ping = False
+        error_ends_turn = True
+
+        def send_prompt(self, prompt, request_id):
+            pass
+
+        def receive(self, timeout):
+            raise KeyError("payload")
+
+        def close(self):
+            pass
+
+    result = run_turn(Choking(), "hi", "r1", first_token_timeout=1, reply_timeout=1)
+    assert result.outcome == DISCONNECT
+    assert "soak could not read what the server sent (KeyError" in result.close_reason

@@ -37,6 +37,7 @@ from soak.protocols.turn import (
     Channel,
     TurnResult,
     run_turn,
+    unreadable,
 )
 
 #: [load] after_failure values.
@@ -191,7 +192,9 @@ class ChatUser(User):
                     channel.listen(
                         min(deadline, self.next_ping_at) - now if pings else deadline - now
                     )
-            except ConnectionLost as exc:
+            except Exception as exc:  # noqa: BLE001 - ConnectionLost, or an adapter that choked
+                if not isinstance(exc, ConnectionLost):
+                    exc = ConnectionLost(None, unreadable(exc))
                 detail = f"connection lost between turns: code {exc.code}, {exc.reason}"
                 lost = lost_turn(exc, detail)
                 self.settings.recorder.lost(
@@ -210,7 +213,9 @@ class ChatUser(User):
             url = settings.adapter.resume_url(url, self.session_id)
         try:
             conversation = settings.adapter.connect(url, timeout)
-        except ConnectionLost as exc:
+        except Exception as exc:  # noqa: BLE001 - ConnectionLost, or an adapter that choked
+            if not isinstance(exc, ConnectionLost):
+                exc = ConnectionLost(None, f"connect failed: {unreadable(exc)}")
             failed = lost_turn(exc, exc.reason, elapsed_s=time.monotonic() - started)
             settings.recorder.lost(
                 self.target_name, failed, self.session_id, DURING_CONNECT, self.chat_id

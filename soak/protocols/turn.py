@@ -21,6 +21,8 @@ frames after the terminal frame (a server a turn behind starts the next reply ri
 after this one: the stale reply is the finding). A first-token timeout after
 frames that broke the protocol is a violation: the server did answer, but
 nothing it sent was a token (garbage instead of a reply).
+An exception while reading (a protocol adapter that chokes on what the server sent)
+ends the turn as a disconnect that says so, and the chat hangs up and backs off.
 Violations seen between turns (while thinking or probing) are charged to the
 next turn on that connection. Frames of a request whose turn already ended without its
 terminal frame (a stall, a first-token timeout) are its late tail, not a new problem:
@@ -254,6 +256,10 @@ def run_turn(
         result.detail = (
             f"connection lost after {clock() - started:.1f} s: code {exc.code}, {exc.reason}"
         )
+    except Exception as exc:  # noqa: BLE001 - an adapter that chokes still ends the turn
+        result.outcome = DISCONNECT
+        result.close_reason = unreadable(exc)
+        result.detail = f"after {clock() - started:.1f} s, {result.close_reason}"
     finally:
         channel.recent.append(request_id)
         channel.turns += 1
@@ -264,6 +270,11 @@ def run_turn(
     result.elapsed_s = clock() - started
     _settle(result, watch, list(channel.nonces))
     return result
+
+
+def unreadable(exc: BaseException) -> str:
+    """What to say when reading what the server sent raised: soak hangs up on the stream."""
+    return f"soak could not read what the server sent ({type(exc).__name__}: {str(exc)[:200]})"
 
 
 def _read_reply(

@@ -65,10 +65,11 @@ def lookup_parts(data: Any, parts: tuple[str, ...]) -> Any:
 
 
 def parse(raw: str | bytes) -> Any:
-    """The JSON value of a frame, or None when it is not JSON."""
+    """The JSON value of a frame, or None when it is not JSON (or nested too deep to read:
+    a frame of 100,000 brackets is garbage, not a reason for a turn to vanish)."""
     try:
         return json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         return None
 
 
