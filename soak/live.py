@@ -26,6 +26,8 @@ SATURATED_LAG_S = 0.5
 HEALTH_FAILS = 3
 #: Process samples in a row without the target's process before a warning.
 PROCESS_MISSES = 2
+#: Failed turns in one interval, none ok, before a warning.
+MIN_FAILED_TURNS = 5
 
 
 @dataclass(frozen=True)
@@ -197,12 +199,14 @@ def _saturation(record: dict[str, Any]) -> str | None:
 
 
 def _chat_warnings(name: str, record: dict[str, Any]) -> list[LiveWarning]:
-    """A target's last chat interval: every turn failed, or none ended with many waiting."""
+    """A target's last chat interval: every turn failed (at least MIN_FAILED_TURNS of
+    them: one unlucky turn in a short interval is no news), or none ended with chats
+    waiting."""
     outcomes = record.get("outcomes") or {}
     turns, ok = record.get("turns") or 0, outcomes.get("ok", 0)
     in_flight = record.get("in_flight") or 0
     interval = format_duration(record.get("interval_s") or 0)
-    if turns and not ok:
+    if turns >= MIN_FAILED_TURNS and not ok:
         worst = max((k for k in outcomes if k != "ok"), key=lambda k: outcomes[k], default="?")
         return [
             LiveWarning(

@@ -117,7 +117,7 @@ records = st.one_of(
 )
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=12, deadline=None, suppress_health_check=list(HealthCheck))
 @given(st.sampled_from(FILES), st.lists(records, min_size=1, max_size=5), st.booleans())
 def test_any_damage_to_a_run_directory_reports_or_says_why(name, lines, append):
     with tempfile.TemporaryDirectory() as folder:

@@ -33,7 +33,7 @@ def failed_names(summary: dict, target: str) -> set[str]:
 
 def test_soak_demo_runs_as_intended(tmp_path):
     proc = subprocess.run(
-        [sys.executable, "-m", "soak", "demo", "--duration", "40s", "--out", str(tmp_path)],
+        [sys.executable, "-m", "soak", "demo", "--duration", "30s", "--out", str(tmp_path)],
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout + proc.stderr
