@@ -6,9 +6,13 @@ itself could not be carried out.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
+import os
 import shutil
 import sys
+import tempfile
+import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
@@ -16,9 +20,15 @@ from typing import Annotated, Any
 import typer
 
 from soak import __version__
-from soak.errors import EXIT_RUN_FAILED, SoakError, UsageError
+from soak.errors import EXIT_RUN_FAILED, OutputClosed, SoakError, UsageError
 from soak.live import LiveStatus
-from soak.rundir import STATUS_COMPLETED, RunDir
+from soak.rundir import (
+    STATUS_COMPLETED,
+    STATUS_FAILED,
+    UNWRITABLE_ERRNOS,
+    RunDir,
+    storage_error,
+)
 
 app = typer.Typer(
     name="soak",
@@ -50,25 +60,69 @@ def _root(
 
 
 def _guarded(action: Callable[[], int]) -> None:
-    """Run a command body; turn SoakError into its message and exit code, never a traceback."""
+    """Run a command body; turn SoakError into its message and exit code, never a traceback.
+
+    A file soak cannot write is one line and exit 3; so is a bug of soak's own (its
+    traceback goes to a file the line names), never exit 1, which means "criteria failed".
+    """
     try:
         code = action()
     except SoakError as exc:
-        typer.echo(f"soak: error: {exc.message}", err=True)
+        _say_error(exc.message)
         raise typer.Exit(exc.exit_code) from None
     except KeyboardInterrupt:
-        typer.echo("soak: interrupted", err=True)
+        _say_error("interrupted", prefix="soak: ")
+        raise typer.Exit(EXIT_RUN_FAILED) from None
+    except OSError as exc:
+        if exc.errno not in UNWRITABLE_ERRNOS:
+            _say_error(f"internal error: {type(exc).__name__}: {exc} ({_save_traceback()})")
+        else:
+            _say_error(storage_error(Path(exc.filename or "?"), exc).message)
+        raise typer.Exit(EXIT_RUN_FAILED) from None
+    except Exception as exc:  # noqa: BLE001 - a bug must still end in one line and exit 3
+        _say_error(f"internal error: {type(exc).__name__}: {exc} ({_save_traceback()})")
         raise typer.Exit(EXIT_RUN_FAILED) from None
     raise typer.Exit(code)
+
+
+def _say_error(message: str, prefix: str = "soak: error: ") -> None:
+    """One line on stderr, even when stderr is a closed pipe."""
+    with contextlib.suppress(OSError):
+        typer.echo(f"{prefix}{message}", err=True)
+
+
+def _save_traceback() -> str:
+    """Write the current exception's traceback to a temporary file; where it went."""
+    try:
+        with tempfile.NamedTemporaryFile(
+            "w", prefix="soak-traceback-", suffix=".txt", delete=False
+        ) as handle:
+            traceback.print_exc(file=handle)
+    except OSError:
+        return "no traceback saved: the temporary folder is not writable"
+    return f"traceback in {handle.name}; please report it"
 
 
 def _status_printer() -> Callable[[LiveStatus], None]:
     """Rewrite one line that fits the terminal; print a line every ~10 s otherwise (CI
     logs). A warning that starts gets a line of its own on stderr, either way."""
     tty = sys.stdout.isatty()
-    calls = {"n": 0}
+    calls = {"n": 0, "closed": False}
 
     def show(live: LiveStatus) -> None:
+        if calls["closed"]:
+            return
+        try:
+            print_status(live)
+        except OSError as exc:  # `soak run ... | head`: the reader went away
+            calls["closed"] = True
+            _detach_stdout()
+            raise OutputClosed(
+                f"standard output was closed ({exc.strerror or exc}): the run is ended "
+                "here, what it recorded so far is kept"
+            ) from None
+
+    def print_status(live: LiveStatus) -> None:
         width = shutil.get_terminal_size((200, 24)).columns - 1 if tty else 200
         for warning in live.started:
             if tty:
@@ -85,6 +139,14 @@ def _status_printer() -> Callable[[LiveStatus], None]:
         calls["n"] += 1
 
     return show
+
+
+def _detach_stdout() -> None:
+    """Point stdout at /dev/null, so later prints (and the exit flush) cannot fail too."""
+    with contextlib.suppress(OSError, ValueError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
 
 
 # --- options shared by soak run and soak collect ---------------------------------------
@@ -409,7 +471,9 @@ def _ended(outcome: Any, what: str, report: bool) -> int:
     typer.echo("")
     typer.echo(f"soak: {what} {outcome.status}: {outcome.run.path}")
     if outcome.message:
-        typer.echo(f"soak: {outcome.message}", err=True)
+        _say_error(outcome.message, prefix="soak: ")
+    if outcome.status == STATUS_FAILED:  # its disk is what failed: the report waits for room
+        return EXIT_RUN_FAILED
     code = _report_and_print(outcome.run.path) if report else 0
     return code if outcome.status == STATUS_COMPLETED else EXIT_RUN_FAILED
 

@@ -41,6 +41,18 @@ class RunError(SoakError):
     exit_code = EXIT_RUN_FAILED
 
 
+class StorageError(RunError):
+    """The run directory cannot be written (disk full, read-only, quota): exit code 3.
+
+    Raised by every writer of the run directory; the run ends with status `failed`
+    and what was written so far is kept for `soak report`.
+    """
+
+
+class OutputClosed(RunError):
+    """soak's standard output was closed under it (`soak run ... | head`): exit code 3."""
+
+
 class RunDirError(SoakError):
     """A run directory is missing, unreadable or of an unknown format: exit code 2."""
 

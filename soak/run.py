@@ -27,18 +27,23 @@ from urllib.parse import urlsplit
 from soak.child import module_argv, module_env
 from soak.collect.metrics import check_metrics_port
 from soak.collect.spawn import SpawnedTarget, start_spawned, stop_spawned
-from soak.errors import ProfileError, RunError, UsageError
+from soak.errors import OutputClosed, ProfileError, RunError, StorageError, UsageError
 from soak.live import LiveStatus
 from soak.profile import Profile, profile_from_mapping, redact_url, require_targets
 from soak.rundir import (
     CHATS,
     EVENTS,
+    EXIT_CHILD_STORAGE,
     STATUS_ABORTED,
     STATUS_COMPLETED,
     STATUS_CRASHED,
+    STATUS_FAILED,
     STATUS_RUNNING,
     JsonlWriter,
     RunDir,
+    forget_storage_failures,
+    storage_failure,
+    unwritable,
 )
 
 #: How long the load process gets to stop after SIGTERM before it is killed, in seconds.
@@ -178,6 +183,7 @@ def resume_run(
         ended_at=None,
         resumed=[*manifest.get("resumed", []), {"at": resumed_at, "load_done_s": round(done, 1)}],
     )
+    run.keep_reserve()
     events = JsonlWriter(run.file(EVENTS))
     events.write(
         {
@@ -247,13 +253,17 @@ def _drive(
     )
 
     status, message = STATUS_COMPLETED, ""
-    previous = _install_stop_handlers()
+    signals = StopSignals().install()
     try:
         while load.poll() is None:
+            if collector.poll() == EXIT_CHILD_STORAGE:
+                raise unwritable(run.path)
             if collector.poll() is not None:
                 raise RunError(f"the collector stopped unexpectedly; see {run.file('collect.log')}")
             _refresh(live, events, on_status)
             _wait(load, STATUS_EVERY_S)
+        if load.returncode == EXIT_CHILD_STORAGE:
+            raise unwritable(run.path)
         if load.returncode != 0:
             status = STATUS_CRASHED
             message = (
@@ -262,17 +272,25 @@ def _drive(
     except Interrupted:
         status, message = STATUS_ABORTED, "stopped by signal; the run directory is complete so far"
         _stop(load, STOP_GRACE_S)
+    except StorageError:
+        status, message = STATUS_FAILED, unwritable(run.path).message
+        _stop(load, STOP_GRACE_S)
+    except OutputClosed as exc:
+        status, message = STATUS_FAILED, exc.message
+        _stop(load, STOP_GRACE_S)
     except RunError as exc:
         status, message = STATUS_CRASHED, exc.message
         _stop(load, STOP_GRACE_S)
     finally:
-        _restore_stop_handlers(previous)
+        signals.stopping = True
         for worker in load_workers:
             _stop(worker, STOP_GRACE_S)
         _stop(collector, STOP_GRACE_S)
         stop_spawned(spawned)
-        _refresh(live, events, on_status)
+        with contextlib.suppress(RunError):  # the last look: the end is recorded whatever
+            _refresh(live, events, on_status)
         _end_run(run, events, status, message)
+        signals.restore()
     return RunOutcome(run, status, message)
 
 
@@ -343,6 +361,7 @@ def execute_collect(
     require_targets(profile)
     if metrics_port is not None:
         check_metrics_port(metrics_port)
+    forget_storage_failures()
     started_at = time.time()
     manifest = {**run_manifest(profile, duration_s), "mode": "collect"}
     run = RunDir.create(out_root, profile.name, label, manifest, started_at=started_at)
@@ -351,7 +370,7 @@ def execute_collect(
     spawned = _start_targets(profile, run, events)
     status, message = STATUS_COMPLETED, ""
     stop = threading.Event()
-    previous = _install_stop_handlers()
+    signals = StopSignals().install()
     thread = None
     try:
         collector = Collector(run.path, profile.to_dict(), metrics_port)
@@ -360,6 +379,8 @@ def execute_collect(
         live = LiveStatus(run, [t.name for t in profile.targets], duration_s, started_at)
         deadline = started_at + duration_s if duration_s else float("inf")
         while time.time() < deadline:
+            if storage_failure():
+                raise unwritable(run.path)
             _refresh(live, events, on_status)
             time.sleep(max(0.0, min(STATUS_EVERY_S, deadline - time.time())))
         _refresh(live, events, on_status)
@@ -367,15 +388,20 @@ def execute_collect(
         if duration_s:
             status = STATUS_ABORTED
             message = "stopped by signal before --duration; the run directory is complete so far"
+    except StorageError:
+        status, message = STATUS_FAILED, unwritable(run.path).message
+    except OutputClosed as exc:
+        status, message = STATUS_FAILED, exc.message
     except RunError as exc:
         status, message = STATUS_CRASHED, exc.message
     finally:
+        signals.stopping = True
         stop.set()
         if thread is not None:
             thread.join()
-        _restore_stop_handlers(previous)
         stop_spawned(spawned)
         _end_run(run, events, status, message)
+        signals.restore()
     return RunOutcome(run, status, message)
 
 
@@ -433,17 +459,14 @@ def _start_targets(profile: Profile, run: RunDir, events: JsonlWriter) -> list[S
 
 
 def _end_run(run: RunDir, events: JsonlWriter, status: str, message: str) -> None:
-    events.write(
-        {
-            "t": time.time(),
-            "source": "run",
-            "kind": "run_end",
-            "status": status,
-            "message": message or status,
-        }
-    )
+    """Record the end in events.jsonl and the manifest, as far as the disk still lets it."""
+    run.release_reserve()
+    end = {"t": time.time(), "source": "run", "kind": "run_end", "status": status}
+    with contextlib.suppress(StorageError):
+        events.write({**end, "message": message or status})
     events.close()
-    run.finish(status)
+    with contextlib.suppress(StorageError):  # unwritable: it reads as crashed, the CLI says why
+        run.finish(status, message)
 
 
 def _spawn(module: str, run: RunDir, payload: str, args: Sequence[str] = ()) -> subprocess.Popen:
@@ -491,13 +514,29 @@ def _stop(process: subprocess.Popen, grace_s: float) -> None:
         process.wait()
 
 
-def _install_stop_handlers() -> dict[int, object]:
-    def interrupt(signum: int, frame: FrameType | None) -> None:
-        raise Interrupted(signal.Signals(signum).name)
+class StopSignals:
+    """SIGINT/SIGTERM raise Interrupted while the run goes; once soak is stopping they are
+    only noted, so a second Ctrl-C cannot cut the closing of the run directory short.
 
-    return {sig: signal.signal(sig, interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
+    Stopping takes up to STOP_GRACE_S seconds per child process.
+    """
 
+    def __init__(self) -> None:
+        self.stopping = False
+        self._previous: dict[int, Any] = {}
 
-def _restore_stop_handlers(previous: dict[int, object]) -> None:
-    for sig, handler in previous.items():
-        signal.signal(sig, handler)
+    def install(self) -> StopSignals:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._previous[sig] = signal.signal(sig, self._received)
+        return self
+
+    def restore(self) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+    def _received(self, signum: int, frame: FrameType | None) -> None:
+        if not self.stopping:
+            self.stopping = True
+            raise Interrupted(signal.Signals(signum).name)
+        with contextlib.suppress(OSError):
+            os.write(2, f"soak: already stopping (up to {STOP_GRACE_S:g} s a process)\n".encode())

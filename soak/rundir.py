@@ -19,6 +19,8 @@ All timestamps `t` are Unix epoch seconds (float, UTC).
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
 import platform
@@ -26,14 +28,14 @@ import re
 import socket
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
 from soak import __version__
-from soak.errors import RunDirError
+from soak.errors import RunDirError, StorageError
 
 FORMAT_VERSION = 1
 
@@ -45,11 +47,19 @@ GENERATOR = "generator.jsonl"
 PROCESS = "process.jsonl"
 THREADS = "threads.jsonl"
 HEALTH = "health.jsonl"
+#: Room kept on the disk while a run goes, freed to record its end when the disk fills up.
+RESERVE = ".reserve"
+RESERVE_BYTES = 262_144
 
 STATUS_RUNNING = "running"
 STATUS_COMPLETED = "completed"
 STATUS_ABORTED = "aborted"
 STATUS_CRASHED = "crashed"
+#: soak's own environment failed (run directory not writable, stdout closed): see end_message.
+STATUS_FAILED = "failed"
+
+#: Exit code of a child process (load, collector) that could not write the run directory.
+EXIT_CHILD_STORAGE = 74  # EX_IOERR of sysexits.h
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
@@ -79,30 +89,124 @@ def host_info() -> dict[str, Any]:
     }
 
 
+_WHY_NOT_WRITABLE = {
+    errno.ENOSPC: "the disk is full",
+    errno.EDQUOT: "the disk quota is used up",
+    errno.EROFS: "the file system is read-only",
+    errno.EFBIG: "a file reached the size limit (ulimit -f)",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "permission denied",
+    errno.EIO: "an I/O error of the disk",
+}
+#: errno values that mean "this file cannot be written", whatever soak does.
+UNWRITABLE_ERRNOS = frozenset(_WHY_NOT_WRITABLE)
+_storage_failures: list[StorageError] = []
+_storage_listeners: list[Callable[[StorageError], None]] = []
+
+
+def storage_error(path: Path, exc: OSError) -> StorageError:
+    """A StorageError naming the file and, in words, why it cannot be written."""
+    why = _WHY_NOT_WRITABLE.get(exc.errno or 0, exc.strerror or str(exc))
+    return StorageError(f"cannot write {path}: {why} ({exc.strerror or exc})")
+
+
+def on_storage_failure(listener: Callable[[StorageError], None]) -> None:
+    """Call `listener` (once) when any writer of this process fails to write the run directory.
+
+    The load and collector processes stop on it: going on would measure without recording.
+    """
+    _storage_listeners.append(listener)
+    if _storage_failures:
+        listener(_storage_failures[0])
+
+
+def forget_storage_failures() -> None:
+    """Start a new run in this process with no failure and no listener from an earlier one."""
+    _storage_failures.clear()
+    _storage_listeners.clear()
+
+
+def storage_failure() -> StorageError | None:
+    """The first failure of this process to write the run directory, if there was one."""
+    return _storage_failures[0] if _storage_failures else None
+
+
+def _storage_failed(error: StorageError) -> StorageError:
+    if not _storage_failures:
+        _storage_failures.append(error)
+        for listener in _storage_listeners:
+            listener(error)
+    return error
+
+
+def unwritable(path: Path) -> StorageError:
+    """The StorageError of a run directory a child process could not write, from the
+    file system's state now (the child's own message may not have reached the disk)."""
+    why = "a write failed"
+    try:
+        stats = os.statvfs(path)
+    except OSError as exc:
+        why = exc.strerror or str(exc)
+    else:
+        if stats.f_flag & os.ST_RDONLY:
+            why = "the file system is read-only"
+        elif stats.f_bavail * stats.f_frsize < 65_536:
+            why = "the disk is full"
+    return StorageError(
+        f"soak could not write the run directory {path}: {why}. What was written so far is "
+        f"kept; make room (or make it writable), then: soak report {path}"
+    )
+
+
 def write_text_atomic(path: Path, text: str) -> None:
-    """Write via a temporary file and rename: a reader never sees half a file."""
+    """Write via a temporary file and rename: a reader never sees half a file.
+
+    A failed write leaves the old file as it was and no temporary file behind; it
+    raises StorageError.
+    """
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text if text.endswith("\n") else text + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(text if text.endswith("\n") else text + "\n", encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise _storage_failed(storage_error(path, exc)) from None
 
 
 class JsonlWriter:
-    """Appends one JSON object per line and flushes it at once (kill-safe, thread-safe)."""
+    """Appends one JSON object per line and flushes it at once (kill-safe, thread-safe).
+
+    A write the disk refuses raises StorageError, and so does every later write of
+    this writer: a file with a hole in it would read as a quiet stretch of the run.
+    """
 
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
-        self._file: TextIO = open(path, "a", encoding="utf-8")  # noqa: SIM115
+        self.failed: StorageError | None = None
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._file: TextIO = open(path, "a", encoding="utf-8")  # noqa: SIM115
+        except OSError as exc:
+            raise _storage_failed(storage_error(path, exc)) from None
         self._lock = threading.Lock()
 
     def write(self, record: dict[str, Any]) -> None:
         line = json.dumps(record, separators=(",", ":"), default=str) + "\n"
         with self._lock:  # one line, one write(2): whole lines even with O_APPEND sharers
-            self._file.write(line)
-            self._file.flush()
+            if self.failed:
+                raise self.failed
+            try:
+                self._file.write(line)
+                self._file.flush()
+            except OSError as exc:
+                self.failed = _storage_failed(storage_error(self.path, exc))
+                raise self.failed from None
 
     def close(self) -> None:
-        self._file.close()
+        """Close the file; after a failed write its unwritten rest is dropped, not raised."""
+        with contextlib.suppress(OSError):
+            self._file.close()
 
     def __enter__(self) -> JsonlWriter:
         return self
@@ -229,7 +333,18 @@ class RunDir:
             **manifest,
         }
         run.write_manifest(full)
+        run.keep_reserve()
         return run
+
+    def keep_reserve(self) -> None:
+        """Set RESERVE_BYTES of disk aside for recording the run's end (best effort)."""
+        with contextlib.suppress(OSError):
+            self.file(RESERVE).write_bytes(bytes(RESERVE_BYTES))
+
+    def release_reserve(self) -> None:
+        """Free the reserve file's room (a full disk): the run's end can then be written."""
+        with contextlib.suppress(OSError):
+            self.file(RESERVE).unlink()
 
     def write_manifest(self, manifest: dict[str, Any]) -> None:
         """Replace the manifest atomically."""
@@ -241,10 +356,18 @@ class RunDir:
         self.write_manifest(manifest)
         return manifest
 
-    def finish(self, status: str) -> None:
-        """Record the end of the run: status and end time."""
+    def finish(self, status: str, message: str = "") -> None:
+        """Record the end of the run: status, end time and (when not completed) why.
+
+        Call `release_reserve` first: on a full disk the reserve's room is what lets the
+        manifest say how the run ended.
+        """
         ended = time.time()
-        self.update_manifest(status=status, ended_at=ended, ended_at_iso=iso(ended))
+        manifest = self.manifest()
+        manifest.update(status=status, ended_at=ended, ended_at_iso=iso(ended))
+        if message and status != STATUS_COMPLETED:
+            manifest["end_message"] = message
+        self.write_manifest(manifest)
 
     # -- reading ----------------------------------------------------------
     def manifest(self) -> dict[str, Any]:

@@ -60,7 +60,7 @@ from soak.criteria import (
     parse_target_overrides,
 )
 from soak.errors import RunDirError
-from soak.rundir import STATUS_COMPLETED, STATUS_RUNNING, iso
+from soak.rundir import STATUS_COMPLETED, STATUS_FAILED, STATUS_RUNNING, iso
 from soak.units import format_duration, parse_duration
 
 SCHEMA_VERSION = 2
@@ -293,6 +293,9 @@ def _run_gaps(run: RunData) -> list[str]:
     of = f" of the planned {format_duration(planned)}" if isinstance(planned, int | float) else ""
     if run.status == STATUS_RUNNING:
         return [f"the run is still going ({ran}{of} so far): an interim verdict"]
+    why = run.manifest.get("end_message")
+    if run.status == STATUS_FAILED and isinstance(why, str) and why:
+        return [f"the run failed after {ran}{of}: {why.split('. ')[0]}"]
     return [f"the run was {run.status} after {ran}{of}, before its planned end"]
 
 

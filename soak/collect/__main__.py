@@ -13,6 +13,7 @@ from pathlib import Path
 
 from soak.collect.collector import run_collector
 from soak.errors import SoakError
+from soak.rundir import EXIT_CHILD_STORAGE, storage_failure
 
 
 def main() -> None:
@@ -28,7 +29,9 @@ def main() -> None:
         run_collector(args.run_dir, profile, stop, args.metrics_port)
     except SoakError as exc:
         print(f"soak collector: error: {exc.message}", file=sys.stderr)
-        sys.exit(exc.exit_code)
+        sys.exit(EXIT_CHILD_STORAGE if storage_failure() else exc.exit_code)
+    if storage_failure():
+        sys.exit(EXIT_CHILD_STORAGE)
 
 
 main()

@@ -40,7 +40,7 @@ from soak.collect.process import (
     pid_on_port,
     port_of,
 )
-from soak.rundir import EVENTS, HEALTH, PROCESS, THREADS, JsonlWriter, RunDir
+from soak.rundir import EVENTS, HEALTH, PROCESS, THREADS, JsonlWriter, RunDir, on_storage_failure
 
 #: The same loop error is recorded at most once per this many seconds.
 ERROR_REPEAT_S = 60.0
@@ -425,6 +425,7 @@ class Collector:
             )  # fmt: skip
             for where, interval, action in self._loops()
         ]
+        on_storage_failure(lambda error: stop.set())  # samples not recorded are not a soak
         try:
             for thread in threads:
                 thread.start()

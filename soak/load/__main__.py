@@ -19,8 +19,10 @@ import logging  # noqa: E402
 import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 
+from soak.errors import StorageError  # noqa: E402
 from soak.load.distributed import parse_address  # noqa: E402
 from soak.load.runner import run_load, run_worker  # noqa: E402
+from soak.rundir import EXIT_CHILD_STORAGE, storage_failure  # noqa: E402
 
 
 def main() -> int:
@@ -44,9 +46,14 @@ def main() -> int:
     if args.run_dir is None:
         parser.error("give --run-dir (alone or master) or --worker HOST:PORT")
     profile = json.load(sys.stdin)
-    return run_load(
-        args.run_dir, profile, workers=args.workers, master_bind=args.master_bind, web_port=args.web
-    )
+    try:
+        code = run_load(
+            args.run_dir, profile, workers=args.workers, master_bind=args.master_bind,
+            web_port=args.web,
+        )  # fmt: skip
+    except StorageError:
+        code = EXIT_CHILD_STORAGE
+    return EXIT_CHILD_STORAGE if storage_failure() else code
 
 
 sys.exit(main())

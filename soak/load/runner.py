@@ -31,7 +31,7 @@ from soak.load.shapes import IDLE, Step, plan
 from soak.load.users import ChatSettings, user_classes
 from soak.load.webui import bridge_turns_to_locust, start_web_ui
 from soak.protocols import adapter_for
-from soak.rundir import ANOMALIES, CHATS, EVENTS, GENERATOR, JsonlWriter
+from soak.rundir import ANOMALIES, CHATS, EVENTS, GENERATOR, JsonlWriter, on_storage_failure
 
 log = logging.getLogger("soak.load")
 
@@ -84,6 +84,7 @@ def run_load(
     targets = profile["targets"]
     names = [target["name"] for target in targets]
     stop = _stop_on_signals()
+    on_storage_failure(lambda error: stop.set())  # load that is not recorded is not a soak
     distributed = workers > 0 or master_bind is not None
 
     with (
