@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import io
 import json
 import os
 import platform
@@ -32,7 +33,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, BinaryIO, TextIO
 
 from soak import __version__
 from soak.errors import RunDirError, StorageError
@@ -215,16 +216,33 @@ class JsonlWriter:
         self.close()
 
 
+def open_run_file(path: Path) -> BinaryIO | None:
+    """A run-directory file opened for binary reading; None when it does not exist.
+
+    Anything else in its place (a directory, a file where its folder should be, no
+    permission) is a RunDirError that names it, never a traceback.
+    """
+    try:
+        return open(path, "rb")  # noqa: SIM115
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise RunDirError(
+            f"{path} cannot be read ({exc.strerror or exc}): the run directory is damaged; "
+            "move that entry aside to report on the rest."
+        ) from None
+
+
 def read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
     """Yield the records of a JSON Lines file; missing file = no records.
 
-    Lines that do not parse (a torn last line after a kill) are skipped.
+    Lines that do not parse (a torn last line after a kill) are skipped; an entry that
+    is not a readable file (a directory, no permission) is a RunDirError.
     """
-    try:
-        handle = open(path, encoding="utf-8", errors="replace")  # noqa: SIM115
-    except FileNotFoundError:
+    binary = open_run_file(path)
+    if binary is None:
         return
-    with handle:
+    with io.TextIOWrapper(binary, encoding="utf-8", errors="replace") as handle:
         for line in handle:
             if not line.endswith("\n"):
                 break  # torn last line: the writer was cut off mid-record
@@ -392,6 +410,9 @@ class RunDir:
                 f"format_version {FORMAT_VERSION}. Use the soak version that recorded it "
                 f"(manifest soak_version: {manifest.get('soak_version', 'unknown')})."
             )
+        problem = _manifest_problem(manifest)
+        if problem:
+            raise RunDirError(f"{self.manifest_path} is damaged: {problem}.")
         return manifest
 
     def status(self) -> str:
@@ -413,6 +434,31 @@ class RunDir:
 
     def target_records(self, target: str, name: str) -> Iterator[dict[str, Any]]:
         return read_jsonl(self.target_file(target, name))
+
+
+#: Latest timestamp a manifest may hold (the year 2286): beyond it, it is damaged.
+_LAST_TIME = 1e10
+
+
+def _manifest_problem(manifest: dict[str, Any]) -> str | None:
+    """What makes a manifest unreadable as a run (a field of the wrong type), or None."""
+    for key, required in (("started_at", True), ("ended_at", False)):
+        value = manifest.get(key)
+        if value is None and not required:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return f"{key} is {value!r}, not a Unix time in seconds"
+        if not 0 <= value < _LAST_TIME:
+            return f"{key} is {value!r}, not a Unix time in seconds between 1970 and 2286"
+    targets = manifest.get("targets", [])
+    if not isinstance(targets, list):
+        return f"targets is {type(targets).__name__}, not a list of target entries"
+    for entry in targets:
+        if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
+            return f"the target entry {str(entry)[:80]!r} is not an object with a name"
+    if not isinstance(manifest.get("status", STATUS_RUNNING), str):
+        return f"status is {manifest.get('status')!r}, not a word"
+    return None
 
 
 def _pid_alive(pid: object) -> bool:
@@ -437,12 +483,12 @@ class JsonlTail:
         self.offset = 0
 
     def new_records(self) -> list[dict[str, Any]]:
-        try:
-            with open(self.path, "rb") as handle:
-                handle.seek(self.offset)
-                chunk = handle.read()
-        except FileNotFoundError:
+        handle = open_run_file(self.path)
+        if handle is None:
             return []
+        with handle:
+            handle.seek(self.offset)
+            chunk = handle.read()
         complete = chunk[: chunk.rfind(b"\n") + 1]  # leave a half-written line for next time
         self.offset += len(complete)
         return parse_lines(complete.splitlines())

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from soak.collect.health import field_value
-from soak.rundir import CHATS, EVENTS, HEALTH, PROCESS, THREADS, RunDir, parse_lines
+from soak.rundir import CHATS, EVENTS, HEALTH, PROCESS, THREADS, RunDir, open_run_file, parse_lines
 from soak.units import format_duration
 
 #: Bytes read from the end of a data file for its latest records.
@@ -129,14 +129,14 @@ def _chat_totals(run: RunDir) -> dict[str, Counter]:
 # --- reading parts of big JSON Lines files ----------------------------------------------
 def tail_records(path: Path, max_bytes: int = TAIL_BYTES) -> list[dict[str, Any]]:
     """The complete records in the last `max_bytes` of a JSON Lines file (oldest first)."""
-    try:
-        with open(path, "rb") as handle:
-            size = handle.seek(0, os.SEEK_END)
-            start = max(0, size - max_bytes)
-            handle.seek(start)
-            chunk = handle.read()
-    except FileNotFoundError:
+    handle = open_run_file(path)
+    if handle is None:
         return []
+    with handle:
+        size = handle.seek(0, os.SEEK_END)
+        start = max(0, size - max_bytes)
+        handle.seek(start)
+        chunk = handle.read()
     lines = chunk.split(b"\n")
     if start > 0:
         lines = lines[1:]  # the first line is cut
@@ -148,9 +148,8 @@ def records_since(path: Path, since: float, count: int) -> list[dict[str, Any]]:
 
     The file must be in time order, as soak writes it.
     """
-    try:
-        handle = open(path, "rb")  # noqa: SIM115
-    except FileNotFoundError:
+    handle = open_run_file(path)
+    if handle is None:
         return []
     with handle:
         low, high = 0, handle.seek(0, os.SEEK_END)

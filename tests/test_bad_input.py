@@ -2,13 +2,17 @@
 run-directory reader yields a result or a clear soak error, never a traceback."""
 
 import json
+import shutil
 import string
 import tempfile
 from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from typer.testing import CliRunner
 
+from soak.cli import app
 from soak.criteria import parse_criteria
 from soak.errors import ProfileError, RunDirError
 from soak.profile import SECTIONS, TARGET_FIELDS, load_profile, profile_from_mapping
@@ -134,4 +138,59 @@ def test_any_damage_to_a_run_directory_reports_or_says_why(name, lines, append):
         except RunDirError as exc:
             assert exc.message
         else:
-            assert result.summary["verdict"] in ("pass", "fail")
+            assert result.summary["verdict"] in ("pass", "fail", "inconclusive")
+
+
+def _set_manifest(**changes):
+    def damage(run_dir: Path) -> None:
+        path = run_dir / "manifest.json"
+        path.write_text(json.dumps({**json.loads(path.read_text()), **changes}))
+
+    return damage
+
+
+def _directory_in_place_of(name: str):
+    def damage(run_dir: Path) -> None:
+        path = run_dir / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
+        path.mkdir()
+
+    return damage
+
+
+def _file_in_place_of_targets(run_dir: Path) -> None:
+    shutil.rmtree(run_dir / "targets" / "app")
+    (run_dir / "targets" / "app").write_text("not a folder")
+
+
+STRUCTURAL_DAMAGE = {
+    "started_at 1e300": (_set_manifest(started_at=1e300), "started_at is 1e+300"),
+    "started_at a word": (_set_manifest(started_at="yesterday"), "started_at is 'yesterday'"),
+    "ended_at negative": (_set_manifest(ended_at=-5), "ended_at is -5"),
+    "a target that is a string": (_set_manifest(targets=["app"]), "target entry 'app'"),
+    "targets an object": (_set_manifest(targets={"app": 1}), "targets is dict"),
+    "targets/app a file": (_file_in_place_of_targets, "Not a directory"),
+    "chats.jsonl a directory": (_directory_in_place_of("chats.jsonl"), "Is a directory"),
+    "events.jsonl a directory": (_directory_in_place_of("events.jsonl"), "Is a directory"),
+    "process.jsonl a directory": (
+        _directory_in_place_of("targets/app/process.jsonl"),
+        "Is a directory",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", STRUCTURAL_DAMAGE)
+@pytest.mark.parametrize("command", ["report", "status"])
+def test_a_structurally_damaged_run_directory_is_one_line_never_a_traceback(
+    tmp_path, case, command
+):
+    run_dir = write_run(tmp_path, FakeRun(duration_s=120, checks=["stalls.count == 0"]))
+    damage, said = STRUCTURAL_DAMAGE[case]
+    damage(run_dir)
+    result = CliRunner().invoke(app, [command, str(run_dir)])
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output and "internal error" not in result.output
+    assert said in result.output and "damaged" in result.output

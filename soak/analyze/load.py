@@ -38,6 +38,7 @@ from soak.rundir import (
     RunDir,
     TargetInfo,
     flatten_into,
+    open_run_file,
 )
 
 #: Turn outcomes as recorded in chats.jsonl `outcomes`.
@@ -292,9 +293,8 @@ def read_chunks(path: Path, lines: int = CHUNK_LINES) -> Iterator[list[dict[str,
     unparsable lines skipped), but parsed with orjson (about three times as fast as json
     for a week of 1 s samples), a bounded chunk at a time.
     """
-    try:
-        handle = open(path, "rb")  # noqa: SIM115
-    except FileNotFoundError:
+    handle = open_run_file(path)
+    if handle is None:
         return
     with handle:
         while chunk := list(islice(handle, lines)):
