@@ -1,9 +1,9 @@
 """Hostile targets: soak keeps running, with bounded memory, and records what happened.
 
-One `soak run` drives five misbehaving WebSocket servers at once (several targets
+One `soak run` drives six misbehaving WebSocket servers at once (several targets
 share one run), each started here on loopback: a handshake that never completes,
-an abrupt TCP close mid-reply, binary and non-JSON frames, a 20 MB frame, and an
-endless flood of tokens with no terminal frame.
+an abrupt TCP close mid-reply, binary and non-JSON frames, a 20 MB frame, an
+endless flood of tokens with no terminal frame, and megabyte ids in every frame.
 """
 
 import asyncio
@@ -60,6 +60,15 @@ async def flood(connection: ServerConnection) -> None:
             await connection.send(frame)
 
 
+async def giant_ids(connection: ServerConnection) -> None:
+    """A 2 MB session id and a 1 MB request id in every frame."""
+    await connection.send(json.dumps({"type": "session_switched", "session_id": "S" * 2_000_000}))
+    async for _ in connection:
+        request = "R" * 1_000_000
+        await connection.send(json.dumps({"type": "token", "request_id": request, "content": "a"}))
+        await connection.send(json.dumps({"type": "done", "request_id": request}))
+
+
 class SilentHandshake:
     """A TCP server that reads the HTTP upgrade request and never answers it."""
 
@@ -92,6 +101,7 @@ def hostile_servers() -> Iterator[dict[str, str]]:
             ("garbage", binary_and_garbage),
             ("huge", huge_frame),
             ("flood", flood),
+            ("giant_ids", giant_ids),
         ]:
             server = await serve(handler, "127.0.0.1", 0, max_size=None, compression=None)
             servers.append(server)
@@ -156,6 +166,10 @@ def test_soak_survives_hostile_websocket_servers(tmp_path):
     assert {a.get("subkind") for a in garbage if a["kind"] == "violation"} == {"non_json"}
     assert any(a["kind"] == "chat_stuck" for a in garbage)  # its chats never got a reply
     assert {a.get("close_code") for a in anomalies if a["target"] == "huge"} >= {1009}
+
+    for name in ("anomalies.jsonl", "events.jsonl", "chats.jsonl"):  # ids are cut, not kept
+        longest = max(len(line) for line in (run.path / name).read_text().splitlines())
+        assert longest < 20_000, f"{name}: a line of {longest:,} characters"
 
     peak_rss = max((g.get("rss_mb") or 0) for g in run.records("generator.jsonl"))
     assert 0 < peak_rss < 400, f"load generator RSS {peak_rss} MB"

@@ -19,7 +19,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from soak.histogram import Histogram
-from soak.protocols.turn import DISCONNECT, MISMATCH, OK, OUTCOMES, VIOLATION, TurnResult
+from soak.protocols.turn import (
+    DISCONNECT,
+    ID_LIMIT,
+    MISMATCH,
+    OK,
+    OUTCOMES,
+    TEXT_LIMIT,
+    VIOLATION,
+    TurnResult,
+    clip,
+)
 
 MAX_ANOMALIES_PER_INTERVAL = 20
 #: Failed turns in a row after which a chat is stuck: a `chat_stuck` record (outside the
@@ -204,7 +214,7 @@ class ChatRecorder:
             "target": target,
             "kind": kind,
             "chat": chat,
-            "session": session or streak[2],
+            "session": clip(session or streak[2], ID_LIMIT),
             "since": round(since, 3),
             "failed_turns": failed,
             "detail": f"chat {what} {failed} turns failed in a row since "
@@ -224,7 +234,7 @@ class ChatRecorder:
     def notice(self, target: str, kind: str, message: str) -> None:
         """A feature the target lacks (no ping, no seq): one event per target and kind."""
         record = {"t": time.time(), "source": "load", "kind": kind, "target": target}
-        self._notice({**record, "message": f"{target}: {message}"})
+        self._notice({**record, "message": clip(f"{target}: {message}", TEXT_LIMIT)})
 
     def _notice(self, record: dict[str, Any]) -> None:
         key = (str(record.get("target")), str(record.get("kind")))
@@ -372,21 +382,21 @@ def _anomaly_record(
         "t": time.time(),
         "target": target,
         "kind": result.outcome,
-        "session": session,
-        "request_id": result.request_id,
+        "session": clip(session, ID_LIMIT),
+        "request_id": clip(result.request_id, ID_LIMIT),
         "during": during,
         "turn_elapsed_s": round(result.elapsed_s, 3),
         "ttft_s": None if result.ttft_s is None else round(result.ttft_s, 4),
         "tokens": result.tokens,
         "frames": result.frames,
-        "detail": result.detail,
+        "detail": clip(result.detail, TEXT_LIMIT),
         "last_frames": result.frame_excerpts(),
     }
     if result.outcome in (VIOLATION, MISMATCH):
         record["subkind"] = result.subkind
     if result.outcome == DISCONNECT:
         record["close_code"] = result.close_code
-        record["close_reason"] = result.close_reason
+        record["close_reason"] = clip(result.close_reason, TEXT_LIMIT)
     if worker is not None:
         record["worker"] = worker
     return record

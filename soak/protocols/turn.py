@@ -35,6 +35,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 from soak.protocols.base import (
     DONE,
@@ -74,6 +75,20 @@ MISMATCH_KINDS = (STALE_REPLY, NO_NONCE)
 #: How many of a turn's last frames an anomaly record keeps, and how much of each (chars).
 LAST_FRAMES = 5
 FRAME_EXCERPT = 300
+#: Longest server-controlled id (session, request id) kept in a record, in characters.
+ID_LIMIT = 200
+#: Longest server-controlled text (a detail, a close reason) kept in a record, in characters.
+TEXT_LIMIT = 2000
+
+
+def clip(value: Any, limit: int) -> Any:
+    """`value` cut to `limit` characters when it is a longer string (saying how much was
+    cut), as it is otherwise: a server's 2 MB session id must not become 2 MB a record."""
+    if not isinstance(value, str) or len(value) <= limit:
+        return value
+    return f"{value[:limit]}… (+{len(value) - limit:,} chars)"
+
+
 #: Ended request ids a connection remembers (to tell late frames from foreign ones).
 RECENT_REQUESTS = 8
 #: Nonces of a chat's earlier prompts checked for a stale reply.
@@ -112,7 +127,7 @@ class TurnResult:
 
     def frame_excerpts(self) -> list[str]:
         """The last frames, each cut to FRAME_EXCERPT characters (for anomaly records)."""
-        return [raw[:FRAME_EXCERPT] for raw in self.last_frames]
+        return [clip(raw, FRAME_EXCERPT) for raw in self.last_frames]
 
     @property
     def connection_usable(self) -> bool:
