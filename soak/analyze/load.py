@@ -19,13 +19,14 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import orjson
 import pandas as pd
 
 from soak.child import module_argv, module_env
+from soak.collect.health import named_fields
 from soak.errors import RunDirError
 from soak.rundir import (
     ANOMALIES,
@@ -75,6 +76,11 @@ PARALLEL_MIN_BYTES = 64 * 1_048_576
 MAX_WORKERS = 4
 #: Lines read and parsed per chunk of a data file (bounds the memory of raw lines).
 CHUNK_LINES = 50_000
+#: Bytes of health.jsonl lines read and parsed per chunk (bodies may be a megabyte each).
+HEALTH_CHUNK_BYTES = 16 * 1_048_576
+#: Numeric /health body fields read as columns per target, besides the named ones (the
+#: fields of criteria and the loop-lag field): the first seen are kept, later ones ignored.
+MAX_HEALTH_FIELDS = 200
 
 
 @dataclass
@@ -276,7 +282,17 @@ def load_target_file(kind: str, path: Path) -> Any:
         return _process(read_chunks(path))
     if kind == THREADS:
         return _threads(read_chunks(path))
-    return _health(read_chunks(path))
+    return _health(read_chunks(path, max_bytes=HEALTH_CHUNK_BYTES), _named_health_fields(path))
+
+
+def _named_health_fields(path: Path) -> list[str]:
+    """The /health fields named by the profile of the run `path` belongs to
+    (<run>/targets/<name>/health.jsonl); none when it has no readable manifest."""
+    try:
+        profile = RunDir(path.parents[2]).manifest().get("profile")
+    except (RunDirError, OSError, IndexError):
+        return []
+    return named_fields(profile) if isinstance(profile, dict) else []
 
 
 def _size(path: Path) -> int:
@@ -286,8 +302,11 @@ def _size(path: Path) -> int:
         return 0
 
 
-def read_chunks(path: Path, lines: int = CHUNK_LINES) -> Iterator[list[dict[str, Any]]]:
-    """The records of a JSON Lines file, a list of up to `lines` records at a time.
+def read_chunks(
+    path: Path, lines: int = CHUNK_LINES, max_bytes: int | None = None
+) -> Iterator[list[dict[str, Any]]]:
+    """The records of a JSON Lines file, a list of up to `lines` records (and, with
+    `max_bytes`, of about that many bytes of lines) at a time.
 
     Same rules as soak.rundir.read_jsonl (missing file = nothing, torn last line and
     unparsable lines skipped), but parsed with orjson (about three times as fast as json
@@ -297,10 +316,24 @@ def read_chunks(path: Path, lines: int = CHUNK_LINES) -> Iterator[list[dict[str,
     if handle is None:
         return
     with handle:
-        while chunk := list(islice(handle, lines)):
+        while chunk := _next_lines(handle, lines, max_bytes):
             if not chunk[-1].endswith(b"\n"):
                 chunk.pop()  # torn last line: the writer was cut off mid-record
             yield _parse_lines(chunk)
+
+
+def _next_lines(handle: BinaryIO, lines: int, max_bytes: int | None) -> list[bytes]:
+    """Up to `lines` lines; with `max_bytes`, fewer once they hold that many bytes."""
+    if max_bytes is None:
+        return list(islice(handle, lines))
+    chunk: list[bytes] = []
+    size = 0
+    for line in handle:
+        chunk.append(line)
+        size += len(line)
+        if len(chunk) >= lines or size >= max_bytes:
+            break
+    return chunk
 
 
 def _parse_lines(lines: list[bytes]) -> list[dict[str, Any]]:
@@ -476,14 +509,17 @@ def _threads(chunks: Iterable[list[dict[str, Any]]]) -> tuple[pd.DataFrame, pd.D
     return frame, counts
 
 
-def _health(chunks: Iterable[list[dict[str, Any]]]) -> pd.DataFrame:
+def _health(chunks: Iterable[list[dict[str, Any]]], named: Iterable[str] = ()) -> pd.DataFrame:
+    """The health frame; `body.` columns as _BodyColumns picks them."""
+    picked = _BodyColumns(named)
+
     def rows(chunk: list[dict[str, Any]]) -> list[dict[str, Any]]:
         flat = []
         for record in chunk:
             row = {key: record.get(key) for key in ("t", *_HEALTH_COLUMNS)}
             body = record.get("body")
             if type(body) is dict:
-                flatten_into(body, row, BODY_PREFIX)
+                row.update(picked.fields(body))
             flat.append(row)
         return flat
 
@@ -492,4 +528,41 @@ def _health(chunks: Iterable[list[dict[str, Any]]]) -> pd.DataFrame:
         if column not in frame.columns:
             frame[column] = None
     body = [c for c in frame.columns if c.startswith(BODY_PREFIX)]
-    return _numeric(frame, ["status", "latency_s", *body])
+    numbers = frame[body].apply(pd.to_numeric, errors="coerce").astype(float)
+    frame = _numeric(frame.drop(columns=body), ["status", "latency_s"])
+    return pd.concat([frame, numbers], axis=1)  # one block: hundreds of columns stay fast
+
+
+class _BodyColumns:
+    """The numeric /health body fields that become health columns: the first
+    MAX_HEALTH_FIELDS seen, and every `named` one (the fields criteria or the loop-lag
+    field read) whenever it first appears.
+
+    A server that answered 100,000 keys, or new keys every poll, to a soak that stored
+    them all, would otherwise get one column per distinct key for every row.
+    """
+
+    def __init__(self, named: Iterable[str]) -> None:
+        self.wanted = {BODY_PREFIX + path for path in named}
+        self.columns: set[str] = set()
+        self.others = 0
+        #: Once the columns are full: every top-level key a column can come from.
+        self.roots: set[str] | None = None
+
+    def fields(self, body: dict[str, Any]) -> dict[str, Any]:
+        """The `body.` fields of one body that have (or get) a column."""
+        if self.roots is not None:  # C-speed set algebra instead of flattening junk
+            body = {key: body[key] for key in sorted(body.keys() & self.roots)}
+        fields: dict[str, Any] = {}
+        flatten_into(body, fields, BODY_PREFIX)
+        if not fields.keys() <= self.columns:
+            for key in [k for k in fields if k not in self.columns]:
+                if key in self.wanted or self.others < MAX_HEALTH_FIELDS:
+                    self.columns.add(key)
+                    self.others += key not in self.wanted
+                else:
+                    del fields[key]
+            if self.roots is None and self.others >= MAX_HEALTH_FIELDS:
+                paths = [c[len(BODY_PREFIX) :].split(".") for c in self.columns | self.wanted]
+                self.roots = {".".join(p[:i]) for p in paths for i in range(1, len(p) + 1)}
+        return fields

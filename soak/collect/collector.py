@@ -16,7 +16,7 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,7 +30,14 @@ from soak.collect.forensics import (
     find_pyspy,
     python_thread_names,
 )
-from soak.collect.health import LatencyFloor, poll_health
+from soak.collect.health import (
+    BODY_CAPS,
+    HealthBodies,
+    LatencyFloor,
+    capped_message,
+    named_fields,
+    poll_health,
+)
 from soak.collect.metrics import Metrics
 from soak.collect.process import (
     ProcessSampler,
@@ -342,21 +349,41 @@ class TargetWatch:
 
 
 class HealthWatch:
-    """Polls one target's /health into health.jsonl."""
+    """Polls one target's /health into health.jsonl, its bodies bounded (HealthBodies).
+
+    The first poll whose body a cap trims is told in one health_capped event per target.
+    """
 
     def __init__(
-        self, target: dict[str, Any], run: RunDir, settings: Settings, metrics: Metrics | None
+        self,
+        target: dict[str, Any],
+        run: RunDir,
+        settings: Settings,
+        metrics: Metrics | None,
+        events: Events,
+        keep: Iterable[str] = (),
     ) -> None:
         self.name: str = target["name"]
         self.url: str = target["health"]
         self.headers: dict[str, str] = dict(target.get("health_headers") or {})
         self.timeout = settings.health_timeout
         self.metrics = metrics
+        self.events = events
         self.floor = LatencyFloor()
+        self.bodies = HealthBodies(keep)
+        self.capped = False
         self.out = JsonlWriter(run.target_file(self.name, HEALTH))
 
     def poll(self) -> None:
         record = poll_health(self.url, self.timeout, self.headers)
+        if "body" in record:
+            record["body"], dropped = self.bodies.trim(record["body"])
+            if dropped and not self.capped:
+                self.capped = True
+                message = capped_message(self.name, dropped)
+                self.events.write(
+                    "health_capped", message, self.name, caps=BODY_CAPS, dropped=dropped
+                )
         self.out.write(record)
         over = self.floor.excess(record)
         if self.metrics:
@@ -381,8 +408,9 @@ class Collector:
         self.watches = [
             TargetWatch(t, self.run, self.events, self.settings, self.metrics) for t in targets
         ]
+        keep = named_fields(profile)
         self.healths = [
-            HealthWatch(t, self.run, self.settings, self.metrics)
+            HealthWatch(t, self.run, self.settings, self.metrics, self.events, keep)
             for t in targets
             if t.get("health")
         ]
