@@ -130,7 +130,7 @@ class LiveStatus:
                 found.append(LiveWarning("process_lost", name, f"{name}: its process is not found"))
             chats = self.last_chats.get(name)
             if chats:
-                found += _chat_warnings(name, chats)
+                found += _chat_warnings(name, chats, soak_stood_still=bool(self.saturation))
         if self.saturation:
             found.append(LiveWarning("soak_saturated", None, f"soak itself is {self.saturation}"))
         return found
@@ -198,10 +198,12 @@ def _saturation(record: dict[str, Any]) -> str | None:
     return None
 
 
-def _chat_warnings(name: str, record: dict[str, Any]) -> list[LiveWarning]:
+def _chat_warnings(
+    name: str, record: dict[str, Any], soak_stood_still: bool = False
+) -> list[LiveWarning]:
     """A target's last chat interval: every turn failed (at least MIN_FAILED_TURNS of
     them: one unlucky turn in a short interval is no news), or none ended with chats
-    waiting."""
+    waiting (unless soak itself stood still then: that is its own warning)."""
     outcomes = record.get("outcomes") or {}
     turns, ok = record.get("turns") or 0, outcomes.get("ok", 0)
     in_flight = record.get("in_flight") or 0
@@ -215,7 +217,7 @@ def _chat_warnings(name: str, record: dict[str, Any]) -> list[LiveWarning]:
                 f"{name}: none of its {turns} turns in the last {interval} was ok (mostly {worst})",
             )
         ]
-    if not turns and in_flight and not record.get("started"):
+    if not turns and in_flight and not record.get("started") and not soak_stood_still:
         return [
             LiveWarning(
                 "no_turn_ended",

@@ -48,6 +48,12 @@ GENERATOR = "generator.jsonl"
 PROCESS = "process.jsonl"
 THREADS = "threads.jsonl"
 HEALTH = "health.jsonl"
+#: Most thread-name families a threads.jsonl record tells apart (per process); the
+#: threads of families first seen after that many others count as THREADS_OTHER.
+MAX_FAMILIES = 64
+THREADS_OTHER = "other"
+#: Event kind: the target's port (or pattern) now leads to a different program.
+TARGET_REPLACED = "target_replaced"
 #: Room kept on the disk while a run goes, freed to record its end when the disk fills up.
 RESERVE = ".reserve"
 RESERVE_BYTES = 262_144

@@ -9,10 +9,11 @@ import pytest
 
 from soak.analyze import analyze_run, find_segments, load_run, summarize, theil_sen
 from soak.analyze.chats import BUSY, IDLE, UNKNOWN, classify_samples
+from soak.analyze.load import load_target_file
 from soak.analyze.summary import json_safe
 from soak.analyze.trend import downsample, hours_to_limit
 from soak.errors import RunDirError
-from soak.rundir import PROCESS, RunDir
+from soak.rundir import MAX_FAMILIES, PROCESS, THREADS, THREADS_OTHER, JsonlWriter, RunDir
 from tests.rundir_factory import FakeRun, FakeTarget, write_run
 
 
@@ -193,3 +194,16 @@ def test_summary_is_strict_json(tmp_path: Path) -> None:
     text = json.dumps(summary, allow_nan=False)
     assert json.loads(text)["targets"]["app"]["threads_growth_per_hour"] is None
     assert json_safe({"x": float("nan"), "y": (np.float64(1.5),)}) == {"x": None, "y": [1.5]}
+
+
+def test_thread_families_of_a_run_recorded_before_the_cap_stay_bounded(tmp_path):
+    """A run written before the collector capped families: a new family every sample."""
+    path = tmp_path / "threads.jsonl"
+    with JsonlWriter(path) as out:
+        for n in range(400):
+            out.write({"t": 1_795_000_000.0 + n, "pid": 7, "families": {f"job-{n:x}z": 1, "a": 5}})
+    frame, families = load_target_file(THREADS, path)
+    assert len(frame) == 400
+    assert families.shape[1] == MAX_FAMILIES + 1
+    assert (families.sum(axis=1) == 6).all()  # every thread still counted
+    assert families[THREADS_OTHER].iloc[-1] == 1 and families["a"].iloc[-1] == 5

@@ -29,7 +29,18 @@ from soak.collect.process import (
     thread_families,
 )
 from soak.errors import UsageError
-from soak.rundir import ANOMALIES, EVENTS, HEALTH, PROCESS, THREADS, JsonlWriter, RunDir
+from soak.rundir import (
+    ANOMALIES,
+    EVENTS,
+    HEALTH,
+    MAX_FAMILIES,
+    PROCESS,
+    TARGET_REPLACED,
+    THREADS,
+    THREADS_OTHER,
+    JsonlWriter,
+    RunDir,
+)
 from soak.target import start_target
 from tests.servers import http_server
 
@@ -98,6 +109,55 @@ def test_fold_thread_name_groups_numbered_threads():
     assert fold_thread_name("asyncio_12") == "asyncio_N"
     assert fold_thread_name("ThreadPoolExecutor-3_0\n") == "ThreadPoolExecutor-N_N"
     assert fold_thread_name("MainThread") == "MainThread"
+
+
+def test_fold_thread_name_folds_hex_ids_into_one_family():
+    assert fold_thread_name("worker-3fa9c2") == fold_thread_name("worker-b07e11") == "worker-N"
+    assert fold_thread_name("conn-550e8400-e29b-41d4") == "conn-N-N-N"
+    assert fold_thread_name("uvicorn") == "uvicorn" and fold_thread_name("cafe") == "cafe"
+
+
+#: A process with 150 threads, each named (OS-level) with its own letters: no digits to fold.
+MANY_NAMES = textwrap.dedent(
+    """
+    import ctypes, itertools, threading
+    libc = ctypes.CDLL(None)
+    stop = threading.Event()
+    def named(name):
+        libc.prctl(15, name.encode(), 0, 0, 0)
+        stop.wait()
+    words = ("".join(w) for w in itertools.product("ghijklmnopqrstuvwxyz", repeat=3))
+    for word in itertools.islice(words, 150):
+        threading.Thread(target=named, args=(f"job-{word}",), daemon=True).start()
+    print("ready", flush=True)
+    stop.wait()
+    """
+)
+
+
+def test_thread_families_are_capped_with_one_event(tmp_path):
+    script = tmp_path / "names.py"
+    script.write_text(MANY_NAMES)
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "ready"
+        profile = {
+            "targets": [{"name": "app", "pid": proc.pid}],
+            "collector": {"interval": 0.2, "detail_interval": 0.4},
+        }
+        collect_for(tmp_path, profile, 2.0)
+    finally:
+        proc.kill()
+        proc.wait()
+        proc.stdout.close()
+    samples = records(tmp_path / "targets" / "app" / THREADS)
+    assert samples
+    for sample in samples:
+        assert len(sample["families"]) <= MAX_FAMILIES + 1
+        assert sum(sample["families"].values()) >= 151  # every thread still counted
+        assert sample["families"][THREADS_OTHER] >= 150 - MAX_FAMILIES
+    capped = [e for e in records(tmp_path / EVENTS) if e["kind"] == "families_capped"]
+    assert len(capped) == 1 and "other" in capped[0]["message"]
 
 
 def test_thread_families_count_every_thread_of_a_process():
@@ -459,3 +519,61 @@ def test_metrics_without_prometheus_client_is_a_clear_error(monkeypatch):
     monkeypatch.setitem(sys.modules, "prometheus_client", None)  # as if not installed
     with pytest.raises(UsageError, match=r"pip install 'soak\[metrics\]'"):
         require_prometheus_client()
+
+
+#: A process that listens on the port in argv[1] until killed (SO_REUSEADDR: a restart
+#: on the same port binds at once).
+LISTENER = textwrap.dedent(
+    """
+    import socket, sys, time
+    server = socket.socket()
+    server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    server.bind(("127.0.0.1", int(sys.argv[1])))
+    server.listen()
+    print("ready", flush=True)
+    time.sleep(120)
+    """
+)
+
+
+def test_a_different_program_on_the_targets_port_is_replaced_not_restarted(tmp_path):
+    for name in ("server.py", "intruder.py"):
+        (tmp_path / name).write_text(LISTENER)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+
+    def listen(script: str) -> subprocess.Popen:
+        proc = subprocess.Popen(
+            [sys.executable, str(tmp_path / script), str(port)], stdout=subprocess.PIPE, text=True
+        )
+        assert proc.stdout.readline().strip() == "ready"
+        return proc
+
+    profile = {"targets": [{"name": "app", "port": port}], "collector": {"interval": 0.2}}
+    run_dir = tmp_path / "run"
+    stop = threading.Event()
+    collector = Collector(run_dir, profile)
+    thread = threading.Thread(target=collector.run_until, args=(stop,))
+    procs = [listen("server.py")]
+    thread.start()
+    try:
+        for script in ("server.py", "intruder.py"):  # a restart, then another program
+            time.sleep(1.0)
+            procs[-1].kill()
+            procs[-1].wait()
+            procs.append(listen(script))
+        time.sleep(1.0)
+    finally:
+        stop.set()
+        thread.join(30)
+        for proc in procs:
+            proc.kill()
+            proc.wait()
+            proc.stdout.close()
+    kinds = [e["kind"] for e in records(run_dir / EVENTS) if e.get("target") == "app"]
+    kinds = [k for k in kinds if k in ("target_found", "target_restart", TARGET_REPLACED)]
+    assert kinds == ["target_found", "target_restart", TARGET_REPLACED]
+    replaced = next(e for e in records(run_dir / EVENTS) if e["kind"] == TARGET_REPLACED)
+    assert replaced["old_program"].endswith("server.py")
+    assert replaced["new_program"].endswith("intruder.py")

@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 import typer
 
@@ -220,3 +221,35 @@ def test_an_uncaught_exception_is_one_line_and_exit_3_never_1(error, capsys):
         saved.unlink()
     else:
         assert "cannot write /x/report.html: the disk is full" in lines[0]
+
+
+@pytest.mark.e2e
+def test_a_stopped_load_process_is_not_blamed_on_the_target(tmp_path):
+    """SIGSTOP the load process longer than the reply timeout: the turns it was in the
+    middle of time out when it resumes, and those are soak's failures, not the target's."""
+    out = tmp_path / "reports"
+    with start_target(patched=True) as target:
+        soak = subprocess.Popen(
+            soak_command(target, out, "--duration", "35s", "--idle-after", "0s"),
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        run = wait_for_chats(out)
+        load = next(
+            p for p in psutil.Process(soak.pid).children() if "soak.load" in " ".join(p.cmdline())
+        )
+        load.send_signal(signal.SIGSTOP)
+        time.sleep(12)  # twice the demo profile's reply_timeout
+        load.send_signal(signal.SIGCONT)
+        stdout, stderr = soak.communicate(timeout=150)
+    assert soak.returncode in (0, 4), stdout + stderr  # 35 s: too short for every trend
+    report = json.loads((run.path / "summary.json").read_text())
+    (summary,) = report["targets"].values()
+    assert summary["verdict"] != "fail"
+    judged = {c["name"]: c["status"] for c in report["criteria"]}
+    for name in ("ok.rate", "stalls.count", "first_token_timeouts.count"):
+        assert judged[name] == "pass", report["criteria"]
+    assert summary["stalls"] == 0 and summary["first_token_timeouts"] == 0
+    assert summary["excluded_turns"] >= 1
+    assert any("stood still" in finding for finding in summary["findings"])
+    excluded = [a for a in run.records("anomalies.jsonl") if a.get("excluded")]
+    assert len(excluded) == summary["excluded_turns"]

@@ -1,9 +1,10 @@
 """Hostile targets: soak keeps running, with bounded memory, and records what happened.
 
-One `soak run` drives six misbehaving WebSocket servers at once (several targets
+One `soak run` drives eight misbehaving WebSocket servers at once (several targets
 share one run), each started here on loopback: a handshake that never completes,
 an abrupt TCP close mid-reply, binary and non-JSON frames, a 20 MB frame, an
-endless flood of tokens with no terminal frame, and megabyte ids in every frame.
+endless flood of tokens with no terminal frame, megabyte ids in every frame, a
+heartbeat that never becomes the ready frame, and a ready frame nested 100,000 deep.
 """
 
 import asyncio
@@ -69,6 +70,22 @@ async def giant_ids(connection: ServerConnection) -> None:
         await connection.send(json.dumps({"type": "done", "request_id": request}))
 
 
+async def heartbeat_only(connection: ServerConnection) -> None:
+    """A heartbeat every 0.3 s, forever, and never the ready frame."""
+    while True:
+        await connection.send(json.dumps({"type": "heartbeat"}))
+        await asyncio.sleep(0.3)
+
+
+async def deep_ready(connection: ServerConnection) -> None:
+    """A ready frame nested 100,000 deep: more than any JSON parser's recursion."""
+    await connection.send(
+        '{"type": "session_switched", "x": ' + "[" * 100_000 + "]" * 100_000 + "}"
+    )
+    async for _ in connection:
+        pass
+
+
 class SilentHandshake:
     """A TCP server that reads the HTTP upgrade request and never answers it."""
 
@@ -102,6 +119,8 @@ def hostile_servers() -> Iterator[dict[str, str]]:
             ("huge", huge_frame),
             ("flood", flood),
             ("giant_ids", giant_ids),
+            ("heartbeat_only", heartbeat_only),
+            ("deep_ready", deep_ready),
         ]:
             server = await serve(handler, "127.0.0.1", 0, max_size=None, compression=None)
             servers.append(server)
@@ -144,7 +163,7 @@ def test_soak_survives_hostile_websocket_servers(tmp_path):
              "--out", str(tmp_path), "--label", "hostile"],
             capture_output=True, text=True, timeout=240,
         )  # fmt: skip
-    assert proc.returncode in (0, 1), proc.stdout + proc.stderr
+    assert proc.returncode in (1, 4), proc.stdout + proc.stderr  # fail or nothing ok: never 0
     assert "Traceback" not in proc.stderr
     run = RunDir(next(p for p in tmp_path.iterdir() if p.is_dir()))
     assert run.manifest()["status"] == "completed"
@@ -160,6 +179,12 @@ def test_soak_survives_hostile_websocket_servers(tmp_path):
     assert outcomes["huge"]["disconnect"] > 0  # frame over the size limit closes with 1009
     assert outcomes["flood"]["stall"] > 0
     assert outcomes["garbage"]["violation"] > 0  # binary and non-JSON instead of a reply
+    assert outcomes["heartbeat_only"]["disconnect"] > 0  # the ready wait is a deadline
+    assert outcomes["deep_ready"]["disconnect"] > 0  # an unparseable ready frame: recorded
+    connects = Counter()
+    for record in run.records("chats.jsonl"):
+        connects[record["target"]] += record.get("connects", 0)
+    assert connects["deep_ready"] < 100, connects  # backoff between failed connects
     anomalies = list(run.records("anomalies.jsonl"))
     assert {a["target"] for a in anomalies} == set(urls)  # each left an anomaly record
     garbage = [a for a in anomalies if a["target"] == "garbage"]

@@ -2,8 +2,9 @@
 the turns or workers shipped them to a master."""
 
 from soak.histogram import quantile
+from soak.load.monitor import PauseLog
 from soak.load.record import MAX_ANOMALIES_PER_INTERVAL, ChatRecorder
-from soak.protocols.turn import DISCONNECT, OK, STALL, VIOLATION, TurnResult
+from soak.protocols.turn import DISCONNECT, FIRST_TOKEN_TIMEOUT, OK, STALL, VIOLATION, TurnResult
 
 
 def turns():
@@ -108,3 +109,53 @@ def test_stuck_chats_of_workers_reach_the_master():
     master.flush()
     assert chats[-1]["stuck"] == 1
     assert [r["kind"] for r in anomalies].count("chat_stuck") == 1
+
+
+def test_a_pause_log_counts_the_span_in_progress_too():
+    cpu = [0.0]
+    pauses = PauseLog(cpu_s=lambda: cpu[0])
+    start = pauses.last_tick
+    pauses.tick(start + 0.1, start + 0.12)  # on time: no pause
+    pauses.tick(start + 0.22, start + 20.2)  # SIGSTOP for 20 s: no CPU time meanwhile
+    assert 19.9 < pauses.paused_s(start, start + 20.25) < 20.0
+    for n in range(100):  # running again: the probe on time every 0.1 s
+        due = start + 20.3 + n / 10
+        pauses.tick(due, due + 0.01)
+    assert pauses.paused_s(start + 25, start + 30) == 0
+    # stopped again, and a turn's timeout runs before the probe after SIGCONT
+    assert 9.9 < pauses.paused_s(start + 28, start + 40.3) < 10.1
+
+
+def test_a_probe_late_because_soak_was_busy_is_no_pause():
+    cpu = [0.0]
+    pauses = PauseLog(cpu_s=lambda: cpu[0])
+    start = pauses.last_tick
+    cpu[0] = 2.9  # reading a flood of frames for 3 s: on the CPU all along
+    pauses.tick(start + 0.1, start + 3.0)
+    assert pauses.paused_s(start, start + 3.0) == 0
+
+
+class StoodStill:
+    """A pause source: soak stood still `seconds` during any span asked about."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+
+    def paused_s(self, start: float, end: float) -> float:
+        return min(self.seconds, end - start)
+
+
+def test_a_failed_turn_is_soaks_only_when_soak_stood_still_for_a_share_of_it():
+    recorder = ChatRecorder(["a"], None, None)
+    for paused, outcome in ((20.0, STALL), (1.2, STALL), (20.0, OK), (5.0, FIRST_TOKEN_TIMEOUT)):
+        recorder.pauses = StoodStill(paused)
+        elapsed = 30.0 if outcome in (STALL, OK) else 6.0
+        result = TurnResult(request_id="r", outcome=outcome, elapsed_s=elapsed)
+        recorder.turn_started("a")
+        recorder.turn_finished("a", result, "s1", chat=1)
+    stats = recorder.current["a"]
+    # 20 s of a 30 s stall: soak's; 1.2 s of it: the target's; 5 s of a 6 s FTT: soak's
+    assert stats.excluded == {STALL: 1, FIRST_TOKEN_TIMEOUT: 1}
+    assert stats.outcomes == {STALL: 1, OK: 1}
+    assert [a["excluded"] is not None for a in recorder.outbox if "excluded" in a] == [True, True]
+    assert ("a", 1) not in recorder.streaks  # the ok turn ended it; the excluded FTT began none

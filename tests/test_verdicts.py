@@ -15,7 +15,7 @@ from soak.analyze import summarize
 from soak.criteria import capped_warmup
 from soak.errors import EXIT_INCONCLUSIVE
 from soak.report import build_report
-from soak.rundir import STATUS_ABORTED, STATUS_COMPLETED
+from soak.rundir import EVENTS, STATUS_ABORTED, STATUS_COMPLETED, TARGET_REPLACED, JsonlWriter
 from tests.rundir_factory import FakeRun, FakeTarget, write_run
 
 HEALTHY_CHECKS = ["stalls.count == 0", "ttft.p95 < 2s", "threads.growth_per_hour < 5"]
@@ -256,3 +256,17 @@ def test_compare_says_when_a_side_is_inconclusive(tmp_path: Path) -> None:
     comparison = compare_sides(*open_sides([str(done), str(cut)], tmp_path))
     said = [note.message for note in comparison.warnings]
     assert any("is inconclusive (the run was aborted" in message for message in said), said
+
+
+def test_a_target_whose_place_another_program_took_is_not_a_pass(tmp_path: Path) -> None:
+    run_dir = write_run(tmp_path, FakeRun(duration_s=600, checks=HEALTHY_CHECKS))
+    with JsonlWriter(run_dir / EVENTS) as events:
+        events.write(
+            {"t": 1_795_000_300.0, "source": "collector", "kind": TARGET_REPLACED,
+             "target": "app", "message": "app: a different program now holds its place"}
+        )  # fmt: skip
+    summary = summarize(run_dir)
+    app = summary["targets"]["app"]
+    assert all(c["status"] == "pass" for c in summary["criteria"])
+    assert summary["verdict"] == app["verdict"] == "inconclusive"
+    assert any("different program" in gap for gap in app["evidence_gaps"])

@@ -196,13 +196,27 @@ def _drift(summary: dict[str, Any]) -> str:
 
 def _soak(summary: dict[str, Any]) -> str:
     saturated = summary.get("soak_saturated_percent")
+    excluded = summary.get("excluded_turns") or 0
+    by_outcome = ", ".join(
+        f"{n:,} {kind.replace('_', ' ')}"
+        for kind, n in (summary.get("excluded_by_outcome") or {}).items()
+    )
+    stood_still = (
+        f"{excluded:,} failed turn{'s' if excluded != 1 else ''} ({by_outcome}) fell while "
+        "soak's own load process stood still (stopped, or its loop blocked, for a quarter of "
+        "the turn or more) and are not counted against the target"
+        if excluded
+        else ""
+    )
     if not saturated:
-        return ""
+        return stood_still + "." if stood_still else ""
     drift = summary.get("drift") or {}
     text = (
         f"soak itself was saturated for {format_number(saturated)}% of the run (a load "
         "process over 90% CPU or with 0.5 s of loop lag)"
     )
+    if stood_still:
+        text += f"; {stood_still}"
     spikes = drift.get("latency_spikes_while_soak_saturated") or 0
     stalls = drift.get("stalls_while_soak_saturated") or 0
     if spikes or stalls:

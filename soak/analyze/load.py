@@ -34,8 +34,10 @@ from soak.rundir import (
     EVENTS,
     GENERATOR,
     HEALTH,
+    MAX_FAMILIES,
     PROCESS,
     THREADS,
+    THREADS_OTHER,
     RunDir,
     TargetInfo,
     flatten_into,
@@ -58,8 +60,9 @@ _CHAT_FIELDS = (
     "pings_lost", "ping_max_s", "gap_max_s", "stuck",
 )  # fmt: skip
 _CHAT_COLUMNS = (*_CHAT_FIELDS, *OUTCOMES)
-#: Counts by subkind of chats.jsonl (violation kinds, mismatch kinds), as dicts per row.
-CHAT_KINDS = ("violations", "mismatches")
+#: Counts by kind of chats.jsonl (violation kinds, mismatch kinds, outcomes of turns
+#: excluded because soak itself stood still), as dicts per row.
+CHAT_KINDS = ("violations", "mismatches", "excluded")
 #: Sparse latency histograms of chats.jsonl, kept as dicts per row.
 CHAT_HISTOGRAMS = ("ttft_hist", "reply_hist", "ping_hist", "connect_hist")
 _ANOMALY_COLUMNS = (
@@ -179,7 +182,7 @@ def load_run(path: Path | str, anomaly_limit: int = ANOMALY_LIMIT) -> RunData:
                 close_codes=codes,
                 stuck_chats=[_elapsed_chat(chat, started_at) for chat in stuck.values()],
             )
-    events = _table(read_chunks(run.file(EVENTS)), ("source", "kind", "message"))
+    events = _table(read_chunks(run.file(EVENTS)), ("source", "kind", "message", "target"))
     generator = _numeric(
         _table(read_chunks(run.file(GENERATOR)), _GENERATOR_COLUMNS), _GENERATOR_COLUMNS[1:]
     )
@@ -493,11 +496,28 @@ def _process(chunks: Iterable[list[dict[str, Any]]]) -> tuple[pd.DataFrame, int]
 
 
 def _threads(chunks: Iterable[list[dict[str, Any]]]) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(t, pid) per thread-name sample, and the family counts of each sample (same rows)."""
+    """(t, pid) per thread-name sample, and the family counts of each sample (same rows).
+
+    At most MAX_FAMILIES families get a column, the first seen; the rest are summed as
+    THREADS_OTHER (as the collector does), so a run recorded before that cap, with a
+    new name every thread, stays a bounded frame.
+    """
     samples, families = [], []
+    kept: set[str] = set()
+
+    def bounded(counts: dict[str, Any]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for family, count in counts.items():
+            if family not in kept and len(kept) < MAX_FAMILIES:
+                kept.add(family)
+            key = family if family in kept else THREADS_OTHER
+            out[key] = out.get(key, 0) + count if isinstance(count, int | float) else count
+        return out
+
     for chunk in chunks:
         samples.append(pd.DataFrame.from_records(chunk, columns=["t", "pid"]))
-        counts = [r["families"] if isinstance(r.get("families"), dict) else {} for r in chunk]
+        counts = [bounded(r["families"]) if isinstance(r.get("families"), dict) else {}
+                  for r in chunk]  # fmt: skip
         families.append(pd.DataFrame.from_records(counts, index=samples[-1].index))
     if not samples:
         return _numeric(pd.DataFrame(columns=["t", "pid"]), ["t", "pid"]), pd.DataFrame()

@@ -60,7 +60,7 @@ from soak.criteria import (
     parse_target_overrides,
 )
 from soak.errors import RunDirError
-from soak.rundir import STATUS_COMPLETED, STATUS_FAILED, STATUS_RUNNING, iso
+from soak.rundir import STATUS_COMPLETED, STATUS_FAILED, STATUS_RUNNING, TARGET_REPLACED, iso
 from soak.units import format_duration, parse_duration
 
 SCHEMA_VERSION = 2
@@ -299,19 +299,35 @@ def _run_gaps(run: RunData) -> list[str]:
     return [f"the run was {run.status} after {ran}{of}, before its planned end"]
 
 
+#: Share of a target's turns excluded (soak itself stood still) that leaves a gap.
+EXCLUDED_SHARE = 0.05
+
+
 def _target_gaps(summary: dict[str, Any], has_chats: bool) -> list[str]:
-    """What keeps one target's numbers from being evidence: no turn ended, none was ok."""
+    """What keeps one target's numbers from being evidence: another program took its
+    place, no turn ended, none was ok, many excluded because soak itself stood still."""
+    gaps = [
+        f"{message} — so what was sampled after that says nothing about the target"
+        for message in summary.get("replaced") or []
+    ]
     if not has_chats:
-        return []
+        return gaps
     turns, replies = summary.get("turns") or 0, summary.get("replies") or 0
-    if not turns:
-        return ["no chat turn ended for this target, so nothing about its chats was measured"]
-    if not replies:
-        return [
+    excluded = summary.get("excluded_turns") or 0
+    if excluded and excluded >= EXCLUDED_SHARE * (turns + excluded):
+        gaps.append(
+            f"{excluded:,} of {turns + excluded:,} turns failed while soak's own load process "
+            "stood still (stopped or saturated); they are not counted, so the chats were "
+            "not measured for that share of the run"
+        )
+    if not turns and not excluded:
+        gaps.append("no chat turn ended for this target, so nothing about its chats was measured")
+    elif turns and not replies:
+        gaps.append(
             f"none of its {turns:,} turns got an ok reply: the server did not answer, or the "
             "profile does not fit its protocol (see the anomalies)"
-        ]
-    return []
+        )
+    return gaps
 
 
 def _table(profile: dict[str, Any], name: str) -> dict[str, Any]:
@@ -339,6 +355,9 @@ def analyze_target(
         "url": data.info.url,
     }
     summary.update(_chat_summary(data, run.has_chats, unavailable))
+    events = run.events
+    replaced = events[(events["kind"] == TARGET_REPLACED) & (events["target"] == data.info.name)]
+    summary["replaced"] = [str(message) for message in replaced["message"]]
     busy = _busy_span(data.chats) if run.has_chats else None
     busy_until = busy[1] if busy else None
     last = process.iloc[-1] if len(process) else None
@@ -431,6 +450,8 @@ def _chat_summary(data: TargetData, has_chats: bool, unavailable: dict[str, str]
     summary["stall_rate"] = totals["stall"] / totals["turns"] if totals["turns"] else None
     summary["violations_by_kind"] = _merged_counts(chats["violations"])
     summary["mismatches_by_kind"] = _merged_counts(chats["mismatches"])
+    summary["excluded_by_outcome"] = _merged_counts(chats["excluded"])
+    summary["excluded_turns"] = sum(summary["excluded_by_outcome"].values())
     summary.update(_stuck_summary(data))
     summary["pings"] = int(chats["pings"].sum())
     summary["pings_lost"] = int(chats["pings_lost"].sum())
@@ -455,7 +476,7 @@ def _chat_summary(data: TargetData, has_chats: bool, unavailable: dict[str, str]
         unavailable["gap_max_s"] = "the chat aggregates carry no gap_max_s (recorded by newer soak)"
     if not has_chats:
         for key in summary:
-            summary[key] = {} if key.endswith("_by_kind") else None
+            summary[key] = {} if key.endswith(("_by_kind", "_by_outcome")) else None
             unavailable[key] = _NO_CHATS
     return summary
 

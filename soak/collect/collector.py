@@ -47,7 +47,18 @@ from soak.collect.process import (
     pid_on_port,
     port_of,
 )
-from soak.rundir import EVENTS, HEALTH, PROCESS, THREADS, JsonlWriter, RunDir, on_storage_failure
+from soak.rundir import (
+    EVENTS,
+    HEALTH,
+    MAX_FAMILIES,
+    PROCESS,
+    TARGET_REPLACED,
+    THREADS,
+    THREADS_OTHER,
+    JsonlWriter,
+    RunDir,
+    on_storage_failure,
+)
 
 #: The same loop error is recorded at most once per this many seconds.
 ERROR_REPEAT_S = 60.0
@@ -146,10 +157,12 @@ class TargetWatch:
         )
         self.sampler: ProcessSampler | None = None
         self.identity: tuple[int, float] | None = None  # (pid, create_time) last sampled
+        self.program: str | None = None  # what the last sampled process runs (program_of)
         #: py-spy for Python thread names: None when off, not found or not permitted.
         self.census_with = find_pyspy() if settings.python_threads else None
         self.python = False  # the sampled process runs Python
         self.census_reported = False
+        self.families_capped = False
         self.lost_reported = False
         self.last_detail = float("-inf")
         self._families: tuple[dict[str, Any], bool] | None = None  # last record, written?
@@ -207,6 +220,14 @@ class TargetWatch:
         self._write_families(
             {"t": record["t"], "pid": record["pid"], "families": families}, periodic=detail
         )
+        if self.sampler.thread_names.capped and not self.families_capped:
+            self.families_capped = True
+            self.events.write(
+                "families_capped",
+                f"{self.name}: over {MAX_FAMILIES} thread-name families; the threads of later "
+                f"ones are counted as '{THREADS_OTHER}'",
+                self.name,
+            )
         if self.metrics:
             self.metrics.process(self.name, record)
             self.metrics.families(self.name, families)
@@ -305,6 +326,7 @@ class TargetWatch:
     def _adopt(self, sampler: ProcessSampler, how: str) -> None:
         identity = (sampler.pid, sampler.create_time)
         previous, self.identity = self.identity, identity
+        program, self.program = self.program, sampler.program
         self.sampler = sampler
         self.python = looks_like_python(sampler.process)
         if self.python and self.settings.python_threads and self.census_with is None:
@@ -318,10 +340,24 @@ class TargetWatch:
         if previous is None:
             self.events.write(
                 "target_found",
-                f"{self.name}: sampling pid {sampler.pid} (found by {how})",
+                f"{self.name}: sampling pid {sampler.pid}, {sampler.program} (found by {how})",
                 self.name,
                 pid=sampler.pid,
                 create_time=sampler.create_time,
+                program=sampler.program,
+                found_by=how,
+            )
+        elif previous != identity and program not in (None, sampler.program):
+            self.events.write(
+                TARGET_REPLACED,
+                f"{self.name}: a different program now holds its place: {sampler.program} "
+                f"(pid {sampler.pid}; was {program}, pid {previous[0]}; found by {how}); "
+                "its samples are not the target's",
+                self.name,
+                old_pid=previous[0],
+                new_pid=sampler.pid,
+                old_program=program,
+                new_program=sampler.program,
                 found_by=how,
             )
         elif previous != identity:
@@ -335,6 +371,7 @@ class TargetWatch:
                 new_pid=sampler.pid,
                 old_create_time=previous[1],
                 new_create_time=sampler.create_time,
+                program=sampler.program,
                 found_by=how,
             )
         else:

@@ -22,7 +22,11 @@ from urllib.parse import urlsplit
 
 import psutil
 
+from soak.rundir import MAX_FAMILIES, THREADS_OTHER
+
 _DIGITS = re.compile(r"\d+")
+#: A word of hex digits with a digit in it (a hash, a uuid part, an address): one id.
+_HEX_ID = re.compile(r"(?<![A-Za-z])(?=[0-9a-fA-F]*\d)[0-9a-fA-F]{4,}(?![A-Za-z])")
 #: Family of the threads of a Python process that have no Python thread state.
 NATIVE = "native"
 _PYTHON_EXE = re.compile(r"^(python|pypy)[\d.]*m?$")
@@ -31,8 +35,9 @@ _LOOPBACK_NAMES = {"localhost", "localhost.localdomain", "ip6-localhost"}
 
 
 def fold_thread_name(name: str) -> str:
-    """Group thread names into families: digit runs become N (asyncio_12 -> asyncio_N)."""
-    return _DIGITS.sub("N", name.strip()) or "?"
+    """Group thread names into families: digit runs become N (asyncio_12 -> asyncio_N),
+    and so do hex ids (worker-3fa9c2 -> worker-N), which would make a family per thread."""
+    return _DIGITS.sub("N", _HEX_ID.sub("N", name.strip())) or "?"
 
 
 class ThreadNames:
@@ -48,10 +53,16 @@ class ThreadNames:
     its Python name; one that was alive at the census with no Python name and the
     program's `comm` is NATIVE; a thread with an OS name of its own keeps it, and one
     newer than the census keeps its `comm` until the next census.
+
+    At most MAX_FAMILIES families are told apart, the first ones seen; the threads of
+    any later family count as THREADS_OTHER (`capped` says so): a server that names every
+    thread anew must not make threads.jsonl grow without bound.
     """
 
     def __init__(self, pid: int) -> None:
         self.pid = pid
+        self.capped = False
+        self._kept: set[str] = set()
         self._family_of: dict[str, str] = {}
         self._census: dict[str, str] = {}
         self._census_alive: frozenset[str] = frozenset()
@@ -98,7 +109,16 @@ class ThreadNames:
                 family = self._family(tid, name.strip())
             current[tid] = family
         self._family_of = current
-        return dict(sorted(Counter(current.values()).items()))
+        return dict(sorted(Counter(map(self._bounded, current.values())).items()))
+
+    def _bounded(self, family: str) -> str:
+        if family in self._kept:
+            return family
+        if len(self._kept) < MAX_FAMILIES:
+            self._kept.add(family)
+            return family
+        self.capped = True
+        return THREADS_OTHER
 
     def _family(self, tid: str, comm: str) -> str:
         python = self._census.get(tid)
@@ -226,6 +246,30 @@ def _safe_parents(proc: psutil.Process) -> list[psutil.Process]:
 
 
 # --- sampling ---------------------------------------------------------------------------
+def program_of(proc: psutil.Process) -> str:
+    """What program a process runs, stable across its restarts: the executable's name and
+    its first argument that is not an option ("python server.py", "python -m app",
+    "uvicorn app:main"); paths cut to their last part."""
+    try:
+        argv = proc.cmdline()
+    except psutil.Error:
+        argv = []
+    if not argv:
+        with contextlib.suppress(psutil.Error):
+            return proc.name()
+        return "?"
+    words = [os.path.basename(argv[0])]
+    rest = iter(argv[1:])
+    for arg in rest:
+        if arg == "-m":
+            words.append(f"-m {next(rest, '')}")
+            break
+        if not arg.startswith("-"):
+            words.append(os.path.basename(arg))
+            break
+    return " ".join(words)
+
+
 class ProcessSampler:
     """Samples one process (one pid and start time); a restart needs a new sampler."""
 
@@ -233,6 +277,7 @@ class ProcessSampler:
         self.process = psutil.Process(pid)
         self.pid = pid
         self.create_time = self.process.create_time()
+        self.program = program_of(self.process)
         self.process.cpu_percent(None)  # the first value is always 0.0: prime it
         self.thread_names = ThreadNames(pid)
         self.children = 0

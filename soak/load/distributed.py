@@ -178,6 +178,7 @@ class WorkerSide:
         self.monitor = GeneratorMonitor(
             self.worker, lambda: self.runner.user_count, lambda: sum(recorder.connections.values())
         )
+        recorder.pauses = self.monitor.pauses
         gevent.spawn(self._sample_every, profile["load"]["interval"])
         log.info("profile %s received: %d target(s)", profile.get("name"), len(names))
 

@@ -16,15 +16,17 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from soak.histogram import Histogram
 from soak.protocols.turn import (
     DISCONNECT,
+    FIRST_TOKEN_TIMEOUT,
     ID_LIMIT,
     MISMATCH,
     OK,
     OUTCOMES,
+    STALL,
     TEXT_LIMIT,
     VIOLATION,
     TurnResult,
@@ -37,6 +39,12 @@ MAX_ANOMALIES_PER_INTERVAL = 20
 STUCK_TURNS = 3
 #: Worker gauges (in flight, connections) older than this are ignored, in seconds.
 GAUGE_MAX_AGE_S = 15.0
+#: Outcomes that a load process standing still causes by itself: its own timeouts fire
+#: before it reads what arrived meanwhile. (A hang-up is the server's act, so it counts.)
+PAUSE_OUTCOMES = (STALL, FIRST_TOKEN_TIMEOUT)
+#: Share of a failed turn's lifetime during which soak itself stood still that makes the
+#: failure soak's: excluded from the target's counts (`excluded` in chats.jsonl).
+BLAME_SHARE = 0.25
 #: When in a turn's life an anomaly happened.
 DURING_TURN, DURING_CONNECT, DURING_IDLE = "turn", "connect", "idle"
 
@@ -52,6 +60,8 @@ class IntervalStats:
     outcomes: Counter[str] = field(default_factory=Counter)
     violations: Counter[str] = field(default_factory=Counter)
     mismatches: Counter[str] = field(default_factory=Counter)
+    #: Failed turns during which soak itself stood still, by outcome (not in `outcomes`).
+    excluded: Counter[str] = field(default_factory=Counter)
     tokens: int = 0
     frames: int = 0
     connects: int = 0
@@ -71,6 +81,7 @@ class IntervalStats:
         delta["outcomes"] = dict(self.outcomes)
         delta["violations"] = dict(self.violations)
         delta["mismatches"] = dict(self.mismatches)
+        delta["excluded"] = dict(self.excluded)
         delta["gap_max_s"] = self.gap_max_s
         delta["anomalies_dropped"] = self.anomalies_dropped
         for name in _HISTOGRAMS:
@@ -85,6 +96,7 @@ class IntervalStats:
         self.outcomes.update(delta.get("outcomes", {}))
         self.violations.update(delta.get("violations", {}))
         self.mismatches.update(delta.get("mismatches", {}))
+        self.excluded.update(delta.get("excluded", {}))
         self.gap_max_s = max(self.gap_max_s, float(delta.get("gap_max_s", 0.0)))
         self.anomalies_dropped += int(delta.get("anomalies_dropped", 0))
         for name in _HISTOGRAMS:
@@ -92,6 +104,12 @@ class IntervalStats:
             hist: Histogram = getattr(self, name)
             hist.merge(part.get("counts", {}))
             hist.max_s = max(hist.max_s, float(part.get("max_s", 0.0)))
+
+
+class PauseSource(Protocol):
+    """Seconds of a monotonic-clock span during which the load process stood still."""
+
+    def paused_s(self, start: float, end: float) -> float: ...
 
 
 def _round(value: float) -> float:
@@ -129,6 +147,8 @@ class ChatRecorder:
         #: (target, chat) -> [failed turns in a row, since (Unix s), session, reported]
         self.streaks: dict[tuple[str, int], list[Any]] = {}
         self.listeners: list[Callable[[str, TurnResult], None]] = []
+        #: When this load process stood still (soak.load.monitor.PauseLog), once known.
+        self.pauses: PauseSource | None = None
         self._dropped_carry = dict.fromkeys(targets, 0)
         self._worker_gauges: dict[str, tuple[float, dict[str, list[int]]]] = {}
 
@@ -152,9 +172,20 @@ class ChatRecorder:
         """Count one ended turn; a non-ok one also leaves an anomaly record. `chat`: the
         user it belongs to, whose failures in a row make it stuck (see STUCK_TURNS)."""
         self.in_flight[target] -= 1
+        stats = self.current[target]
+        paused = self._paused_during(result)
+        if paused is not None:
+            stats.excluded[result.outcome] += 1
+            self.totals["excluded"] += 1
+            record = _anomaly_record(target, result, session, during, self.worker)
+            record["excluded"] = (
+                f"soak's load process stood still {paused:.1f} s of this turn's "
+                f"{result.elapsed_s:.1f} s: not counted against the target"
+            )
+            self._anomaly(target, record)
+            return
         if chat is not None:
             self._streak(target, chat, session, result)
-        stats = self.current[target]
         stats.outcomes[result.outcome] += 1
         stats.tokens += result.tokens
         stats.frames += result.frames
@@ -173,6 +204,15 @@ class ChatRecorder:
         elif result.outcome == MISMATCH and result.subkind:
             stats.mismatches[result.subkind] += 1
         self._anomaly(target, _anomaly_record(target, result, session, during, self.worker))
+
+    def _paused_during(self, result: TurnResult) -> float | None:
+        """Seconds soak stood still during a failed turn that make it soak's failure
+        (BLAME_SHARE of its lifetime or more), else None."""
+        if self.pauses is None or result.outcome not in PAUSE_OUTCOMES or result.elapsed_s <= 0:
+            return None
+        now = time.monotonic()
+        paused = self.pauses.paused_s(now - result.elapsed_s, now)
+        return paused if paused >= BLAME_SHARE * result.elapsed_s else None
 
     def lost(
         self,
@@ -307,6 +347,7 @@ class ChatRecorder:
             if name in self.current:
                 self.current[name].merge(part)
                 self.totals.update(part.get("outcomes", {}))
+                self.totals["excluded"] += sum(part.get("excluded", {}).values())
         gauges = delta.get("gauges") or {}
         self._worker_gauges[worker] = (now or time.time(), gauges)
         for record in delta.get("anomalies", []):
@@ -355,6 +396,7 @@ class ChatRecorder:
                         "outcomes": {name: stats.outcomes.get(name, 0) for name in OUTCOMES},
                         "violations": dict(stats.violations),
                         "mismatches": dict(stats.mismatches),
+                        "excluded": dict(stats.excluded),
                         "tokens": stats.tokens,
                         "frames": stats.frames,
                         "ttft_hist": stats.ttft.to_json(),

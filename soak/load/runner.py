@@ -136,6 +136,7 @@ def run_load(
             lambda: 0 if distributed else runner.user_count,
             lambda: sum(recorder.connections.values()),
         )
+        recorder.pauses = monitor.pauses
 
         def flush_every(interval_s: float) -> None:
             next_at = time.monotonic() + interval_s
@@ -143,7 +144,8 @@ def run_load(
                 gevent.sleep(max(next_at - time.monotonic(), 0))
                 recorder.flush()
                 generator.write(monitor.sample())
-                next_at += interval_s
+                # after a pause, one record for the missed span, not a burst of empty ones
+                next_at = max(next_at + interval_s, time.monotonic() + interval_s / 2)
 
         flusher = gevent.spawn(flush_every, load["interval"])
         targets_text = ", ".join(names)
