@@ -169,8 +169,14 @@ def test_soak_survives_hostile_websocket_servers(tmp_path):
     assert run.manifest()["status"] == "completed"
 
     outcomes: dict[str, Counter] = {name: Counter() for name in urls}
+    started, ended = Counter(), Counter()
     for record in run.records("chats.jsonl"):
         outcomes[record["target"]].update(record["outcomes"])
+        started[record["target"]] += record["started"]
+        ended[record["target"]] += record["turns"] + sum(record.get("excluded", {}).values())
+    # every turn ends with one outcome; only the turns the stop cut short (one a user) have none
+    assert sum(started.values()) - sum(ended.values()) <= 10, (started, ended)
+    assert all(started[name] >= ended[name] for name in urls), (started, ended)
     for name, counts in outcomes.items():
         assert sum(counts.values()) > 0, f"{name}: no turn recorded"
         assert counts["ok"] == 0, f"{name}: hostile server counted as ok: {counts}"
