@@ -13,8 +13,8 @@ import psutil
 import pytest
 
 from soak.analyze import analyze_run, summarize
-from soak.analyze.limits import DEFAULT_FDS, DEFAULT_THREADS, System, target_limits
 from soak.analyze.trend import FLAT, GROWING, PLATEAU, fit_trend, sawtooth_drops
+from soak.limits import DEFAULT_FDS, DEFAULT_THREADS, System, target_limits
 from tests.rundir_factory import FakeRun, FakeTarget, write_run
 
 GROWTH_CHECK = "threads.growth_per_hour < 5"
@@ -215,3 +215,35 @@ def test_plateau_test_ignores_a_level_idle_tail(tmp_path: Path) -> None:
     run = FakeRun(targets=[target], duration_s=2400, idle_from_s=1500)
     app = summarize(write_run(tmp_path, run))["targets"]["app"]
     assert app["threads_trend"] == GROWING and app["threads_growth_per_hour"] > 30
+
+
+def test_limits_recorded_when_the_target_was_found_outlive_it(tmp_path: Path) -> None:
+    """A report made after the target is gone still knows its ulimit -n (777 here)."""
+    import resource
+    import threading
+
+    from soak.collect.collector import Collector
+    from soak.rundir import RunDir
+
+    def low_nofile() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (777, 777))
+
+    sleeper = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(30)"], preexec_fn=low_nofile
+    )
+    profile = {"targets": [{"name": "app", "pid": sleeper.pid}], "collector": {"interval": 0.2}}
+    run = RunDir.create(tmp_path, "p", "limits", {"targets": [{"name": "app"}]})
+    stop = threading.Event()
+    thread = threading.Thread(target=Collector(run.path, profile).run_until, args=(stop,))
+    try:
+        thread.start()
+        time.sleep(1.5)
+    finally:
+        stop.set()
+        thread.join(30)
+        sleeper.kill()
+        sleeper.wait()
+    run.finish("completed")
+    app = summarize(run.path)["targets"]["app"]
+    assert app["fds_limit"] == 777
+    assert app["fds_limit_source"] == "ulimit -n, recorded when the target was found"

@@ -182,7 +182,9 @@ def load_run(path: Path | str, anomaly_limit: int = ANOMALY_LIMIT) -> RunData:
                 close_codes=codes,
                 stuck_chats=[_elapsed_chat(chat, started_at) for chat in stuck.values()],
             )
-    events = _table(read_chunks(run.file(EVENTS)), ("source", "kind", "message", "target"))
+    events = _table(
+        read_chunks(run.file(EVENTS)), ("source", "kind", "message", "target", "pid", "limits")
+    )
     generator = _numeric(
         _table(read_chunks(run.file(GENERATOR)), _GENERATOR_COLUMNS), _GENERATOR_COLUMNS[1:]
     )

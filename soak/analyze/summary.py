@@ -29,7 +29,6 @@ from soak.analyze.drift import Drift, analyze_drift
 from soak.analyze.findings import findings
 from soak.analyze.generator import generator_summary, saturated_spans
 from soak.analyze.health import health_fields
-from soak.analyze.limits import Limit, TargetLimits, target_limits
 from soak.analyze.load import BODY_PREFIX, RunData, TargetData, load_run
 from soak.analyze.trend import (
     MIN_FIT_SAMPLES,
@@ -60,6 +59,7 @@ from soak.criteria import (
     parse_target_overrides,
 )
 from soak.errors import RunDirError
+from soak.limits import Limit, TargetLimits, target_limits
 from soak.rundir import STATUS_COMPLETED, STATUS_FAILED, STATUS_RUNNING, TARGET_REPLACED, iso
 from soak.units import format_duration, parse_duration
 
@@ -303,6 +303,18 @@ def _run_gaps(run: RunData) -> list[str]:
 EXCLUDED_SHARE = 0.05
 
 
+def _recorded_limits(events: pd.DataFrame, target: str, pid: int | None) -> TargetLimits | None:
+    """The limits the collector recorded when it found process `pid` of `target`."""
+    if pid is None:
+        return None
+    mine = events[(events["target"] == target) & (events["pid"] == pid)]
+    for value in reversed(mine["limits"].tolist()):
+        limits = TargetLimits.from_json(value)
+        if limits is not None:
+            return limits
+    return None
+
+
 def _target_gaps(summary: dict[str, Any], has_chats: bool) -> list[str]:
     """What keeps one target's numbers from being evidence: another program took its
     place, no turn ended, none was ok, many excluded because soak itself stood still."""
@@ -361,10 +373,12 @@ def analyze_target(
     busy = _busy_span(data.chats) if run.has_chats else None
     busy_until = busy[1] if busy else None
     last = process.iloc[-1] if len(process) else None
+    last_pid = None if last is None or pd.isna(last["pid"]) else int(last["pid"])
     limits = target_limits(
         run.manifest,
-        None if last is None or pd.isna(last["pid"]) else int(last["pid"]),
+        last_pid,
         None if last is None or pd.isna(last["create_time"]) else float(last["create_time"]),
+        recorded=_recorded_limits(events, data.info.name, last_pid),
     )
     target = TargetAnalysis(
         data=data,

@@ -47,6 +47,7 @@ from soak.collect.process import (
     pid_on_port,
     port_of,
 )
+from soak.limits import read_limits
 from soak.rundir import (
     EVENTS,
     HEALTH,
@@ -327,6 +328,7 @@ class TargetWatch:
         identity = (sampler.pid, sampler.create_time)
         previous, self.identity = self.identity, identity
         program, self.program = self.program, sampler.program
+        limits = read_limits(sampler.pid).to_json()  # a report made later or elsewhere: same
         self.sampler = sampler
         self.python = looks_like_python(sampler.process)
         if self.python and self.settings.python_threads and self.census_with is None:
@@ -346,6 +348,7 @@ class TargetWatch:
                 create_time=sampler.create_time,
                 program=sampler.program,
                 found_by=how,
+                limits=limits,
             )
         elif previous != identity and program not in (None, sampler.program):
             self.events.write(
@@ -354,11 +357,13 @@ class TargetWatch:
                 f"(pid {sampler.pid}; was {program}, pid {previous[0]}; found by {how}); "
                 "its samples are not the target's",
                 self.name,
+                pid=sampler.pid,
                 old_pid=previous[0],
                 new_pid=sampler.pid,
                 old_program=program,
                 new_program=sampler.program,
                 found_by=how,
+                limits=limits,
             )
         elif previous != identity:
             if self.metrics:
@@ -367,17 +372,19 @@ class TargetWatch:
                 "target_restart",
                 f"{self.name}: new process pid {sampler.pid} (was {previous[0]}; found by {how})",
                 self.name,
+                pid=sampler.pid,
                 old_pid=previous[0],
                 new_pid=sampler.pid,
                 old_create_time=previous[1],
                 new_create_time=sampler.create_time,
                 program=sampler.program,
                 found_by=how,
+                limits=limits,
             )
         else:
             self.events.write(
                 "target_found", f"{self.name}: sampling pid {sampler.pid} again", self.name,
-                pid=sampler.pid, create_time=sampler.create_time, found_by=how,
+                pid=sampler.pid, create_time=sampler.create_time, found_by=how, limits=limits,
             )  # fmt: skip
 
     def close(self) -> None:

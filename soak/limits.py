@@ -1,8 +1,10 @@
 """The limits a target's threads, open files and memory will run into, for time-to-limit.
 
-The collector does not record limits, so they are read when the report is made, and
-only where they are the target's own: the run was recorded on this machine and the
-target's process (same pid and start time as its last sample) is still running. Then:
+The collector reads them when it finds the target's process and records them in the
+`target_found` / `target_restart` event (`read_limits`), so a report made later or
+elsewhere says the same. For runs recorded without them, they are read when the report
+is made, only where they are the target's own: the run was recorded on this machine and
+the target's process (same pid and start time as its last sample) still runs. Either way:
 
 - threads: the smallest of the kernel's threads-max, the pids.max of the process's
   cgroup (and its parents), and its `ulimit -u` (RLIMIT_NPROC, per user);
@@ -46,6 +48,31 @@ class TargetLimits:
     fds: Limit
     memory_mb: Limit
 
+    def to_json(self) -> dict[str, list[Any]]:
+        """{"threads": [value, source], "fds": [...], "memory_mb": [...]} for an event."""
+        return {name: [limit.value, limit.source] for name, limit in self._named()}
+
+    @classmethod
+    def from_json(cls, data: Any) -> TargetLimits | None:
+        """The limits an event recorded; None when they are missing or malformed."""
+        if not isinstance(data, dict):
+            return None
+        parts = {}
+        for name in ("threads", "fds", "memory_mb"):
+            entry = data.get(name)
+            if not isinstance(entry, list) or len(entry) != 2:
+                return None
+            value, source = entry
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, int | float)
+            ):
+                return None
+            parts[name] = Limit(value, f"{source}, recorded when the target was found")
+        return cls(**parts)
+
+    def _named(self) -> list[tuple[str, Limit]]:
+        return [("threads", self.threads), ("fds", self.fds), ("memory_mb", self.memory_mb)]
+
 
 @dataclass(frozen=True)
 class System:
@@ -61,8 +88,12 @@ def target_limits(
     pid: int | None,
     create_time: float | None,
     system: System | None = None,
+    recorded: TargetLimits | None = None,
 ) -> TargetLimits:
-    """The limits of the target whose last process sample had `pid` and `create_time`."""
+    """The limits of the target whose last process sample had `pid` and `create_time`:
+    `recorded` (from the collector's event for that process) when there are any."""
+    if recorded is not None:
+        return recorded
     system = system or System()
     host = manifest.get("host") if isinstance(manifest.get("host"), dict) else {}
     here = host.get("hostname") == system.hostname
@@ -83,6 +114,13 @@ def target_limits(
         else Limit(None, f"unknown; {why}")
     )
     return TargetLimits(threads, Limit(DEFAULT_FDS, f"default ulimit -n; {why}"), memory)
+
+
+def read_limits(pid: int, system: System | None = None) -> TargetLimits:
+    """The limits of the running process `pid`, read now from /proc and its cgroups."""
+    system = system or System()
+    threads_max = _read_int(system.proc / "sys/kernel/threads-max")
+    return _live_limits(system, pid, threads_max, _meminfo_mb(system.proc / "meminfo"))
 
 
 def _live_limits(
