@@ -22,6 +22,7 @@ import typer
 from soak import __version__
 from soak.errors import EXIT_RUN_FAILED, OutputClosed, SoakError, UsageError
 from soak.live import LiveStatus
+from soak.redact import guard_output
 from soak.rundir import (
     STATUS_COMPLETED,
     STATUS_FAILED,
@@ -774,5 +775,6 @@ app.command("target")(_target_command())
 
 
 def main() -> None:
-    """Console-script entry point."""
+    """Console-script entry point; what it prints goes through the redactor a run installs."""
+    guard_output()
     app()

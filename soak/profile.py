@@ -17,14 +17,14 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from soak.errors import ProfileError
+from soak.redact import Redactor, redact_headers
+from soak.redact import redact_url as redact_url  # re-exported: its old home
 from soak.units import parse_duration
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
-_SECRET_QUERY_KEYS = re.compile(r"token|key|secret|password|auth|sig", re.IGNORECASE)
-_SECRET_HEADER = re.compile(r"token|key|secret|password|auth|cookie", re.IGNORECASE)
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,59}$")
 
 
@@ -573,13 +573,13 @@ class Profile:
         }
 
     def redacted(self) -> dict[str, Any]:
-        """`to_dict` with every resolved secret, secret-looking URL parameter and header masked."""
-        data = _redact(self.to_dict(), self.secrets)
+        """`to_dict` with every resolved secret, secret-looking URL part and header masked.
+
+        Every secret, however short: here soak knows each string is a profile value.
+        """
+        data = Redactor(self.secrets, min_length=1).value(self.to_dict())
         for target in data["targets"]:
-            target["health_headers"] = {
-                name: "***" if _SECRET_HEADER.search(name) else value
-                for name, value in target["health_headers"].items()
-            }
+            target["health_headers"] = redact_headers(target["health_headers"])
         return data
 
     @property
@@ -617,7 +617,16 @@ def profile_from_mapping(
     _check_keys(data, TOP_LEVEL, source, "")
     secrets: list[str] = []
     resolved = _resolve_env(dict(data), source, "", secrets)
+    try:
+        return _validated(resolved, source, secrets, warmup_given)
+    except ProfileError as exc:  # its message may quote a resolved value: mask the secrets
+        raise ProfileError(Redactor(secrets).text(exc.message)) from None
 
+
+def _validated(
+    resolved: Mapping[str, Any], source: str, secrets: list[str], warmup_given: bool | None
+) -> Profile:
+    """The Profile of a mapping whose ${ENV} references are resolved (`secrets`: their values)."""
     name = _field(resolved, "name", Spec(_name, "profile", 'name = "nightly"'), source, "")
     description = _field(resolved, "description", Spec(_string, "", ""), source, "")
     sections = {
@@ -883,29 +892,3 @@ def _resolve_env(value: Any, source: str, where: str, secrets: list[str]) -> Any
         return secret
 
     return _ENV_REF.sub(substitute, value)
-
-
-def redact_url(url: str) -> str:
-    """Mask secret-looking query parameters (token=..., key=...) and passwords in a URL."""
-    parts = urlsplit(url)
-    query = "&".join(
-        f"{k}=***" if _SECRET_QUERY_KEYS.search(k) else f"{k}{sep}{v}"
-        for k, sep, v in (pair.partition("=") for pair in parts.query.split("&") if pair)
-    )
-    netloc = parts.netloc
-    if "@" in netloc:
-        netloc = "***@" + netloc.rsplit("@", 1)[1]
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
-
-
-def _redact(value: Any, secrets: list[str]) -> Any:
-    if isinstance(value, dict):
-        return {k: _redact(v, secrets) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_redact(v, secrets) for v in value]
-    if isinstance(value, str):
-        for secret in sorted(secrets, key=len, reverse=True):
-            value = value.replace(secret, "***")
-        if "://" in value:
-            value = redact_url(value)
-    return value

@@ -1,9 +1,10 @@
 """`soak run`: create the run directory, start load and collector processes, watch them.
 
 The orchestrator itself is a plain process. Load (Locust + gevent) and the
-collector each run in a child process that gets the resolved profile on
-stdin, so secrets never reach argv or the disk. The orchestrator only reads
-the run directory (for the live status) and records the run's end.
+collector each run in a child process that gets the resolved profile (and its
+secrets, for the child's redactor) on stdin, so secrets never reach argv or the
+disk. The orchestrator only reads the run directory (for the live status) and
+records the run's end.
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ from soak.collect.spawn import SpawnedTarget, start_spawned, stop_spawned
 from soak.errors import OutputClosed, ProfileError, RunError, StorageError, UsageError
 from soak.live import LiveStatus
 from soak.profile import Profile, profile_from_mapping, redact_url, require_targets
+from soak.redact import PAYLOAD_SECRETS
+from soak.redact import install as install_redactor
 from soak.rundir import (
     CHATS,
     EVENTS,
@@ -117,6 +120,7 @@ def execute_run(
     local worker processes run the users; `web_port` serves Locust's web UI
     on 127.0.0.1.
     """
+    install_redactor(profile.secrets)  # from now on every writer here masks them
     require_targets(profile)
     preflight(profile)
     if metrics_port is not None:
@@ -164,6 +168,7 @@ def resume_run(
             f"cannot resume {run.path}: it recorded targets {recorded}, the profile now gives "
             f"{[t.name for t in profile.targets]}; pass the same profile and --target options."
         )
+    install_redactor(profile.secrets)  # from now on every writer here masks them
     require_targets(profile)
     preflight(profile)
     if metrics_port is not None:
@@ -243,7 +248,7 @@ def _drive(
 ) -> RunOutcome:
     """Start targets, collector and load for `run`; watch them to the end; close the run."""
     spawned = _start_targets(profile, run, events)
-    payload = json.dumps(profile.to_dict())
+    payload = json.dumps({**profile.to_dict(), PAYLOAD_SECRETS: profile.secrets})
     metrics_args = [] if metrics_port is None else ["--metrics-port", str(metrics_port)]
     collector = _spawn("soak.collect", run, payload, metrics_args)
     load = _spawn("soak.load", run, payload, load_args)
@@ -358,6 +363,7 @@ def execute_collect(
     """
     from soak.collect.collector import Collector
 
+    install_redactor(profile.secrets)  # from now on every writer here masks them
     require_targets(profile)
     if metrics_port is not None:
         check_metrics_port(metrics_port)

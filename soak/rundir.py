@@ -37,6 +37,7 @@ from typing import Any, BinaryIO, TextIO
 
 from soak import __version__
 from soak.errors import RunDirError, StorageError
+from soak.redact import current as redactor
 
 FORMAT_VERSION = 1
 
@@ -168,10 +169,12 @@ def unwritable(path: Path) -> StorageError:
 def write_text_atomic(path: Path, text: str) -> None:
     """Write via a temporary file and rename: a reader never sees half a file.
 
-    A failed write leaves the old file as it was and no temporary file behind; it
-    raises StorageError.
+    The text goes through the process redactor (soak.redact): no secret in a manifest
+    or report. A failed write leaves the old file as it was and no temporary file
+    behind; it raises StorageError.
     """
     tmp = path.with_name(path.name + ".tmp")
+    text = redactor().text(text)
     try:
         tmp.write_text(text if text.endswith("\n") else text + "\n", encoding="utf-8")
         os.replace(tmp, path)
@@ -184,8 +187,10 @@ def write_text_atomic(path: Path, text: str) -> None:
 class JsonlWriter:
     """Appends one JSON object per line and flushes it at once (kill-safe, thread-safe).
 
-    A write the disk refuses raises StorageError, and so does every later write of
-    this writer: a file with a hole in it would read as a quiet stretch of the run.
+    Each line goes through the process redactor (soak.redact): no secret in a data file,
+    whatever a record quotes. A write the disk refuses raises StorageError, and so does
+    every later write of this writer: a file with a hole in it would read as a quiet
+    stretch of the run.
     """
 
     def __init__(self, path: Path) -> None:
@@ -199,7 +204,7 @@ class JsonlWriter:
         self._lock = threading.Lock()
 
     def write(self, record: dict[str, Any]) -> None:
-        line = json.dumps(record, separators=(",", ":"), default=str) + "\n"
+        line = redactor().text(json.dumps(record, separators=(",", ":"), default=str)) + "\n"
         with self._lock:  # one line, one write(2): whole lines even with O_APPEND sharers
             if self.failed:
                 raise self.failed

@@ -45,7 +45,7 @@ def test_release_pages_open_with_the_executive_summary(ab_release) -> None:
     text = (ab_release.out_dir / RELEASE_MD).read_text()
     assert text.startswith("# soak release report: PASS")
     assert f"](runs/{AB_RUN}/plots/threads.png)" in text
-    assert "| 20261121T131003Z_demo_ab:unpatched (base) | faults |" in text
+    assert r"| 20261121T131003Z\_demo\_ab:unpatched \(base\) | faults |" in text  # escaped
 
 
 def test_release_against_a_baseline_fails_on_the_new_failure(tmp_path: Path) -> None:
@@ -58,8 +58,8 @@ def test_release_against_a_baseline_fails_on_the_new_failure(tmp_path: Path) -> 
     never = build_release([CANDIDATE], RUNS, tmp_path / "never", baseline=BASE, fail_on="never")
     assert never.reasons == release.reasons[:1]
     summary = (tmp_path / RELEASE_MD).read_text()
-    assert "fixed thread growth (120/h → 0/h), stall rate (0.88% → 0%); improved" in summary
-    assert "new failure error rate (0% → 1.9%); regressed TTFT p50 (121 ms → 306 ms)" in summary
+    assert r"fixed thread growth \(120/h → 0/h\), stall rate \(0.88% → 0%\); improved" in summary
+    assert r"new failure error rate \(0% → 1.9%\); regressed TTFT p50 \(121 ms → 306" in summary
 
 
 def test_unknown_runs_are_usage_errors(tmp_path: Path) -> None:

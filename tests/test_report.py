@@ -118,7 +118,7 @@ def test_markdown_links_plots_and_escapes_cells(report) -> None:
     assert "](plots/threads.png)" in text
     assert "<script" not in text
     assert "threads grow" in text and "| evil | test | fail |" in text
-    assert "## Findings" in text and "- 140 stalls in 1,400 turns (10%)" in text
+    assert "## Findings" in text and r"- 140 stalls in 1,400 turns \(10%\)" in text
     assert "soak itself was saturated" in text
 
 

@@ -1,7 +1,8 @@
 """Entry point of the collector process.
 
 `python -m soak.collect --run-dir DIR [--metrics-port PORT] < profile.json`: the
-resolved profile (secrets included) comes on stdin, never in argv or on disk.
+resolved profile (secrets included) comes on stdin, never in argv or on disk; its
+secrets make the redactor of this process (its files, its stderr).
 """
 
 import argparse
@@ -13,6 +14,7 @@ from pathlib import Path
 
 from soak.collect.collector import run_collector
 from soak.errors import SoakError
+from soak.redact import guard_output, install_from_payload
 from soak.rundir import EXIT_CHILD_STORAGE, storage_failure
 
 
@@ -22,6 +24,8 @@ def main() -> None:
     parser.add_argument("--metrics-port", type=int, default=None)
     args = parser.parse_args()
     profile = json.load(sys.stdin)
+    install_from_payload(profile)
+    guard_output()
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())

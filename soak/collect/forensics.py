@@ -3,7 +3,8 @@
 Optional forensics: when `collector.pyspy` is on, the collector runs
 `py-spy dump --pid PID` on the first stall of each target (seen in
 anomalies.jsonl) and every `collector.pyspy_every` seconds. Each dump is a
-text file under targets/<name>/pyspy/ and a `pyspy_dump` event. A missing
+text file under targets/<name>/pyspy/ (redacted: its header shows the target's
+command line, which may hold a token) and a `pyspy_dump` event. A missing
 py-spy, or one the kernel does not let attach (ptrace), is reported once as a
 `collector_error` event with what to do, and never stops the collector.
 
@@ -24,6 +25,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from soak.redact import current as redactor
 from soak.rundir import ANOMALIES, JsonlTail, RunDir, utc_stamp
 
 #: How long one dump may take before it is abandoned, in seconds.
@@ -141,7 +143,7 @@ class PySpy:
         while path.exists():
             suffix += 1
             path = folder / f"{utc_stamp()}_{reason}_{suffix}.txt"
-        path.write_bytes(done.stdout)
+        path.write_bytes(redactor().binary(done.stdout))  # its header quotes the command line
         return path
 
     def _report_once(self, key: str, message: str, target: str) -> None:

@@ -1,7 +1,9 @@
 """Targets soak starts itself (`spawn = [argv...]`, `--spawn "CMD ARGS"`): no shell.
 
 The command runs in a session of its own with stdout and stderr kept in the
-run directory (targets/<name>/stdout.log, stderr.log). soak waits until it
+run directory (targets/<name>/stdout.log, stderr.log), copied there through
+soak's redactor (its argv, and so what it prints, may hold a token; a target
+soak's own process outlives gets EPIPE on its next write). soak waits until it
 listens (on its port, else its url's or health URL's port) before load or
 sampling starts, samples it by its pid, and stops it (SIGTERM to its process
 group, SIGKILL after a grace period) when the run ends.
@@ -20,12 +22,15 @@ from urllib.parse import urlsplit
 
 from soak.errors import RunError
 from soak.profile import Profile, Target
+from soak.redact import pump
 from soak.rundir import RunDir
 
 #: How long a spawned target gets to stop after SIGTERM before SIGKILL, in seconds.
 STOP_GRACE_S = 10.0
 #: Without any port to wait for, a spawned target counts as started after this long alive (s).
 SETTLE_S = 1.0
+#: How long a stopped target's output may take to reach its log files, in seconds.
+PUMP_DRAIN_S = 2.0
 _LOG_TAIL = 2000
 
 
@@ -38,20 +43,24 @@ class SpawnedTarget:
         self.argv = list(target.spawn)
         folder.mkdir(parents=True, exist_ok=True)
         self.stdout_path, self.stderr_path = folder / "stdout.log", folder / "stderr.log"
-        with open(self.stdout_path, "ab") as out, open(self.stderr_path, "ab") as err:
-            try:
-                self.popen = subprocess.Popen(
-                    self.argv,
-                    stdin=subprocess.DEVNULL,
-                    stdout=out,
-                    stderr=err,
-                    start_new_session=True,  # its own process group: stopped as a whole
-                )
-            except OSError as exc:
-                raise RunError(
-                    f"cannot start target {self.name} ({self.argv[0]}: {exc.strerror or exc}); "
-                    "check the spawn command (an argv list, run without a shell)."
-                ) from None
+        try:
+            self.popen = subprocess.Popen(
+                self.argv,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                start_new_session=True,  # its own process group: stopped as a whole
+            )
+        except OSError as exc:
+            raise RunError(
+                f"cannot start target {self.name} ({self.argv[0]}: {exc.strerror or exc}); "
+                "check the spawn command (an argv list, run without a shell)."
+            ) from None
+        assert self.popen.stdout is not None and self.popen.stderr is not None
+        self._pumps = [
+            pump(self.popen.stdout, self.stdout_path),
+            pump(self.popen.stderr, self.stderr_path),
+        ]
         self.pid = self.popen.pid
 
     def wait_ready(self, address: tuple[str, int] | None, timeout: float) -> None:
@@ -87,9 +96,16 @@ class SpawnedTarget:
                 self.popen.wait()
         else:
             _signal_group(self.popen.pid, signal.SIGKILL)  # leftovers of its group, if any
+        self._drain()
         return self.popen.returncode
 
+    def _drain(self) -> None:
+        """Wait (briefly) until what the exited target printed is in its log files."""
+        for thread in self._pumps:
+            thread.join(PUMP_DRAIN_S)
+
     def _tail(self) -> str:
+        self._drain()
         try:
             text = self.stderr_path.read_text(errors="replace")
         except OSError:

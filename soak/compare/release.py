@@ -39,8 +39,6 @@ from soak.compare.render import (
     html_figures,
     html_page,
     html_table,
-    md_plots,
-    md_table,
     side_json,
     table_rows,
     value_text,
@@ -50,7 +48,7 @@ from soak.criteria import FAIL, format_number
 from soak.errors import RunDirError, UsageError
 from soak.report import ReportResult, build_report, verdict_exit_code
 from soak.report.html import e
-from soak.report.markdown import cell
+from soak.report.markdown import cell, images, table
 from soak.report.numbers import MISSING
 from soak.report.plots import Plot
 from soak.rundir import safe_name, write_text_atomic
@@ -375,7 +373,7 @@ def render_release_markdown(release: Release) -> str:
     lines = [f"# soak release report: {release.verdict.upper()}", ""]
     for heading, items in _summary_lines(release):
         lines += [f"**{heading}**", "", *(f"- {cell(item)}" for item in items), ""]
-    lines += ["## Key numbers", "", *md_table(KEY_HEADERS, key_rows(release))]
+    lines += ["## Key numbers", "", *table(KEY_HEADERS, key_rows(release))]
     for result in release.comparisons:
         comparison = result.comparison
         link = result.markdown_path.relative_to(out).as_posix()
@@ -389,11 +387,11 @@ def render_release_markdown(release: Release) -> str:
         ]
         rows = _change_cells(result)
         if rows:
-            lines += md_table(CHANGE_HEADERS, rows)
+            lines += table(CHANGE_HEADERS, rows)
     for part in release.runs:
         link = part.report.markdown_path.relative_to(out).as_posix()
         lines += [f"## Run {cell(part.run_id)}", "", f"[Full report]({link})", ""]
-        lines += md_plots(_plots(part), out)
+        lines += images(_plots(part), out)
     return "\n".join(lines)
 
 

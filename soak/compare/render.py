@@ -27,7 +27,7 @@ from soak.compare.core import (
 )
 from soak.criteria import METRICS, format_number
 from soak.report.html import e
-from soak.report.markdown import cell
+from soak.report.markdown import cell, images, table
 from soak.report.plots import Plot
 from soak.runs import text_table
 from soak.units import format_duration
@@ -186,20 +186,6 @@ def compare_json(comparison: Comparison) -> dict[str, Any]:
 
 
 # --- Markdown ----------------------------------------------------------------------
-def md_table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> list[str]:
-    """A Markdown table, every cell escaped; ends with an empty line."""
-    lines = ["| " + " | ".join(cell(h) for h in headers) + " |", "|" + "---|" * len(headers)]
-    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
-    return [*lines, ""]
-
-
-def md_plots(plots: list[Plot], out_dir: Path) -> list[str]:
-    lines = []
-    for plot in plots:
-        lines += [f"![{cell(plot.title)}]({plot.path.relative_to(out_dir).as_posix()})", ""]
-    return lines
-
-
 def method_rows() -> list[tuple[str, str, str]]:
     """(metric, test, minimum effect) per compared metric, for the Method section."""
     return [(spec.label, _TESTS[spec.test], spec.effect_text()) for spec in SPECS]
@@ -218,9 +204,9 @@ def render_markdown(comparison: Comparison, plots: list[Plot], out_dir: Path) ->
     if comparison.warnings:
         lines += ["## Not quite comparable", ""]
         lines += [f"- {cell(note.message)}" for note in comparison.warnings] + [""]
-    lines += ["## Metrics", "", *md_table(DETAIL_HEADERS, detail_rows(comparison))]
-    lines += ["## Plots", "", *md_plots(plots, out_dir)]
-    lines += ["## Method", "", *md_table(("Metric", "Test", "Minimum effect"), method_rows())]
+    lines += ["## Metrics", "", *table(DETAIL_HEADERS, detail_rows(comparison))]
+    lines += ["## Plots", "", *images(plots, out_dir)]
+    lines += ["## Method", "", *table(("Metric", "Test", "Minimum effect"), method_rows())]
     return "\n".join(lines)
 
 

@@ -22,6 +22,7 @@ from pathlib import Path  # noqa: E402
 from soak.errors import StorageError  # noqa: E402
 from soak.load.distributed import parse_address  # noqa: E402
 from soak.load.runner import run_load, run_worker  # noqa: E402
+from soak.redact import guard_output, install_from_payload  # noqa: E402
 from soak.rundir import EXIT_CHILD_STORAGE, storage_failure  # noqa: E402
 
 
@@ -41,11 +42,13 @@ def main() -> int:
         level=logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    guard_output()  # the log and stderr (tracebacks): a worker's secrets come with its profile
     if args.worker:
         return run_worker(*args.worker)
     if args.run_dir is None:
         parser.error("give --run-dir (alone or master) or --worker HOST:PORT")
     profile = json.load(sys.stdin)
+    install_from_payload(profile)  # and the secrets stay in it, for the workers
     try:
         code = run_load(
             args.run_dir, profile, workers=args.workers, master_bind=args.master_bind,

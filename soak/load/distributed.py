@@ -30,6 +30,7 @@ from soak.load.record import ChatRecorder
 from soak.load.users import ChatSettings, user_classes
 from soak.load.webui import bridge_turns_to_locust
 from soak.protocols import adapter_for
+from soak.redact import install_from_payload
 
 log = logging.getLogger("soak.load")
 
@@ -166,6 +167,7 @@ class WorkerSide:
         if self.recorder is not None:
             return  # a master that restarted its handshake: keep the users we have
         profile = msg.data["profile"]
+        install_from_payload(profile)  # this worker's log masks the secrets too
         names = [target["name"] for target in profile["targets"]]
         self.recorder = ChatRecorder(names, None, None, worker=self.worker)
         settings = ChatSettings.from_profile(

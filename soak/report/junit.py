@@ -8,12 +8,15 @@ from typing import Any
 
 from soak.criteria import FAIL, INCONCLUSIVE, SKIPPED
 
-#: Characters XML 1.0 cannot hold even escaped.
-_INVALID_XML = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
+#: Characters XML 1.0 cannot hold even escaped (control characters, lone surrogates,
+#: U+FFFE and U+FFFF).
+_INVALID_XML = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
 
 
 def _text(value: Any) -> str:
-    return _INVALID_XML.sub("?", "" if value is None else str(value))
+    """A string fit for an XML 1.0 attribute or text: invalid characters stripped (a
+    server's thread name or error text may hold any); ElementTree escapes the rest."""
+    return _INVALID_XML.sub("", "" if value is None else str(value))
 
 
 def render_junit(summary: dict[str, Any]) -> str:

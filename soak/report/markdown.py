@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+import re
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -12,18 +13,39 @@ from soak.report.numbers import key_numbers, verdict_notes, verdict_rows
 from soak.report.plots import Plot
 from soak.units import format_duration
 
+#: Characters that can start Markdown (or GitHub) markup inline: emphasis, code, links and
+#: images, headings, table pipes, strikethrough, math (`<`, `>`, `&` become entities).
+_MARKUP = re.compile(r"([\\`*_\[\]()!#|~$])")
+_LINE_BREAK = re.compile(r"\r\n?|\n")
+
 
 def cell(value: Any) -> str:
-    """Text safe inside a Markdown table cell: no pipes, no line breaks, no raw HTML."""
+    """A server-controlled (or any) string as inert Markdown text, on one line.
+
+    Raw HTML and entities are HTML-escaped, every other markup character is
+    backslash-escaped, so a thread named `![](//x.ev/a)` is shown as text, not fetched
+    as an image by whoever views the report; line breaks become spaces, so it cannot
+    start a block or end a table row. Safe in table cells, headings, list items and
+    link texts; every Markdown writer of soak uses it.
+    """
     text = html.escape("" if value is None else str(value), quote=False)
-    return text.replace("|", "\\|").replace("\r", " ").replace("\n", " ")
+    return _LINE_BREAK.sub(" ", _MARKUP.sub(r"\\\1", text))
 
 
-def _table(headers: Iterable[str], rows: Iterable[Iterable[Any]]) -> list[str]:
+def table(headers: Iterable[Any], rows: Iterable[Iterable[Any]]) -> list[str]:
+    """A Markdown table, every cell escaped with `cell`; ends with an empty line."""
     headers = [cell(h) for h in headers]
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
     return [*lines, ""]
+
+
+def images(plots: Iterable[Plot], out_dir: Path) -> list[str]:
+    """One image line per plot (title escaped), linked relative to `out_dir`."""
+    lines = []
+    for plot in plots:
+        lines += [f"![{cell(plot.title)}]({plot.path.relative_to(out_dir).as_posix()})", ""]
+    return lines
 
 
 def _findings(summary: dict[str, Any]) -> list[str]:
@@ -59,7 +81,7 @@ def render_markdown(summary: dict[str, Any], plots: list[Plot], out_dir: Path) -
         "",
         "## Verdict",
         "",
-        *_table(("Target", "Build", "Verdict", "Why"), verdict_rows(summary)),
+        *table(("Target", "Build", "Verdict", "Why"), verdict_rows(summary)),
         *[f"> {cell(note)}\n" for note in verdict_notes(summary)],
         *_saturation(summary),
         "## Findings",
@@ -67,7 +89,7 @@ def render_markdown(summary: dict[str, Any], plots: list[Plot], out_dir: Path) -
         *_findings(summary),
         "## Key numbers",
         "",
-        *_table(
+        *table(
             ("", *summary["targets"]), ((label, *cells) for label, cells in key_numbers(summary))
         ),
         "## Criteria",
@@ -80,8 +102,6 @@ def render_markdown(summary: dict[str, Any], plots: list[Plot], out_dir: Path) -
         if checks:
             lines += [f"### {cell(name)}", ""]
             rows = ((c["status"].upper(), c["expression"], c["message"]) for c in checks)
-            lines += _table(("Status", "Criterion", "Result"), rows)
-    lines += ["## Plots", ""]
-    for plot in plots:
-        lines += [f"![{cell(plot.title)}]({plot.path.relative_to(out_dir).as_posix()})", ""]
+            lines += table(("Status", "Criterion", "Result"), rows)
+    lines += ["## Plots", "", *images(plots, out_dir)]
     return "\n".join(lines)
