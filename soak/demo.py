@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from soak.errors import EXIT_CRITERIA_FAILED, EXIT_PASS, RunError
-from soak.profile import apply_overrides, load_profile
+from soak.profile import apply_overrides, bundled_profiles_dir, load_profile
 from soak.run import StatusSink
 from soak.rundir import STATUS_COMPLETED, safe_name
 from soak.target import start_target
@@ -23,14 +23,13 @@ UNPATCHED, PATCHED = "unpatched", "patched"
 
 
 def default_profile() -> Path:
-    """profiles/demo.toml of the source tree soak runs from, else of the current folder."""
-    for root in (Path(__file__).resolve().parent.parent, Path.cwd()):
-        candidate = root / "profiles" / "demo.toml"
-        if candidate.is_file():
-            return candidate
+    """The bundled demo.toml (of the source tree, or installed with the wheel)."""
+    candidate = bundled_profiles_dir() / "demo.toml"
+    if candidate.is_file():
+        return candidate
     raise RunError(
-        "profiles/demo.toml not found: run soak demo from a clone of the soak repository "
-        "(installed with pip install -e .), or pass --profile PATH."
+        f"demo.toml not found in {candidate.parent}: reinstall soak (pip install soak), or "
+        "pass --profile PATH."
     )
 
 
@@ -48,6 +47,7 @@ def run_demo(
     from soak.run import execute_run
 
     profile = load_profile(profile_path or default_profile())
+    apply_overrides(profile, duration=duration)  # a bad --duration says so before any start
     logs = Path(tempfile.mkdtemp(prefix="soak-demo-"))
     try:
         with (

@@ -12,6 +12,7 @@ import copy
 import difflib
 import os
 import re
+import sys
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -589,13 +590,17 @@ class Profile:
 
 # --- loading -------------------------------------------------------------------------
 def load_profile(path: Path | str) -> Profile:
-    """Read and validate a TOML profile file."""
+    """Read and validate a TOML profile file; a name of a ready profile that is not a file
+    here ("demo", "profiles/nerve.toml") reads the bundled one."""
     path = Path(path)
+    if not path.exists():
+        path = _bundled(path) or path
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        bundled = sorted(p.name for p in _profiles_dir().glob("*.toml"))
-        hint = f" Ready profiles in profiles/: {', '.join(bundled)}." if bundled else ""
+        folder = bundled_profiles_dir()
+        bundled = sorted(p.name for p in folder.glob("*.toml"))
+        hint = f" Ready profiles in {folder}: {', '.join(bundled)}." if bundled else ""
         raise ProfileError(f"profile {path} does not exist.{hint}") from None
     except OSError as exc:
         raise ProfileError(f"cannot read profile {path}: {exc.strerror}.") from None
@@ -717,8 +722,20 @@ def apply_overrides(
     return result
 
 
-def _profiles_dir() -> Path:
-    return Path(__file__).resolve().parent.parent / "profiles"
+def bundled_profiles_dir() -> Path:
+    """The ready profiles: profiles/ of the source tree soak runs from (a clone), else the
+    copy a wheel installs under <prefix>/share/soak/profiles (pip install soak, pipx)."""
+    source = Path(__file__).resolve().parent.parent / "profiles"
+    installed = Path(sys.prefix) / "share" / "soak" / "profiles"
+    return source if source.is_dir() or not installed.is_dir() else installed
+
+
+def _bundled(path: Path) -> Path | None:
+    """The ready profile a missing `path` names ("demo", "demo.toml", "profiles/demo.toml")."""
+    if path.is_absolute() or len(path.parts) > 2 or path.parts[:-1] not in ((), ("profiles",)):
+        return None
+    candidate = bundled_profiles_dir() / (path.name if path.suffix else f"{path.name}.toml")
+    return candidate if candidate.is_file() else None
 
 
 def _where(source: str, section: str, key: str = "") -> str:

@@ -1,0 +1,62 @@
+"""The wheel is what `pip install soak` (or pipx) gets: it must carry the ready profiles,
+and soak must find them outside a clone."""
+
+import subprocess
+import sys
+import sysconfig
+import zipfile
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("wheel")
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(out), str(REPO)],
+        check=True, capture_output=True, timeout=300,
+    )  # fmt: skip
+    return next(out.glob("soak-*.whl"))
+
+
+def test_the_wheel_carries_every_ready_profile(wheel):
+    names = zipfile.ZipFile(wheel).namelist()
+    shipped = {Path(n).name for n in names if "/data/share/soak/profiles/" in n}
+    assert shipped == {p.name for p in (REPO / "profiles").glob("*.toml")}
+    assert not any(n.startswith("profiles/") for n in names)  # not a top-level package
+
+
+def test_an_installed_soak_finds_its_profiles_outside_a_clone(wheel, tmp_path):
+    """Lay the wheel out as an installer would (`soak-*.data/data/` under the prefix, the
+    rest in site-packages), by hand: pip would uninstall the soak of this virtualenv."""
+    prefix = tmp_path / "prefix"
+    site = Path(sysconfig.get_path("purelib", vars={"base": str(prefix)}))
+    with zipfile.ZipFile(wheel) as archive:
+        for name in archive.namelist():
+            head, _, rest = name.partition("/")
+            if head.endswith(".data") and rest.startswith("data/"):
+                destination = prefix / rest.removeprefix("data/")
+            else:
+                destination = site / name
+            destination.parent.mkdir(parents=True, exist_ok=True)
+            destination.write_bytes(archive.read(name))
+    probe = (
+        f"import sys; sys.prefix = {str(prefix)!r}\n"
+        "from soak.profile import load_profile\n"
+        "from soak.demo import default_profile\n"
+        "import soak; assert soak.__file__.startswith(sys.prefix), soak.__file__\n"
+        "print(default_profile())\n"
+        "print(load_profile('nerve').name, load_profile('profiles/jsonrpc-gateway.toml').name)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], cwd=tmp_path, capture_output=True, text=True,
+        env={"PYTHONPATH": site, "PATH": "/usr/bin:/bin"}, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    first, second = done.stdout.splitlines()
+    assert first == str(prefix / "share" / "soak" / "profiles" / "demo.toml")
+    assert second.split() == ["nerve", "jsonrpc-gateway"]
