@@ -47,6 +47,7 @@ from soak.rundir import (
     forget_storage_failures,
     storage_failure,
     unwritable,
+    writer_fields,
 )
 
 #: How long the load process gets to stop after SIGTERM before it is killed, in seconds.
@@ -184,7 +185,7 @@ def resume_run(
     resumed_at = time.time()
     run.update_manifest(
         status=STATUS_RUNNING,
-        pid=os.getpid(),
+        **writer_fields(),
         ended_at=None,
         resumed=[*manifest.get("resumed", []), {"at": resumed_at, "load_done_s": round(done, 1)}],
     )

@@ -35,6 +35,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, BinaryIO, TextIO
 
+import psutil
+
 from soak import __version__
 from soak.errors import RunDirError, StorageError
 from soak.redact import current as redactor
@@ -358,7 +360,7 @@ class RunDir:
             "started_at_iso": iso(started_at),
             "ended_at": None,
             "status": STATUS_RUNNING,
-            "pid": os.getpid(),
+            **writer_fields(),
             **manifest,
         }
         run.write_manifest(full)
@@ -427,10 +429,11 @@ class RunDir:
         return manifest
 
     def status(self) -> str:
-        """The run's status; a 'running' run whose writer is gone reads as 'crashed'."""
+        """The run's status; a 'running' run whose writer is gone (no such process, a pid
+        reused by another, or a directory copied from another machine) reads as 'crashed'."""
         manifest = self.manifest()
         status = manifest.get("status", STATUS_RUNNING)
-        if status == STATUS_RUNNING and not _pid_alive(manifest.get("pid")):
+        if status == STATUS_RUNNING and not _writer_alive(manifest):
             return STATUS_CRASHED
         return status
 
@@ -472,18 +475,34 @@ def _manifest_problem(manifest: dict[str, Any]) -> str | None:
     return None
 
 
-def _pid_alive(pid: object) -> bool:
-    if not isinstance(pid, int):
+def writer_fields() -> dict[str, Any]:
+    """Manifest fields naming the process that writes the run: which pid, started when,
+    on which machine (a pid alone is reused, and means nothing on another machine)."""
+    return {
+        "pid": os.getpid(),
+        "pid_started_at": psutil.Process().create_time(),
+        "writer_host": socket.gethostname(),
+    }
+
+
+def _writer_alive(manifest: dict[str, Any]) -> bool:
+    """Whether the process that wrote a `running` manifest still runs (on this machine)."""
+    pid = manifest.get("pid")
+    if not isinstance(pid, int) or isinstance(pid, bool):
         return False
+    host = manifest.get("writer_host") or (manifest.get("host") or {}).get("hostname")
+    if host is not None and host != socket.gethostname():
+        return False  # copied from another machine: its writer is not one of our pids
     if pid == os.getpid():
         return True
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        started = psutil.Process(pid).create_time()
+    except psutil.NoSuchProcess:
         return False
-    except PermissionError:
+    except psutil.Error:
         return True
-    return True
+    recorded = manifest.get("pid_started_at")
+    return not isinstance(recorded, int | float) or abs(started - recorded) < 1.0
 
 
 class JsonlTail:

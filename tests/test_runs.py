@@ -8,10 +8,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import psutil
 import pytest
 
 from soak.analyze import summarize
 from soak.errors import UsageError
+from soak.rundir import RunDir
 from soak.runs import (
     UNREADABLE,
     list_runs,
@@ -21,6 +23,7 @@ from soak.runs import (
     split_target,
 )
 from tests.data.make_compare_runs import HEALTHY, Shape, write_synthetic
+from tests.rundir_factory import FakeRun, write_run
 
 SHAPE = Shape(duration_s=600.0, sample_s=10.0, idle_from_s=420.0, warmup_s=0.0)
 DAY = 86_400.0
@@ -132,3 +135,22 @@ def test_cli_lists_runs_and_rejects_a_missing_root(root: Path, tmp_path: Path) -
     missing = subprocess.run([sys.executable, "-m", "soak", "runs", "--root", str(tmp_path / "x")],
                              capture_output=True, text=True, timeout=60)  # fmt: skip
     assert missing.returncode == 2 and "is not a directory" in missing.stderr
+
+
+@pytest.mark.parametrize(
+    "writer",
+    [
+        {"writer_host": "another-machine"},  # a run directory copied from elsewhere
+        {"pid_started_at": 1.0},  # our pid now, but reused: the writer was another process
+    ],
+)
+def test_a_running_manifest_whose_writer_is_not_this_process_reads_as_crashed(
+    tmp_path: Path, writer: dict
+) -> None:
+    run = RunDir(write_run(tmp_path, FakeRun(status="running", duration_s=60)))
+    assert run.status() == "running"  # written by this very process
+    parent = os.getppid()  # alive, on this machine
+    run.update_manifest(pid=parent, pid_started_at=psutil.Process(parent).create_time())
+    assert run.status() == "running"
+    run.update_manifest(**writer)
+    assert run.status() == "crashed"
