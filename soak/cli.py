@@ -37,11 +37,22 @@ app = typer.Typer(
     "Example: soak demo",
     no_args_is_help=True,
     add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
     rich_markup_mode=None,
     pretty_exceptions_enable=False,
 )
 
+# typer prints an argument's Python type after its metavar ("RUN <str>", "RUN...
+# <list[str]>"); the metavar and the help already say what to write.
+typer.core.TyperArgument.display_type_rich = lambda self, ctx: None  # type: ignore[method-assign]
+
 DEFAULT_OUT = Path("reports")
+_ROOT = Annotated[
+    Path,
+    typer.Option(
+        "--root", metavar="DIR", help="Folder where run names (prefix, glob, latest) are found."
+    ),
+]
 
 
 def _version(value: bool) -> None:
@@ -483,23 +494,29 @@ def _ended(outcome: Any, what: str, report: bool) -> int:
 @app.command()
 def status(
     run_dir: Annotated[
-        Path, typer.Argument(metavar="RUN_DIR", help="A run directory (running or finished).")
-    ],
+        str,
+        typer.Argument(
+            metavar="RUN",
+            help="A run directory (running or finished), or its name: prefix or latest.",
+        ),
+    ] = "latest",
     as_json: Annotated[bool, typer.Option("--json", help="Print the status as JSON.")] = False,
+    root: _ROOT = DEFAULT_OUT,
 ) -> None:
     """Show where a run stands: elapsed, latest samples, growth so far, stalls so far.
 
     Works while the run goes on and after it ended; reads the directory, never writes.
 
-    Example: soak status reports/20261121T124200Z_demo_ab
+    Example: soak status latest   (the newest run under reports/)
     """
 
     def body() -> int:
         import json
 
+        from soak.runs import resolve_run
         from soak.status import format_status, run_status
 
-        result = run_status(run_dir)
+        result = run_status(resolve_run(run_dir, root))
         typer.echo(json.dumps(result, indent=2, default=str) if as_json else format_status(result))
         return 0
 
@@ -510,7 +527,10 @@ def status(
 @app.command()
 def report(
     run_dir: Annotated[
-        Path, typer.Argument(metavar="RUN_DIR", help="A run directory made by soak run.")
+        str,
+        typer.Argument(
+            metavar="RUN", help="A run directory made by soak run, or its name: prefix or latest."
+        ),
     ],
     out: Annotated[
         Path | None,
@@ -518,14 +538,21 @@ def report(
             metavar="DIR", help="Write the report here instead of into the run directory."
         ),
     ] = None,
+    root: _ROOT = DEFAULT_OUT,
 ) -> None:
     """Analyse a run directory and write report.html, report.md, summary.json and junit.xml.
 
     Works on finished, running and killed runs. Exit code 1 when a criterion fails.
 
-    Example: soak report reports/20261121T124200Z_demo_ab
+    Example: soak report reports/20261121T124200Z_demo_ab   (or: soak report latest)
     """
-    _guarded(lambda: _report_and_print(run_dir, out))
+
+    def body() -> int:
+        from soak.runs import resolve_run
+
+        return _report_and_print(resolve_run(run_dir, root), out)
+
+    _guarded(body)
 
 
 def _report_and_print(run_dir: Path, out: Path | None = None) -> int:
@@ -601,12 +628,6 @@ _FAIL_ON = Annotated[
         help="Exit 1 when a metric's verdict reaches LEVEL: never, new-failure (default: "
         "the candidate fails a criterion the base passed) or regressed (also any "
         "significant change for the worse).",
-    ),
-]
-_ROOT = Annotated[
-    Path,
-    typer.Option(
-        "--root", metavar="DIR", help="Folder where run names (prefix, glob, latest) are found."
     ),
 ]
 

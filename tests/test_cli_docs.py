@@ -29,3 +29,28 @@ def test_version():
     result = CliRunner().invoke(app, ["--version"])
     assert result.exit_code == 0 and __version__ in result.output
     assert "soak --version" in README
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_help_is_readable_and_h_is_help_too(command):
+    long, short = (CliRunner().invoke(app, [command, flag]) for flag in ("--help", "-h"))
+    assert short.exit_code == 0 and short.output == long.output
+    assert "<list[" not in long.output and "<str>" not in long.output
+
+
+def test_a_bad_demo_duration_is_refused_before_any_target_starts():
+    result = CliRunner().invoke(app, ["demo", "--duration", "abc"])
+    assert result.exit_code == 2
+    assert "'abc' is not a duration" in result.output
+    assert "built-in target" not in result.output
+
+
+def test_status_and_report_take_a_run_name(tmp_path):
+    from tests.rundir_factory import FakeRun, write_run
+
+    run_dir = write_run(tmp_path, FakeRun(duration_s=120, checks=["stalls.count == 0"]))
+    status = CliRunner().invoke(app, ["status", "--root", str(tmp_path)])  # latest
+    assert status.exit_code == 0 and run_dir.name in status.output
+    report = CliRunner().invoke(app, ["report", "latest", "--root", str(tmp_path)])
+    assert report.exit_code in (0, 4), report.output
+    assert (run_dir / "summary.json").is_file()
