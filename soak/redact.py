@@ -183,14 +183,24 @@ def current() -> Redactor:
     return _current
 
 
+#: Control characters a terminal acts on (escape sequences, bells); tab, newline and
+#: carriage return (the status line) stay.
+_TERMINAL_CONTROLS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+
+
+def _visible(match: re.Match[str]) -> str:
+    return f"\\x{ord(match.group()):02x}"
+
+
 class _RedactingStream:
-    """A text stream that writes what it is given through the process redactor."""
+    """A text stream that writes what it is given through the process redactor, with the
+    control characters shown as \\xNN: a thread named ESC[2J must not clear the screen."""
 
     def __init__(self, stream: TextIO) -> None:
         self._stream = stream
 
     def write(self, text: str) -> int:
-        self._stream.write(current().text(text))
+        self._stream.write(_TERMINAL_CONTROLS.sub(_visible, current().text(text)))
         return len(text)
 
     def writelines(self, lines: Iterable[str]) -> None:

@@ -106,7 +106,7 @@ def test_a_profile_error_does_not_quote_the_secret(monkeypatch):
     assert "ws://" in error.value.message and CORE not in error.value.message
 
 
-def test_stdout_stderr_logging_and_tracebacks_of_an_entry_point_are_redacted():
+def test_stdout_stderr_logging_and_tracebacks_of_an_entry_point_are_redacted_and_inert():
     script = textwrap.dedent(
         f"""
         import logging, sys
@@ -115,6 +115,7 @@ def test_stdout_stderr_logging_and_tracebacks_of_an_entry_point_are_redacted():
         redact.guard_output()
         redact.install([{SECRET!r}])
         print("stdout", {SECRET!r})
+        print("thread \\x1b[2Jnamed\\x07 ok")
         logging.getLogger("x").warning("log %s", {SECRET!r})
         raise RuntimeError({SECRET!r})
         """
@@ -122,6 +123,8 @@ def test_stdout_stderr_logging_and_tracebacks_of_an_entry_point_are_redacted():
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert done.returncode == 1 and "RuntimeError: ***" in done.stderr
     assert "stdout ***" in done.stdout and "log ***" in done.stderr
+    # a server-controlled name cannot drive the terminal: controls are shown, not sent
+    assert "thread \\x1b[2Jnamed\\x07 ok" in done.stdout and "\x1b" not in done.stdout
     assert CORE not in done.stdout + done.stderr
 
 
