@@ -299,6 +299,8 @@ def _run_gaps(run: RunData) -> list[str]:
     return [f"the run was {run.status} after {ran}{of}, before its planned end"]
 
 
+#: Anomaly groups (kind and message) listed in summary.json per target, the largest.
+_MAX_GROUPS_LISTED = 20
 #: Share of a target's turns excluded (soak itself stood still) that leaves a gap.
 EXCLUDED_SHARE = 0.05
 
@@ -435,6 +437,7 @@ def analyze_target(
     summary["health_last_error"] = str(last_error.iloc[-1]) if len(last_error) else None
     summary["anomaly_records"] = data.anomaly_records
     summary["anomaly_kinds"] = data.anomaly_kinds
+    summary["anomaly_groups"] = data.anomaly_groups[:_MAX_GROUPS_LISTED]
     summary["disconnect_close_codes"] = data.close_codes
     summary["unavailable"] = unavailable
     target.summary = json_safe(summary)
@@ -824,18 +827,28 @@ def _cpu_summary(
     return summary
 
 
+#: Idle CPU (points of one core) that a fitted rise over the whole run must reach to be
+#: growth: below it the idle periods differ by what CPU-time counters, /health polls and
+#: a busy machine move anyway (0.31% -> 0.41% of a healthy server in a 2-minute run made
+#: "1.28 points per 1,000 replies" out of 80 replies). An orphaned 50 ms ticker per
+#: stream adds whole points.
+IDLE_CPU_RESOLUTION_POINTS = 0.5
+
+
 def _idle_summary(periods: list[IdlePeriod], unavailable: dict[str, str]) -> dict[str, Any]:
     """Idle CPU of the first and last idle period and its growth per 1,000 replies.
 
     The orphaned-ticker signature: CPU with nothing to do that climbs with every
     finished reply. With three or more periods the growth is a Theil–Sen slope over
-    them, with two the line through both.
+    them, with two the line through both; a rise over the run smaller than
+    IDLE_CPU_RESOLUTION_POINTS is no growth (`idle_cpu_rise_points` keeps it).
     """
     out: dict[str, Any] = {
         "idle_periods": [p.to_json() for p in periods[:_MAX_IDLE_PERIODS]],
         "idle_cpu_early_percent": None,
         "idle_cpu_late_percent": None,
         "idle_cpu_growth_per_1k_replies": None,
+        "idle_cpu_rise_points": None,
     }
     if len(periods) < 2:
         reason = (
@@ -854,6 +867,10 @@ def _idle_summary(periods: list[IdlePeriod], unavailable: dict[str, str]) -> dic
         return out
     fit = theil_sen(replies, cpu) if len(periods) >= 3 else None
     slope = fit.slope if fit else (last.cpu_percent - first.cpu_percent) / np.ptp(replies)
+    rise = slope * float(np.ptp(replies))
+    out["idle_cpu_rise_points"] = rise
+    if abs(rise) < IDLE_CPU_RESOLUTION_POINTS:
+        slope = 0.0  # a tenth of a point over a short run is the measurement, not a ticker
     out["idle_cpu_growth_per_1k_replies"] = slope * 1000.0
     return out
 
