@@ -6,9 +6,11 @@ from pathlib import Path
 
 import pytest
 
+from soak.analyze.anomalies import MAX_GROUPS, OTHER
 from soak.errors import EXIT_CRITERIA_FAILED, EXIT_INCONCLUSIVE, EXIT_PASS, RunDirError
 from soak.report import build_report
-from tests.rundir_factory import FakeRun, FakeTarget, write_run
+from soak.rundir import ANOMALIES, JsonlWriter
+from tests.rundir_factory import STARTED_AT, FakeRun, FakeTarget, write_run
 
 SCRIPT = "<script>alert(1)</script>"
 
@@ -155,3 +157,42 @@ def test_bad_run_directory_is_a_clear_error(tmp_path: Path) -> None:
         build_report(tmp_path)
     with pytest.raises(RunDirError, match="not a directory"):
         build_report(tmp_path / "missing")
+
+
+def test_anomalies_are_grouped_by_kind_and_message(tmp_path: Path) -> None:
+    """Stalls at other times and lengths are one group; the groups are bounded."""
+    run_dir = write_run(tmp_path, FakeRun(duration_s=300, checks=["stalls.count == 0"]))
+    with JsonlWriter(run_dir / ANOMALIES) as out:
+        for n in range(40):
+            out.write(
+                {
+                    "t": STARTED_AT + n,
+                    "target": "app",
+                    "kind": "stall",
+                    "request_id": f"r{n}",
+                    "detail": f"no terminal frame within {n} s",
+                }
+            )
+        for n in range(60):  # a message of its own each ('x' * n): past MAX_GROUPS, "other"
+            out.write(
+                {
+                    "t": STARTED_AT + n,
+                    "target": "app",
+                    "kind": "violation",
+                    "subkind": "non_json",
+                    "detail": f"unparseable: <b>{n}</b> {'x' * n}",
+                }
+            )
+        out.write({"t": STARTED_AT + 50, "target": "app", "kind": "stall", "excluded": "soak",
+                   "detail": "no terminal frame within 6 s"})  # fmt: skip
+    summary = build_report(run_dir).summary
+    groups = summary["targets"]["app"]["anomaly_groups"]
+    stalls = next(g for g in groups if g["message"] == "no terminal frame within N s")
+    assert stalls["kind"] == "stall" and stalls["count"] >= 40
+    assert stalls["first_s"] == 0 and stalls["last_s"] >= 39
+    assert len(groups) == 20  # summary.json: the largest groups
+    html = (run_dir / "report.html").read_text().split("By kind and message")[1]
+    html = html.split("The first records")[0]
+    assert "stall (excluded)" in html and OTHER in html and "<b>" not in html
+    assert html.count("violation/non_json") <= MAX_GROUPS + 1  # bounded: then "other"
+    assert "## Anomalies by kind and message" in (run_dir / "report.md").read_text()

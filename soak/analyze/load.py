@@ -25,6 +25,7 @@ import numpy as np
 import orjson
 import pandas as pd
 
+from soak.analyze.anomalies import AnomalyGroups, kind_of
 from soak.child import module_argv, module_env
 from soak.collect.health import named_fields
 from soak.errors import RunDirError
@@ -99,7 +100,9 @@ class TargetData:
         violations (dict subkind -> count) and the CHAT_HISTOGRAMS (sparse histogram dicts)
     anomalies: the first ANOMALY_LIMIT records: t, elapsed, target, kind, subkind, session,
         request_id, turn_elapsed_s, detail, close_code, close_reason
-    anomaly_kinds: every anomaly record counted by "kind" or "kind/subkind"
+    anomaly_kinds: every anomaly record counted by "kind" or "kind/subkind" (" (excluded)"
+        added for turns soak itself caused to fail)
+    anomaly_groups: every anomaly record counted by kind and message (soak.analyze.anomalies)
     close_codes: disconnect anomaly records counted by WebSocket close code ("none" if absent)
     stuck_chats: per chat that got stuck (failed turns in a row): session, since (elapsed s
         of its first failed turn), recovered (elapsed s, None when it never did)
@@ -116,6 +119,7 @@ class TargetData:
     anomaly_records: int
     anomaly_kinds: dict[str, int] = field(default_factory=dict)
     close_codes: dict[str, int] = field(default_factory=dict)
+    anomaly_groups: list[dict[str, Any]] = field(default_factory=list)
     stuck_chats: list[dict[str, Any]] = field(default_factory=list)
 
     @property
@@ -167,7 +171,7 @@ def load_run(path: Path | str, anomaly_limit: int = ANOMALY_LIMIT) -> RunData:
         for info in targets:
             process, process_errors = files.result(info.name, PROCESS)
             threads, families = files.result(info.name, THREADS)
-            kept, count, kinds, codes, stuck = anomalies[info.name]
+            kept, count, kinds, codes, stuck, groups = anomalies[info.name]
             loaded[info.name] = TargetData(
                 info=info,
                 process=process,
@@ -181,6 +185,7 @@ def load_run(path: Path | str, anomaly_limit: int = ANOMALY_LIMIT) -> RunData:
                 anomaly_kinds=kinds,
                 close_codes=codes,
                 stuck_chats=[_elapsed_chat(chat, started_at) for chat in stuck.values()],
+                anomaly_groups=groups.to_list(started_at),
             )
     events = _table(
         read_chunks(run.file(EVENTS)), ("source", "kind", "message", "target", "pid", "limits")
@@ -404,7 +409,12 @@ def _numeric(frame: pd.DataFrame, columns: Iterable[str]) -> pd.DataFrame:
 
 
 AnomalyCounts = tuple[
-    list[dict[str, Any]], int, dict[str, int], dict[str, int], dict[Any, dict[str, Any]]
+    list[dict[str, Any]],
+    int,
+    dict[str, int],
+    dict[str, int],
+    dict[Any, dict[str, Any]],
+    AnomalyGroups,
 ]
 
 
@@ -415,6 +425,7 @@ def _anomalies(
     records per kind (or kind/subkind), the disconnect records per close code, and the
     last state of each chat that got stuck (by worker and chat)."""
     kept: dict[str, list[dict[str, Any]]] = {info.name: [] for info in targets}
+    groups = {name: AnomalyGroups() for name in kept}
     counts = dict.fromkeys(kept, 0)
     kinds: dict[str, Counter[str]] = {name: Counter() for name in kept}
     codes: dict[str, Counter[str]] = {name: Counter() for name in kept}
@@ -425,19 +436,23 @@ def _anomalies(
             if not isinstance(name, str) or name not in kept:
                 continue
             counts[name] += 1
-            kind, subkind = str(record.get("kind")), record.get("subkind")
+            kind = str(record.get("kind"))
             if kind in STUCK_KINDS:
                 _follow_stuck(stuck[name], record)
-            kinds[name][f"{kind}/{subkind}" if subkind else kind] += 1
+            kinds[name][kind_of(record)] += 1
+            groups[name].add(record)
             if kind == "disconnect":
                 code = record.get("close_code")
                 codes[name]["none" if code is None else str(code)] += 1
             if len(kept[name]) < limit:
                 kept[name].append({key: record.get(key) for key in ("t", *_ANOMALY_COLUMNS)})
     return {
-        name: (kept[name], counts[name], dict(kinds[name]), dict(codes[name]), stuck[name])
+        name: (
+            kept[name], counts[name], dict(kinds[name]), dict(codes[name]), stuck[name],
+            groups[name],
+        )
         for name in kept
-    }
+    }  # fmt: skip
 
 
 #: Anomaly records of chats, not turns: a chat stuck, and recovered.

@@ -304,7 +304,24 @@ def _anomalies(analysis: Analysis) -> str:
         f"({e(by_kind)}; the counts in the key numbers are exact).</p>"
     )
     headers = ("Time", "Turn", "Target", "Kind", "Request", "Detail")
-    return f"{title}{note}{_table(headers, rows, numeric=2)}</section>"
+    groups = [
+        (
+            e(format_number(group["count"])),
+            e(_clock(group["first_s"])),
+            e(_clock(group["last_s"])),
+            e(name),
+            e(group["kind"]),
+            f'<div class="detail">{e(group["message"])}</div>',
+        )
+        for name, target in analysis.targets.items()
+        for group in target.data.anomaly_groups
+    ]
+    grouped = (
+        "<h3>By kind and message</h3>"
+        + _table(("Records", "First", "Last", "Target", "Kind", "Message"), groups, numeric=3)
+        + "<h3>The first records</h3>"
+    )
+    return f"{title}{grouped}{note}{_table(headers, rows, numeric=2)}</section>"
 
 
 def _events(analysis: Analysis) -> str:

@@ -48,6 +48,10 @@ def images(plots: Iterable[Plot], out_dir: Path) -> list[str]:
     return lines
 
 
+#: Anomaly groups per target in report.md (summary.json has more).
+MD_GROUPS = 10
+
+
 def _findings(summary: dict[str, Any]) -> list[str]:
     lines = []
     for name, target in summary["targets"].items():
@@ -103,5 +107,22 @@ def render_markdown(summary: dict[str, Any], plots: list[Plot], out_dir: Path) -
             lines += [f"### {cell(name)}", ""]
             rows = ((c["status"].upper(), c["expression"], c["message"]) for c in checks)
             lines += table(("Status", "Criterion", "Result"), rows)
+    lines += _anomaly_groups(summary)
     lines += ["## Plots", "", *images(plots, out_dir)]
     return "\n".join(lines)
+
+
+def _anomaly_groups(summary: dict[str, Any]) -> list[str]:
+    """The anomaly records by kind and message, the largest groups of each target."""
+    rows = [
+        (name, group["kind"], format_number(group["count"]), group["message"])
+        for name, target in summary["targets"].items()
+        for group in (target.get("anomaly_groups") or [])[:MD_GROUPS]
+    ]
+    if not rows:
+        return []
+    return [
+        "## Anomalies by kind and message",
+        "",
+        *table(("Target", "Kind", "Count", "Message"), rows),
+    ]
