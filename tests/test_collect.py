@@ -352,7 +352,7 @@ def test_health_huge_and_trickling_bodies_are_bounded():
         handler.send_response(200)
         handler.send_header("Content-Length", "1000")
         handler.end_headers()
-        for _ in range(40):
+        for _ in range(100):
             handler.wfile.write(b" ")
             handler.wfile.flush()
             time.sleep(0.1)
@@ -360,7 +360,8 @@ def test_health_huge_and_trickling_bodies_are_bounded():
     with http_server(trickle) as url:
         started = time.monotonic()
         record = poll_health(url, timeout=0.5)
-    assert record["error"].startswith("timeout") and time.monotonic() - started < 3
+    # a body trickled for 10 s is cut at the 0.5 s deadline (generous bound: a loaded CI box)
+    assert record["error"].startswith("timeout") and time.monotonic() - started < 8
 
 
 def test_latency_floor_gives_the_excess_over_the_best_latency():

@@ -51,6 +51,13 @@ def wait_for_chats(out: Path, timeout: float = 60) -> RunDir:
     raise AssertionError("no chat aggregate written in time")
 
 
+def start_soak(target, out: Path, *extra: str) -> tuple[subprocess.Popen, RunDir]:
+    """`soak run` against `target` (text pipes), once it has written a chat aggregate."""
+    command = soak_command(target, out, *extra)
+    soak = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return soak, wait_for_chats(out)
+
+
 @pytest.fixture
 def small_disk(tmp_path):
     """A 16 MB tmpfs of its own (needs root, as on the CI machines); skipped otherwise."""
@@ -98,10 +105,7 @@ def report_afterwards(run: RunDir) -> dict:
 def test_a_disk_that_fills_up_ends_the_run_cleanly_and_keeps_its_data(small_disk):
     out = small_disk / "reports"
     with start_target(patched=True) as target:
-        soak = subprocess.Popen(
-            soak_command(target, out), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-        )
-        run = wait_for_chats(out)
+        soak, run = start_soak(target, out)
         chats_before = (run.path / "chats.jsonl").stat().st_size
         filler = fill(small_disk)
         stdout, stderr = soak.communicate(timeout=90)
@@ -160,10 +164,7 @@ def test_a_closed_stdout_ends_the_run_cleanly(tmp_path):
 def test_a_second_ctrl_c_while_stopping_does_not_cut_the_closing_short(tmp_path):
     out = tmp_path / "reports"
     with start_target(patched=True) as target:
-        soak = subprocess.Popen(
-            soak_command(target, out), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-        )
-        run = wait_for_chats(out)
+        soak, run = start_soak(target, out)
         soak.send_signal(signal.SIGINT)
         time.sleep(0.3)
         soak.send_signal(signal.SIGINT)
@@ -229,11 +230,7 @@ def test_a_stopped_load_process_is_not_blamed_on_the_target(tmp_path):
     middle of time out when it resumes, and those are soak's failures, not the target's."""
     out = tmp_path / "reports"
     with start_target(patched=True) as target:
-        soak = subprocess.Popen(
-            soak_command(target, out, "--duration", "35s", "--idle-after", "0s"),
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        )  # fmt: skip
-        run = wait_for_chats(out)
+        soak, run = start_soak(target, out, "--duration", "35s", "--idle-after", "0s")
         load = next(
             p for p in psutil.Process(soak.pid).children() if "soak.load" in " ".join(p.cmdline())
         )
