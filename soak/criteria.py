@@ -388,6 +388,10 @@ class Metric:
                 )
             return None
         turns = int(_num(summary.get("turns")) or 0)
+        if self.chat and not passed and self.field in ("stalls", "replies"):
+            saturated = _saturated_stalls(summary, turns, self.field == "stalls")
+            if saturated:
+                return saturated
         weak_turns = (
             f"only {turns:,} turns ended ({MIN_TURNS} needed for an outcome rate); run longer "
             "or with more users"
@@ -416,6 +420,23 @@ class Metric:
         if self.kind == "rate":
             return "no turns ended for this target, so there is no rate; check that its load ran"
         return "this run recorded no data for it"
+
+
+def _saturated_stalls(summary: Mapping[str, Any], turns: int, of_stalls: bool) -> str | None:
+    """Why failing stalls (`of_stalls`), or an ok rate they pull down, are no evidence:
+    most of them (most of the failed turns) fell while soak's own load process was
+    saturated, when its timers may have fired late."""
+    stalls = int(_num(summary.get("stalls")) or 0)
+    drift = summary.get("drift") or {}
+    during = int(_num(drift.get("stalls_while_soak_saturated")) or 0)
+    failed = stalls if of_stalls else turns - int(_num(summary.get("replies")) or 0)
+    if not stalls or 2 * during < failed:
+        return None
+    return (
+        f"{during:,} of its {stalls:,} stalls fell while soak's own load process was "
+        "saturated (over 90% CPU or 0.5 s of loop lag), so they may be soak's; run with "
+        "more load workers (--workers) or fewer users per worker"
+    )
 
 
 @dataclass(frozen=True)

@@ -244,3 +244,26 @@ def test_real_recorded_demo_run_fails_the_faulty_build_and_passes_the_patched(tm
     assert (bad["verdict"], good["verdict"]) == ("fail", "pass")
     assert any(s.startswith("threads grow") and "/min" in s for s in bad["findings"])
     json.dumps(summary, allow_nan=False)
+
+
+@pytest.mark.parametrize(("saturated", "verdict"), [(True, "inconclusive"), (False, "fail")])
+def test_stalls_while_soak_was_saturated_are_not_blamed_on_the_target(
+    tmp_path: Path, saturated: bool, verdict: str
+) -> None:
+    """Stalls from 300 to 400 s only; soak's load process at 97% CPU then, or not."""
+
+    def generator(s: float) -> dict:
+        busy = saturated and 300 < s <= 400
+        return {"cpu_percent": 97.0 if busy else 35.0, "worker": None}
+
+    target = FakeTarget(stalls_per_interval=lambda s: 2 if 300 < s <= 400 else 0)
+    run = FakeRun(targets=[target], duration_s=1000, generator=generator,
+                  checks=["stalls.count == 0", "ok.rate >= 99%"])  # fmt: skip
+    summary = summarize(write_run(tmp_path, run))
+    app = summary["targets"]["app"]
+    assert app["stalls"] > 0 and app["verdict"] == verdict
+    statuses = {c["name"]: c["status"] for c in summary["criteria"]}
+    assert statuses["stalls.count"] == ("inconclusive" if saturated else "fail")
+    if saturated:
+        message = next(c for c in summary["criteria"] if c["name"] == "stalls.count")["message"]
+        assert "fell while soak's own load process was saturated" in message
