@@ -196,3 +196,11 @@ def test_anomalies_are_grouped_by_kind_and_message(tmp_path: Path) -> None:
     assert "stall (excluded)" in html and OTHER in html and "<b>" not in html
     assert html.count("violation/non_json") <= MAX_GROUPS + 1  # bounded: then "other"
     assert "## Anomalies by kind and message" in (run_dir / "report.md").read_text()
+
+
+def test_throughput_is_in_the_summary_and_plotted(tmp_path: Path) -> None:
+    run_dir = write_run(tmp_path, FakeRun(duration_s=300, turns_per_interval=10))
+    result = build_report(run_dir)
+    app = result.summary["targets"]["app"]
+    assert app["turns_per_s"] == pytest.approx(2.0) and app["ok_per_s"] == pytest.approx(2.0)
+    assert (run_dir / "plots" / "throughput.png").is_file()

@@ -465,6 +465,10 @@ def _chat_summary(data: TargetData, has_chats: bool, unavailable: dict[str, str]
     summary["turns"] = totals["turns"]
     summary["turns_started"] = totals["started"]
     summary["stall_rate"] = totals["stall"] / totals["turns"] if totals["turns"] else None
+    active = (chats["started"] > 0) | (chats["turns"] > 0) | (chats["in_flight"] > 0)
+    busy_s = float(chats.loc[active, "interval_s"].sum())
+    summary["turns_per_s"] = totals["turns"] / busy_s if busy_s > 0 else None
+    summary["ok_per_s"] = totals["ok"] / busy_s if busy_s > 0 else None
     summary["violations_by_kind"] = _merged_counts(chats["violations"])
     summary["mismatches_by_kind"] = _merged_counts(chats["mismatches"])
     summary["excluded_by_outcome"] = _merged_counts(chats["excluded"])

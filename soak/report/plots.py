@@ -107,6 +107,7 @@ def render_plots(analysis: Analysis, plots_dir: Path) -> list[Plot]:
             "Time to first token and reply time per interval (solid p95, dashed p50)",
             _latency,
         ),
+        ("throughput", "Turns per second (solid: ok, dashed: not ok)", _throughput),
         ("outcomes", "Outcome counts per interval", _outcomes),
         ("soak", "soak's own load processes (grey: saturated)", _soak(analysis)),
     ]
@@ -392,6 +393,30 @@ def _seconds_axis(ax: Axes) -> None:
     ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0), numticks=7))
     ax.yaxis.set_major_formatter(FuncFormatter(lambda value, _: format_seconds(value)))
     ax.yaxis.set_minor_formatter(NullFormatter())
+
+
+def _throughput(targets: list[Target], axis: _Axis) -> Figure | None:
+    """Turns ended per second of each chat interval, ok and not ok."""
+    figure, axes = _figure(axis)
+    ax, drawn = axes[0, 0], False
+    for name, target, colour in targets:
+        chats = target.data.chats
+        if chats.empty:
+            continue
+        x = chats["elapsed"].to_numpy(dtype=float)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            seconds = np.where(
+                chats["interval_s"].to_numpy(dtype=float) > 0, chats["interval_s"], np.nan
+            )
+            ok = chats["ok"].to_numpy(dtype=float) / seconds
+            failed = (
+                chats["turns"].to_numpy(dtype=float) - chats["ok"].to_numpy(dtype=float)
+            ) / seconds
+        drawn |= _line(ax, axis, x, ok, color=colour, label=f"{name} ok")
+        _line(ax, axis, x, failed, color=colour, linestyle="--", label=f"{name} not ok")
+    ax.set_ylabel("turns/s")
+    ax.set_ylim(bottom=0)
+    return _finish(figure, axes, drawn)
 
 
 def _outcomes(targets: list[Target], axis: _Axis) -> Figure | None:
