@@ -388,8 +388,8 @@ class Metric:
                 )
             return None
         turns = int(_num(summary.get("turns")) or 0)
-        if self.chat and not passed and self.field in ("stalls", "replies"):
-            saturated = _saturated_stalls(summary, turns, self.field == "stalls")
+        if not passed and self.chat and self.field in ("stalls", "first_token_timeouts", "replies"):
+            saturated = _saturated_timeouts(summary, turns, self.field)
             if saturated:
                 return saturated
         weak_turns = (
@@ -422,18 +422,27 @@ class Metric:
         return "this run recorded no data for it"
 
 
-def _saturated_stalls(summary: Mapping[str, Any], turns: int, of_stalls: bool) -> str | None:
-    """Why failing stalls (`of_stalls`), or an ok rate they pull down, are no evidence:
-    most of them (most of the failed turns) fell while soak's own load process was
-    saturated, when its timers may have fired late."""
-    stalls = int(_num(summary.get("stalls")) or 0)
+def _saturated_timeouts(summary: Mapping[str, Any], turns: int, field: str) -> str | None:
+    """Why failing timeouts (stalls, first-token timeouts, or an ok rate they pull down) are
+    no evidence: most of them fell while soak's own load process was saturated, when its
+    timers may have fired late."""
     drift = summary.get("drift") or {}
-    during = int(_num(drift.get("stalls_while_soak_saturated")) or 0)
-    failed = stalls if of_stalls else turns - int(_num(summary.get("replies")) or 0)
-    if not stalls or 2 * during < failed:
+    stalls = int(_num(drift.get("stalls_while_soak_saturated")) or 0)
+    first = int(_num(drift.get("first_token_timeouts_while_soak_saturated")) or 0)
+    during, failed, noun = {
+        "stalls": (stalls, summary.get("stalls"), "stalls"),
+        "first_token_timeouts": (
+            first,
+            summary.get("first_token_timeouts"),
+            "first-token timeouts",
+        ),
+        "replies": (stalls + first, turns - int(_num(summary.get("replies")) or 0), "failed turns"),
+    }[field]
+    failed = int(_num(failed) or 0)
+    if not during or 2 * during < failed:
         return None
     return (
-        f"{during:,} of its {stalls:,} stalls fell while soak's own load process was "
+        f"{during:,} of its {failed:,} {noun} timed out while soak's own load process was "
         "saturated (over 90% CPU or 0.5 s of loop lag), so they may be soak's; run with "
         "more load workers (--workers) or fewer users per worker"
     )

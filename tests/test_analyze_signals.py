@@ -266,4 +266,4 @@ def test_stalls_while_soak_was_saturated_are_not_blamed_on_the_target(
     assert statuses["stalls.count"] == ("inconclusive" if saturated else "fail")
     if saturated:
         message = next(c for c in summary["criteria"] if c["name"] == "stalls.count")["message"]
-        assert "fell while soak's own load process was saturated" in message
+        assert "timed out while soak's own load process was saturated" in message

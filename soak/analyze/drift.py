@@ -88,7 +88,7 @@ def analyze_drift(
             - np.nan_to_num(chats["interval_s"].to_numpy(dtype=float)) / 2
         )
         where = np.clip((middle // width).astype(int), 0, bins - 1)
-        for name in ("stall", "disconnect", "error", "turns"):
+        for name in ("stall", "first_token_timeout", "disconnect", "error", "turns"):
             table[name] = np.bincount(where, chats[name].to_numpy(dtype=float), bins)
         table["ttft_p95_s"] = _hist_quantile(chats["ttft_hist"], where, bins, 0.95)
         ping = _hist_quantile(chats["ping_hist"], where, bins, 0.99)
@@ -97,7 +97,7 @@ def analyze_drift(
             table["ping_excess_s"] = ping - np.nanmin(ping)
             signals.append("ping_excess_s")
     else:
-        for name in ("stall", "disconnect", "error", "turns"):
+        for name in ("stall", "first_token_timeout", "disconnect", "error", "turns"):
             table[name] = 0.0
         table["ttft_p95_s"] = np.nan
     table["soak_saturated"] = _overlaps(table, saturated)
@@ -167,6 +167,9 @@ def _summary(
         "stalls_after_drift": int(stalls[near].sum()),
         "near_drift_share": float(near.mean()) if len(near) else None,
         "stalls_while_soak_saturated": int(stalls[saturated].sum()),
+        "first_token_timeouts_while_soak_saturated": int(
+            table["first_token_timeout"].to_numpy(dtype=float)[saturated].sum()
+        ),
         "reply_timeout_s": reply_timeout_s,
         "worst": [_row(row) for row in worst.to_dict("records")],
     }
