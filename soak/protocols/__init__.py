@@ -2,9 +2,10 @@
 
 An adapter connects to a target and returns a `Conversation`; the shared
 `run_turn` drives one turn over any conversation and classifies its outcome.
-No module here imports locust or gevent: adapters use blocking clients
-(`websockets.sync.client`, python-socketio's client, requests) that become
-cooperative once the load process has monkey-patched the standard library.
+No module here imports locust or gevent: adapters use blocking clients (soak's own
+small WebSocket client on websockets' Sans-I/O protocol, soak.protocols.wsjson;
+python-socketio's client; requests) that become cooperative once the load process has
+monkey-patched the standard library.
 """
 
 from soak.protocols.base import (
