@@ -77,7 +77,7 @@ def test_writes_all_files_and_plots(report) -> None:
     names = {path.stem for path in report.plot_paths}
     assert names == {
         "threads", "thread_families", "rss", "cpu", "fds", "drift", "health", "latency",
-        "outcomes", "soak",
+        "throughput", "outcomes", "soak",
     }  # fmt: skip
     assert all(path.read_bytes().startswith(b"\x89PNG") for path in report.plot_paths)
 

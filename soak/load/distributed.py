@@ -20,11 +20,10 @@ from typing import Any
 
 import gevent
 import gevent.event
-import locust.runners
-from locust import argument_parser
 from locust.env import Environment
 from locust.runners import MasterRunner, WorkerRunner
 
+from soak.load.locust_compat import default_options, set_worker_report_interval, worker_ids
 from soak.load.monitor import GeneratorMonitor, process_id
 from soak.load.record import ChatRecorder
 from soak.load.users import ChatSettings, user_classes
@@ -45,9 +44,7 @@ DEFAULT_MASTER_PORT = 5557
 def master_options() -> Namespace:
     """Locust's default options (no config files, no LOCUST_* variables) with rebalancing
     on, so a worker that joins a running master gets its share of the users."""
-    parser = argument_parser.get_empty_argument_parser()
-    argument_parser.setup_parser_arguments(parser)
-    options = parser.parse_args(args=[], config_file_contents="", env_vars={})
+    options = default_options()
     options.enable_rebalancing = True
     return options
 
@@ -132,7 +129,7 @@ class MasterSide:
 
     def collect_finals(self, timeout: float = FINAL_REPORT_TIMEOUT_S) -> None:
         """Ask every worker to stop its users and send what it has; wait for all answers."""
-        expected = {client.id for client in self.runner.clients.all}
+        expected = worker_ids(self.runner)
         self.runner.send_message("soak_flush")
         deadline = time.monotonic() + timeout
         while not expected <= set(self.finals) and time.monotonic() < deadline:
@@ -152,7 +149,7 @@ class WorkerSide:
         self.recorder: ChatRecorder | None = None
         self.monitor: GeneratorMonitor | None = None
         self.samples: list[dict[str, Any]] = []
-        locust.runners.WORKER_REPORT_INTERVAL = REPORT_EVERY_S
+        set_worker_report_interval(REPORT_EVERY_S)
         runner.register_message("soak_profile", self._on_profile)
         runner.register_message("soak_flush", self._on_flush)
 

@@ -25,6 +25,7 @@ from locust import LoadTestShape
 from locust.env import Environment
 
 from soak.load.distributed import MasterSide, WorkerSide, master_options
+from soak.load.locust_compat import master_port, stop_shape, version_note, worker_main
 from soak.load.monitor import GeneratorMonitor
 from soak.load.record import ChatRecorder
 from soak.load.shapes import IDLE, Step, plan
@@ -118,7 +119,7 @@ def run_load(
                 runner, recorder, profile, generator.write, events.write, bool(web_port)
             )
             expected = max(workers, 1)
-            port = runner.server.port
+            port = master_port(runner)
             event("workers", f"master on {host}:{port} waiting for {expected} worker(s)",
                   workers=expected, port=port)  # fmt: skip
             if not master.wait_for_workers(expected, WORKERS_TIMEOUT_S, stop):
@@ -150,10 +151,11 @@ def run_load(
         flusher = gevent.spawn(flush_every, load["interval"])
         targets_text = ", ".join(names)
         log.info("load: %s shape, up to %d users on %s", load["shape"], load["users"], targets_text)
+        if note := version_note():
+            log.warning(note)
         runner.start_shape()
         stop.wait(load["duration"] + load["idle_after"])
-        if runner.shape_greenlet is not None:
-            runner.shape_greenlet.kill(block=True)
+        stop_shape(runner)
         if master is not None:
             master.collect_finals()
         runner.quit()
@@ -185,7 +187,7 @@ def run_worker(master_host: str, master_port: int) -> int:
         return EXIT_NO_WORKERS
     WorkerSide(env, runner)
     log.info("worker connected to %s:%d", master_host, master_port)
-    done = gevent.spawn(runner.greenlet.join)
+    done = gevent.spawn(worker_main(runner).join)
     while not done.ready():
         if stop.wait(1.0):
             runner.quit()

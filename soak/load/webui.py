@@ -20,6 +20,7 @@ import gevent
 from locust.env import Environment
 from locust.stats import RequestStats
 
+from soak.load.locust_compat import per_second_counters, stats_history
 from soak.load.record import ChatRecorder
 from soak.protocols.turn import OK, TurnResult
 
@@ -53,11 +54,10 @@ def bridge_turns_to_locust(env: Environment, recorder: ChatRecorder) -> None:
 def trim_stats(stats: RequestStats, keep_s: int = KEEP_SECONDS, now: float | None = None) -> None:
     """Drop Locust's per-second counters older than `keep_s` seconds."""
     cutoff = int(now or time.time()) - keep_s
-    for entry in (stats.total, *stats.entries.values()):
-        for per_second in (entry.num_reqs_per_sec, entry.num_fail_per_sec):
-            for second in [s for s in per_second if s < cutoff]:
-                del per_second[second]
-    del stats.history[:-100]
+    for per_second in per_second_counters(stats):
+        for second in [s for s in per_second if s < cutoff]:
+            del per_second[second]
+    del stats_history(stats)[:-100]
 
 
 def start_web_ui(env: Environment, port: int) -> gevent.Greenlet:
