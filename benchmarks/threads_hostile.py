@@ -32,7 +32,7 @@ from pathlib import Path
 
 from report_7day import Measured, measure
 
-from soak.rundir import MAX_FAMILIES, PROCESS, THREADS, THREADS_OTHER, RunDir
+from soak.rundir import PROCESS, THREADS, FamilyCap, RunDir
 
 STARTED_AT = 1_795_000_000.0
 
@@ -61,15 +61,13 @@ def churning(threads: int) -> Families:
 
 
 def capped(families: Families) -> Families:
-    """`families` as the collector stores them: the first MAX_FAMILIES seen, then other."""
-    kept: set[str] = set()
+    """`families` as the collector stores them (soak.rundir.FamilyCap)."""
+    cap = FamilyCap()
 
     def bounded(sample: int) -> dict[str, int]:
         out: Counter[str] = Counter()
         for family, count in families(sample).items():
-            if family not in kept and len(kept) < MAX_FAMILIES:
-                kept.add(family)
-            out[family if family in kept else THREADS_OTHER] += count
+            out[cap(family)] += count
         return dict(out)
 
     return bounded

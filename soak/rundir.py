@@ -55,6 +55,26 @@ HEALTH = "health.jsonl"
 #: threads of families first seen after that many others count as THREADS_OTHER.
 MAX_FAMILIES = 64
 THREADS_OTHER = "other"
+
+
+class FamilyCap:
+    """The family a threads.jsonl record counts a thread under: its own for the first
+    MAX_FAMILIES families seen, THREADS_OTHER after; `capped` once that happened."""
+
+    def __init__(self) -> None:
+        self.kept: set[str] = set()
+        self.capped = False
+
+    def __call__(self, family: str) -> str:
+        if family in self.kept:
+            return family
+        if len(self.kept) < MAX_FAMILIES:
+            self.kept.add(family)
+            return family
+        self.capped = True
+        return THREADS_OTHER
+
+
 #: Event kind: the target's port (or pattern) now leads to a different program.
 TARGET_REPLACED = "target_replaced"
 #: Room kept on the disk while a run goes, freed to record its end when the disk fills up.

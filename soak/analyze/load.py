@@ -35,10 +35,9 @@ from soak.rundir import (
     EVENTS,
     GENERATOR,
     HEALTH,
-    MAX_FAMILIES,
     PROCESS,
     THREADS,
-    THREADS_OTHER,
+    FamilyCap,
     RunDir,
     TargetInfo,
     flatten_into,
@@ -520,14 +519,12 @@ def _threads(chunks: Iterable[list[dict[str, Any]]]) -> tuple[pd.DataFrame, pd.D
     new name every thread, stays a bounded frame.
     """
     samples, families = [], []
-    kept: set[str] = set()
+    cap = FamilyCap()
 
     def bounded(counts: dict[str, Any]) -> dict[str, Any]:
         out: dict[str, Any] = {}
         for family, count in counts.items():
-            if family not in kept and len(kept) < MAX_FAMILIES:
-                kept.add(family)
-            key = family if family in kept else THREADS_OTHER
+            key = cap(family)
             out[key] = out.get(key, 0) + count if isinstance(count, int | float) else count
         return out
 

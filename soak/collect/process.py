@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 
 import psutil
 
-from soak.rundir import MAX_FAMILIES, THREADS_OTHER
+from soak.rundir import FamilyCap
 
 _DIGITS = re.compile(r"\d+")
 #: A word of hex digits with a digit in it (a hash, a uuid part, an address): one id.
@@ -61,8 +61,7 @@ class ThreadNames:
 
     def __init__(self, pid: int) -> None:
         self.pid = pid
-        self.capped = False
-        self._kept: set[str] = set()
+        self._cap = FamilyCap()
         self._family_of: dict[str, str] = {}
         self._census: dict[str, str] = {}
         self._census_alive: frozenset[str] = frozenset()
@@ -109,16 +108,12 @@ class ThreadNames:
                 family = self._family(tid, name.strip())
             current[tid] = family
         self._family_of = current
-        return dict(sorted(Counter(map(self._bounded, current.values())).items()))
+        return dict(sorted(Counter(map(self._cap, current.values())).items()))
 
-    def _bounded(self, family: str) -> str:
-        if family in self._kept:
-            return family
-        if len(self._kept) < MAX_FAMILIES:
-            self._kept.add(family)
-            return family
-        self.capped = True
-        return THREADS_OTHER
+    @property
+    def capped(self) -> bool:
+        """Whether a family beyond MAX_FAMILIES was counted as THREADS_OTHER."""
+        return self._cap.capped
 
     def _family(self, tid: str, comm: str) -> str:
         python = self._census.get(tid)
