@@ -23,6 +23,7 @@ from typing import Any
 
 import psutil
 
+from soak.collect.chat_metrics import ChatMetrics
 from soak.collect.forensics import (
     CensusError,
     Forensics,
@@ -49,6 +50,7 @@ from soak.collect.process import (
 )
 from soak.limits import read_limits
 from soak.rundir import (
+    CHATS,
     EVENTS,
     HEALTH,
     MAX_FAMILIES,
@@ -448,6 +450,8 @@ class Collector:
         self.metrics = Metrics(metrics_port, self.settings.loop_lag_field) if metrics_port else None
         self._events_out = JsonlWriter(self.run.file(EVENTS))
         self.events = Events(self._events_out)
+        if self.metrics:  # what the load process records, beside what is sampled here
+            self.metrics.serve_also(ChatMetrics(self.run.file(CHATS), self._chats_problem))
         targets = profile["targets"]
         self.watches = [
             TargetWatch(t, self.run, self.events, self.settings, self.metrics) for t in targets
@@ -472,6 +476,9 @@ class Collector:
             )
             loops.append(("forensics", self.settings.interval, forensics.tick))
         return loops
+
+    def _chats_problem(self, message: str) -> None:
+        self.events.error("chat metrics", message)
 
     def _pyspy_problem(self, message: str, target: str | None) -> None:
         self.events.error(f"pyspy {target}", message, target)

@@ -61,11 +61,11 @@ class Metrics:
         self._health: dict[str, dict[str, Any]] = {}
         self._up: dict[str, bool] = {}
         self._restarts: dict[str, int] = {}
-        registry = CollectorRegistry(auto_describe=False)
-        registry.register(self)
+        self._registry = CollectorRegistry(auto_describe=False)
+        self._registry.register(self)
         try:
             self._server, self._thread = start_http_server(
-                port, addr="127.0.0.1", registry=registry
+                port, addr="127.0.0.1", registry=self._registry
             )
         except OSError as exc:
             raise RunError(
@@ -73,6 +73,11 @@ class Metrics:
                 "choose another --metrics-port."
             ) from None
         self.port = self._server.server_address[1]
+
+    def serve_also(self, source: Any) -> None:
+        """Serve the metric families of `source` (an object whose `collect()` yields them
+        on every scrape, such as soak.collect.chat_metrics.ChatMetrics) beside these."""
+        self._registry.register(source)
 
     # -- updates from the collector threads ---------------------------------------------
     def process(self, target: str, record: dict[str, Any]) -> None:
