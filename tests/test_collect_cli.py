@@ -14,9 +14,11 @@ import psutil
 import pytest
 
 from soak.errors import ProfileError, RunError
+from soak.load.record import ChatRecorder  # imports neither locust nor gevent
 from soak.profile import apply_overrides, profile_from_mapping
+from soak.protocols.turn import TurnResult
 from soak.run import preflight
-from soak.rundir import PROCESS, RunDir
+from soak.rundir import CHATS, PROCESS, JsonlWriter, RunDir
 
 pytestmark = pytest.mark.e2e
 
@@ -152,16 +154,37 @@ def test_collect_spawn_that_dies_at_start_is_a_clear_error(tmp_path):
 
 
 def test_soak_run_spawns_its_target_samples_it_and_stops_it(tmp_path):
-    port = free_port()
+    """...and serves its chat metrics (from chats.jsonl) beside the process ones."""
+    pytest.importorskip("prometheus_client")
+    port, metrics_port = free_port(), free_port()
     profile = tmp_path / "short.toml"
-    profile.write_text('[load]\nthink_time = "0.2s"\n[collector]\ninterval = "0.5s"\n')
-    result = soak(
-        "run", str(profile), "--target", f"ws://127.0.0.1:{port}/ws",
-        "--spawn", f"{sys.executable} -m soak.target --port {port} --patched",
-        "--users", "2", "--duration", "3s", "--out", str(tmp_path / "out"), "--no-report",
-        timeout=120,
+    profile.write_text(
+        '[load]\nthink_time = "0.2s"\ninterval = "1s"\n[collector]\ninterval = "0.5s"\n'
+    )
+    run_proc = subprocess.Popen(
+        [
+            sys.executable, "-m", "soak", "run", str(profile),
+            "--target", f"ws://127.0.0.1:{port}/ws",
+            "--spawn", f"{sys.executable} -m soak.target --port {port} --patched",
+            "--users", "2", "--duration", "6s", "--out", str(tmp_path / "out"), "--no-report",
+            "--metrics-port", str(metrics_port),
+        ],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
-    assert result.returncode == 0, result.stdout + result.stderr
+    try:
+        scraped = {}
+
+        def chatted() -> bool:
+            scraped.update(chat_samples(metrics_port))
+            return ok_turns(scraped) > 0
+
+        wait_for(chatted, 60)
+        stdout, stderr = run_proc.communicate(timeout=120)
+    finally:
+        if run_proc.poll() is None:
+            run_proc.kill()
+            run_proc.communicate()
+    assert run_proc.returncode == 0, stdout + stderr
     (run_path,) = (tmp_path / "out").iterdir()
     run = RunDir(run_path)
     spawned = run.manifest()["targets"][0]["pid"]
@@ -172,14 +195,48 @@ def test_soak_run_spawns_its_target_samples_it_and_stops_it(tmp_path):
         in (run.target_dir("t1") / "stdout.log").read_text()
         + (run.target_dir("t1") / "stderr.log").read_text()
     )
-    assert sum(c["outcomes"]["ok"] for c in run.records("chats.jsonl")) > 0
+    recorded = sum(c["outcomes"]["ok"] for c in run.records("chats.jsonl"))
+    assert 0 < ok_turns(scraped) <= recorded
+    assert scraped[("soak_chat_ttft_seconds_count", "t1")] <= ok_turns(scraped)
+    assert scraped[("soak_target_threads", "t1")] >= 1
+
+
+def chat_samples(port: int) -> dict[tuple[str, str], float]:
+    """{(sample name, target): value} of one scrape, of the samples labelled by target alone
+    (ok turns as soak_chat_turns_ok); {} while nothing answers."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(f"http://127.0.0.1:{port}/metrics", timeout=2) as response:
+            text = response.read().decode()
+    except OSError:
+        return {}
+    samples = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            name, labels = sample.name, dict(sample.labels)
+            if name == "soak_chat_turns_total" and labels.pop("outcome", None) == "ok":
+                name = "soak_chat_turns_ok"
+            if list(labels) == ["target"]:
+                samples[(name, labels["target"])] = sample.value
+    return samples
+
+
+def ok_turns(samples: dict[tuple[str, str], float], target: str = "t1") -> float:
+    return samples.get(("soak_chat_turns_ok", target), 0.0)
 
 
 def test_collector_process_serves_metrics_for_soak_run(tmp_path):
-    """`soak run --metrics-port` passes the port to the collector process: scrape that."""
+    """`soak run --metrics-port` passes the port to the collector process: scrape that,
+    chat metrics included (from the chats.jsonl the load process appends to)."""
     pytest.importorskip("prometheus_client")
     port = free_port()
     profile = {"targets": [{"name": "me", "pid": psutil.Process().pid}], "collector": {}}
+    chats = JsonlWriter(tmp_path / CHATS)
+    recorder = ChatRecorder(["me"], chats.write, None)
+    play_turns(recorder, "me", 4)
+    recorder.flush()
     collector = subprocess.Popen(
         [sys.executable, "-m", "soak.collect", "--run-dir", str(tmp_path), "--metrics-port",
          str(port)],
@@ -188,26 +245,36 @@ def test_collector_process_serves_metrics_for_soak_run(tmp_path):
     collector.stdin.write(json.dumps(profile))
     collector.stdin.close()
     try:
-        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-        text = ""
+        samples = {}
 
         def scraped() -> bool:
-            nonlocal text
-            try:
-                with opener.open(f"http://127.0.0.1:{port}/metrics", timeout=2) as response:
-                    text = response.read().decode()
-            except OSError:
-                return False
-            return 'soak_target_up{target="me"} 1.0' in text
+            samples.update(chat_samples(port))
+            return samples.get(("soak_target_up", "me")) == 1.0
 
         wait_for(scraped)
+        first = ok_turns(samples, "me")
+        play_turns(recorder, "me", 3)  # the load process appends an interval
+        recorder.flush()
+        wait_for(lambda: scraped() and ok_turns(samples, "me") == 7)
     finally:
+        chats.close()
         collector.send_signal(signal.SIGTERM)
         collector.wait(timeout=30)
         err = collector.stderr.read()
         collector.stderr.close()
     assert collector.returncode == 0, err
-    assert "soak_target_rss_bytes" in text
+    assert first == 4
+    assert samples[("soak_chat_ttft_seconds_count", "me")] == 7
+    assert ("soak_target_rss_bytes", "me") in samples
+
+
+def play_turns(recorder: ChatRecorder, target: str, ok: int) -> None:
+    """`ok` ok turns (TTFT 50 ms, reply 300 ms) as chat users report them."""
+    for _ in range(ok):
+        recorder.turn_started(target)
+        result = TurnResult(request_id="r", tokens=3, frames=4)
+        result.ttft_s, result.reply_s = 0.05, 0.3
+        recorder.turn_finished(target, result, "s")
 
 
 def test_collect_without_any_target_says_how_to_give_one(tmp_path):
