@@ -1,25 +1,34 @@
 """Chat metrics on the collector's /metrics: chats.jsonl as the load process writes it
 (soak.load.record.ChatRecorder, which imports neither locust nor gevent), followed by a
-real Metrics server and scraped over HTTP."""
+real Metrics server and scraped over HTTP; and the shipped Grafana dashboard asks only
+for metrics that soak serves."""
 
 import json
+import os
+import re
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
+from pathlib import Path
 
 import pytest
 
 from soak.collect.chat_metrics import LE_BUCKETS, ChatMetrics, JsonlTail
+from soak.collect.collector import Collector
 from soak.collect.metrics import Metrics
 from soak.load.record import ChatRecorder
 from soak.protocols.turn import DISCONNECT, STALL, TurnResult
 from soak.rundir import CHATS, JsonlWriter
+from tests.servers import http_server
 
 text_string_to_metric_families = pytest.importorskip(
     "prometheus_client.parser"
 ).text_string_to_metric_families
+
+DASHBOARD = Path(__file__).resolve().parent.parent / "soak" / "dashboards" / "grafana-soak.json"
 
 
 def test_the_recorder_and_the_chat_metrics_import_neither_gevent_nor_locust():
@@ -214,3 +223,74 @@ def test_recorded_histograms_land_in_the_prometheus_bucket_of_their_latency(tmp_
     for seconds in latencies:
         expected[next((i for i, le in enumerate(LE_BUCKETS) if seconds <= le), -1)] += 1
     assert buckets == expected
+
+
+# --- the dashboard -------------------------------------------------------------------------
+def dashboard_exprs(dashboard: dict) -> list[tuple[str, str]]:
+    """(panel title, expr) of every query of every panel (rows included) and of every
+    template variable."""
+    found = []
+    for panel in dashboard["panels"]:
+        for inner in [panel, *panel.get("panels", [])]:
+            found += [(inner["title"], t["expr"]) for t in inner.get("targets", [])]
+    for variable in dashboard["templating"]["list"]:
+        found.append((f"${variable['name']}", variable["query"]["query"]))
+    return found
+
+
+def test_the_dashboard_asks_only_for_metrics_soak_serves(tmp_path):
+    """Every metric name in every panel's query is in a real scrape of a real collector
+    (its own process as the target, a /health with a loop lag, chats recorded)."""
+    body = b'{"status": "ok", "diagnostics": {"loop_lag_ms": 3.5}}'
+
+    def respond(handler):
+        handler.send_response(200)
+        handler.send_header("Content-Type", "application/json")
+        handler.send_header("Content-Length", str(len(body)))
+        handler.end_headers()
+        handler.wfile.write(body)
+
+    with JsonlWriter(tmp_path / CHATS) as writer:
+        recorder = ChatRecorder(["app"], writer.write, None)
+        play(recorder, "app", ok=3, stalls=1)
+        recorder.flush()
+    port = free_port()
+    with http_server(respond) as url:
+        profile = {
+            "targets": [{"name": "app", "pid": os.getpid(), "health": url}],
+            "collector": {
+                "interval": 0.2,
+                "health_interval": 0.2,
+                "detail_interval": 0.2,
+                "loop_lag_field": "diagnostics.loop_lag_ms",
+                "python_threads": False,
+            },
+        }
+        stop = threading.Event()
+        collector = Collector(tmp_path, profile, metrics_port=port)
+        thread = threading.Thread(target=collector.run_until, args=(stop,))
+        thread.start()
+        try:
+            deadline = time.monotonic() + 20
+            while True:
+                samples = scrape(port)
+                names = {name for name, _ in samples}
+                if {"soak_health_loop_lag_seconds", "soak_target_sockets"} <= names:
+                    break
+                assert time.monotonic() < deadline, sorted(names)
+                time.sleep(0.2)
+        finally:
+            stop.set()
+            thread.join(10)
+    assert value(samples, "soak_chat_turns_total", target="app", outcome="stall") == 1
+
+    dashboard = json.loads(DASHBOARD.read_text())
+    assert [i["name"] for i in dashboard["__inputs"]] == ["DS_PROMETHEUS"]
+    exprs = dashboard_exprs(dashboard)
+    assert len(exprs) >= 10
+    for title, expr in exprs:
+        used = set(re.findall(r"\bsoak_[a-z0-9_]+", expr))
+        assert used, f"{title}: {expr} asks for no soak metric"
+        assert used <= names, f"{title}: {sorted(used - names)} are not served"
+    panels = [p for p in dashboard["panels"] if p["type"] != "row"]
+    assert all(p["datasource"]["uid"] == "${DS_PROMETHEUS}" for p in panels)

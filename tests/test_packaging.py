@@ -1,6 +1,7 @@
 """The wheel is what `pip install soak` (or pipx) gets: it must carry the ready profiles,
 and soak must find them outside a clone."""
 
+import json
 import subprocess
 import sys
 import sysconfig
@@ -28,6 +29,14 @@ def test_the_wheel_carries_every_ready_profile(wheel):
     shipped = {Path(n).name for n in names if "/data/share/soak/profiles/" in n}
     assert shipped == {p.name for p in (REPO / "profiles").glob("*.toml")}
     assert not any(n.startswith("profiles/") for n in names)  # not a top-level package
+
+
+def test_the_wheel_carries_the_grafana_dashboard(wheel):
+    """The dashboard for --metrics-port ships as package data, importable from anywhere."""
+    archive = zipfile.ZipFile(wheel)
+    shipped = json.loads(archive.read("soak/dashboards/grafana-soak.json"))
+    assert shipped == json.loads((REPO / "soak" / "dashboards" / "grafana-soak.json").read_text())
+    assert [i["name"] for i in shipped["__inputs"]] == ["DS_PROMETHEUS"]
 
 
 def test_an_installed_soak_finds_its_profiles_outside_a_clone(wheel, tmp_path):
