@@ -15,7 +15,7 @@ import tempfile
 import traceback
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -30,6 +30,9 @@ from soak.rundir import (
     RunDir,
     storage_error,
 )
+
+if TYPE_CHECKING:
+    from soak.model import RunSummary
 
 app = typer.Typer(
     name="soak",
@@ -564,7 +567,7 @@ def _report_and_print(run_dir: Path, out: Path | None = None) -> int:
     return result.exit_code
 
 
-def verdict_table(summary: dict[str, Any]) -> str:
+def verdict_table(summary: RunSummary) -> str:
     """A plain-text verdict table: one row per target with why (failed criteria, or what
     keeps it inconclusive); notes on the warm-up and default criteria below."""
     from soak.report.numbers import verdict_rows
@@ -574,10 +577,10 @@ def verdict_table(summary: dict[str, Any]) -> str:
     widths = [max(len(row[i]) for row in rows) for i in range(2)]
     lines = [f"{row[0]:<{widths[0]}}  {row[1]:<{widths[1]}}  {row[2]}" for row in rows]
     lines.insert(1, "-" * min(max(len(line) for line in lines), 80))
-    if summary.get("criteria_source") == "default":
+    if summary.criteria_source == "default":
         lines.append("note: the profile has no criteria; soak's default criteria judged it")
-    if summary.get("warmup_note"):
-        lines.append(f"note: {summary['warmup_note']}")
+    if summary.warmup_note:
+        lines.append(f"note: {summary.warmup_note}")
     return "\n".join(lines)
 
 

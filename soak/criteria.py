@@ -5,7 +5,9 @@ Examples: ``threads.growth_per_hour < 100``, ``stalls.count == 0``, ``ttft.p95 <
 ``health.diagnostics.thread_count.max < 200``. Time metrics take durations ("2s",
 "250ms", a quoted "2s", or a bare number of seconds); rates (count / turns) take a
 fraction or a percentage; hours-to-limit take hours or a duration ("7d"). A check reads
-one target's entry of summary.json and says, with numbers, what it found.
+one target's summary (soak.model.TargetSummary) and says, with numbers, what it found.
+Each kind of metric is a class (growth, per unit of work, hours to limit, level, count,
+rate, time, percent, points, /health field); METRICS is derived from the summary model.
 
 Per-target overrides (profile `[criteria.targets.NAME]`): `checks` replace the general
 checks on the same metrics and add the others; `skip` drops general checks by metric.
@@ -24,8 +26,29 @@ import operator
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, ClassVar
 
+from soak.formatting import (
+    PER_1K,
+    format_growth,
+    format_hours,
+    format_number,
+    format_rate,
+    format_seconds,
+    growth_sentence,
+    is_pair,
+    production_clause,
+)
+from soak.model import (
+    OUTCOME_COUNTS,
+    SERIES_NOUNS,
+    SERIES_UNITS,
+    CheckResult,
+    HealthField,
+    Section,
+    SeriesSummary,
+    TargetSummary,
+)
 from soak.units import DURATION_HINT, format_duration, parse_duration
 
 PASS, FAIL, SKIPPED, INCONCLUSIVE = "pass", "fail", "skipped", "inconclusive"
@@ -67,9 +90,6 @@ HEALTH_STATS = ("last", "min", "max", "mean", "p50", "p95", "p99", "growth_per_h
 HEALTH_PREFIX = "health."
 #: Keys of a per-target override table.
 OVERRIDE_KEYS = ("checks", "skip")
-_PER_1K = "per 1,000 replies"
-#: Counts said on their own, not as a share of the turns.
-_PLAIN_COUNTS = ("turns", "restarts", "replies", "chats_never_recovered")
 
 
 def capped_warmup(warmup_s: float, load_s: float, what: str = "load") -> tuple[float, str | None]:
@@ -86,229 +106,78 @@ def capped_warmup(warmup_s: float, load_s: float, what: str = "load") -> tuple[f
     return cap, note
 
 
-# --- numbers for people -------------------------------------------------------------
-def format_number(value: float) -> str:
-    """A number for people: thousands separators, about 3 significant digits."""
-    if value == int(value) and abs(value) < 1e15:
-        return f"{int(value):,}"
-    if abs(value) >= 1000:
-        return f"{value:,.0f}"
-    if abs(value) >= 0.01:
-        return f"{value:.3g}"
-    return f"{value:.1e}"
-
-
-def format_seconds(seconds: float) -> str:
-    """A latency for people: "2 s", "1.5 s", "120 ms", "3.27 ms"."""
-    if abs(seconds) >= 1:
-        return f"{format_number(seconds)} s"
-    return f"{format_number(seconds * 1000)} ms"
-
-
-def format_growth(per_hour: float, quantity: str = "") -> str:
-    """A growth rate per hour: "12/h", "35.2 MB/h"."""
-    return f"{format_number(per_hour)}{quantity}/h"
-
-
-def format_rate(per_hour: float, quantity: str = "", ci: Any = None) -> str:
-    """A growth rate in the unit people read best, with its 95% CI in the same unit:
-    "3.4/min (95% CI 3.1–3.7)" from 60/h up, else "12/h (95% CI 11–13)"."""
-    scale, unit = (60.0, "min") if abs(per_hour) >= 60 else (1.0, "h")
-    text = f"{format_number(per_hour / scale)}{quantity}/{unit}"
-    if _pair(ci):
-        text += f" (95% CI {format_number(ci[0] / scale)}–{format_number(ci[1] / scale)})"
-    return text
-
-
-def format_hours(hours: float) -> str:
-    """A time span in hours for people: "20 h", "3.5 days", "4.1 years"."""
-    if hours >= 2 * 8766:
-        return f"{format_number(round(hours / 8766, 1))} years"
-    if hours >= 48:
-        return f"{format_number(round(hours / 24, 1))} days"
-    return f"{format_number(round(hours, 1))} h"
-
-
-def _pair(value: Any) -> bool:
-    return (
-        isinstance(value, list | tuple)
-        and len(value) == 2
-        and all(isinstance(v, int | float) for v in value)
-    )
-
-
+# --- metrics ---------------------------------------------------------------------------
 def _num(value: Any) -> float | None:
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
     return float(value)
 
 
-# --- growth sentences ----------------------------------------------------------------
-@dataclass(frozen=True)
-class SeriesView:
-    """The numbers a growth sentence needs about one series (from one summary entry)."""
-
-    noun: str
-    verb: str
-    quantity: str
-    per_hour: float | None
-    ci: Any = None
-    trend: str | None = None
-    start: float | None = None
-    end: float | None = None
-    level_since_s: float | None = None
-    drops: int = 0
-    envelope: bool = False
-    per_1k: float | None = None
-    per_1k_ci: Any = None
-    per_connection: float | None = None
-    limit: float | None = None
-    limit_source: str | None = None
-    hours: float | None = None
-    production_hours: float | None = None
-    replies_per_day: float | None = None
-    restarts: int = 0
-
-
-def series_view(summary: Mapping[str, Any], key: str, mb: str, noun: str) -> SeriesView:
-    """The SeriesView of summary fields `{key}_*` (mb: "_mb" for memory, else "")."""
-    quantity = " MB" if mb else ""
-    return SeriesView(
-        noun=noun,
-        verb="grow" if noun.endswith("s") else "grows",
-        quantity=quantity,
-        per_hour=_num(summary.get(f"{key}_growth{mb}_per_hour")),
-        ci=summary.get(f"{key}_growth_ci{mb}_per_hour"),
-        trend=summary.get(f"{key}_trend"),
-        start=_num(summary.get(f"{key}_start{mb}")),
-        end=_num(summary.get(f"{key}_end{mb}")),
-        level_since_s=_num(summary.get(f"{key}_level_since_s")),
-        drops=int(summary.get(f"{key}_drops") or 0),
-        envelope=bool(summary.get(f"{key}_envelope")),
-        per_1k=_num(summary.get(f"{key}_growth{mb}_per_1k_replies")),
-        per_1k_ci=summary.get(f"{key}_growth_ci{mb}_per_1k_replies"),
-        per_connection=_num(summary.get(f"{key}_growth{mb}_per_connection")),
-        limit=_num(summary.get(f"{key}_limit{mb}")),
-        limit_source=summary.get(f"{key}_limit_source"),
-        hours=_num(summary.get(f"{key}_hours_to_limit")),
-        production_hours=_num(summary.get(f"{key}_hours_to_limit_at_replies_per_day")),
-        replies_per_day=_num(summary.get("replies_per_day")),
-        restarts=int(summary.get("restarts") or 0),
-    )
-
-
-def growth_sentence(view: SeriesView) -> str:
-    """What a series does: "threads grow 3.4/min (95% CI 3.1–3.7); 4,096 (threads-max)
-    reached in ~20 h", a plateau, or a sawtooth's teeth, with growth per unit of work."""
-    if view.per_hour is None:
-        return f"{view.noun}: no trend"
-    q = view.quantity
-    rate = format_rate(view.per_hour, q, view.ci)
-    if view.trend == "plateau" and view.start is not None and view.end is not None:
-        since = f" by +{format_duration(view.level_since_s)}" if view.level_since_s else ""
-        text = (
-            f"{view.noun} rose {format_number(view.start)} → {format_number(view.end)}{q}"
-            f"{since}, then held level: {rate} since"
-        )
-    else:
-        text = f"{view.noun} {view.verb} {rate}"
-    if view.envelope:
-        text += f", tooth by tooth (a sawtooth with {view.drops:,} drops)"
-    text += work_clause(view)
-    if view.hours is not None and view.limit is not None:
-        source = f" ({view.limit_source})" if view.limit_source else ""
-        text += f"; {format_number(view.limit)}{q}{source} reached in ~{format_hours(view.hours)}"
-    if view.restarts:
-        text += f", in the longest of {view.restarts + 1} process segments"
-    return text
-
-
-def work_clause(view: SeriesView) -> str:
-    """ "; 0.33 per 1,000 replies: at 2,000 replies a day, 4,096 in ~15 years" (or "")."""
-    if view.per_1k is None or view.trend in ("flat", "plateau"):
-        return ""
-    text = f"; {format_number(view.per_1k)}{view.quantity} {_PER_1K}"
-    if view.per_connection is not None:
-        text += f", {format_number(view.per_connection)}{view.quantity} per new connection"
-    return text + production_clause(view)
-
-
-def production_clause(view: SeriesView) -> str:
-    """ ": at 2,000 replies a day, 4,096 in ~15 years" when criteria.replies_per_day is set."""
-    if view.production_hours is None or not view.replies_per_day or view.limit is None:
-        return ""
-    return (
-        f": at {format_number(view.replies_per_day)} replies a day, "
-        f"{format_number(view.limit)}{view.quantity} in ~{format_hours(view.production_hours)}"
-    )
-
-
-# --- metrics ---------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Metric:
-    """A checkable number of a target summary.
+    """A checkable number of a target's summary: one subclass per kind of number.
 
-    kind: growth (per hour), per_work (per 1,000 replies or per connection), hours (time
-    to limit), level, count, rate (count / turns), time (s), percent, points (percentage
-    points of one core per 1,000 replies).
-    field: the summary key the value comes from (for a rate, the count's key).
-    quantity: the unit word appended to numbers in messages (" MB").
-    series: for growth, per_work and hours: (summary key prefix, "_mb" or "", noun).
-    chat: measured by soak's load, so a saturated load generator can distort it.
-    samples: the summary key counting the samples behind the value, and how many it needs.
+    section: the dotted attribute path of the summary section it reads ("chats",
+    "threads", "chats.ttft"); field: the attribute of that section. label: what the
+    number is, for people; unit: the unit of values and thresholds. chat: measured by
+    soak's load, so a saturated load generator can distort it.
     """
 
     name: str
+    section: str
     field: str
-    kind: str
     label: str
     unit: str
-    quantity: str = ""
-    series: tuple[str, str, str] | None = None
     chat: bool = False
-    samples: tuple[str, int] | None = None
 
-    def raw(self, summary: Mapping[str, Any]) -> Any:
-        """The summary entry behind the metric."""
-        return summary.get(self.field)
+    def part(self, summary: TargetSummary) -> Any:
+        """The summary section the metric reads."""
+        part: Any = summary
+        for attribute in self.section.split(".") if self.section else ():
+            part = getattr(part, attribute)
+        return part
 
-    def value(self, summary: Mapping[str, Any]) -> float | None:
-        """The metric's value in `unit`, or None when the summary does not have it.
+    def raw(self, summary: TargetSummary) -> Any:
+        """The summary value behind the metric."""
+        return getattr(self.part(summary), self.field)
 
-        A time to limit of a series that is not growing is infinite (it never gets there).
-        """
-        raw = _num(self.raw(summary))
-        if self.kind == "rate":
-            turns = _num(summary.get("turns")) or 0
-            return raw / turns if raw is not None and turns > 0 else None
-        if self.kind == "hours" and raw is None and self.series is not None:
-            key, mb, _ = self.series
-            growth = _num(summary.get(f"{key}_growth{mb}_per_hour"))
-            return math.inf if growth is not None and growth <= 0 else None
-        return raw
+    def value(self, summary: TargetSummary) -> float | None:
+        """The metric's value in `unit`, or None when the summary does not have it."""
+        return _num(self.raw(summary))
+
+    #: How a threshold ending in % scales (None: % is not accepted), and what to write.
+    percent_scale: ClassVar[float | None] = None
+    accepted: ClassVar[str] = ""
+
+    def threshold(self, expression: str, raw: str) -> float:
+        """The threshold `raw` of `expression` in `unit`; ValueError says what to write."""
+        scale, text = 1.0, raw
+        if text.endswith("%") and self.percent_scale is not None:
+            text, scale = text[:-1].strip(), self.percent_scale
+        try:
+            value = float(text) * scale
+        except ValueError:
+            value = float("nan")
+        if not math.isfinite(value):
+            accepted = self.accepted or (f"a number ({self.unit})" if self.unit else "a number")
+            raise ValueError(
+                f"criterion {expression!r} has threshold {raw!r}, which {self.name} cannot "
+                f"take; write {accepted}."
+            )
+        return value
 
     def format(self, value: float) -> str:
         """A value or threshold of this metric for people."""
-        if self.kind == "growth":
-            return format_growth(value, self.quantity)
-        if self.kind == "rate":
-            return f"{format_number(value * 100)}%"
-        if self.kind == "time":
-            return format_seconds(value)
-        if self.kind == "percent":
-            return f"{format_number(value)}%"
-        if self.kind == "hours":
-            return "never" if math.isinf(value) else format_hours(value)
-        if self.kind == "points":
-            return f"{format_number(value)} points {_PER_1K}"
-        if self.kind == "per_work":
-            return f"{format_number(value)}{self.quantity} {self.unit.split('/', 1)[1]}"
-        return f"{format_number(value)}{self.quantity}"
+        return format_number(value)
 
-    def describe(self, value: float, summary: Mapping[str, Any]) -> str:
+    def format_change(self, change: float) -> str:
+        """A difference between two values of this metric, for people."""
+        return self.format(change)
+
+    def describe(self, value: float, summary: TargetSummary) -> str:
         """What the value says, with the context a person needs to act on it."""
         text = self._describe(value, summary)
-        saturated = _num(summary.get("soak_saturated_percent"))
+        saturated = summary.soak_saturated_percent
         if self.chat and saturated:
             text += (
                 f" (soak itself was saturated for {format_number(saturated)}% of the run, "
@@ -316,129 +185,291 @@ class Metric:
             )
         return text
 
-    def _describe(self, value: float, summary: Mapping[str, Any]) -> str:
-        if self.series is not None:
-            view = series_view(summary, *self.series)
-            if self.kind == "growth":
-                return growth_sentence(view)
-            if self.kind == "hours":
-                return self._describe_hours(value, view)
-            text = f"{view.noun} {view.verb} {self.format(value)}"
-            ci = summary.get(self.field.replace("_growth", "_growth_ci"))
-            if _pair(ci):
-                text += f" (95% CI {format_number(ci[0])}–{format_number(ci[1])})"
-            return text + (production_clause(view) if self.field.endswith("_1k_replies") else "")
-        if self.kind in ("count", "rate"):
-            count = int(_num(self.raw(summary)) or 0)
-            turns = int(_num(summary.get("turns")) or 0)
-            if self.kind == "count" and self.field in _PLAIN_COUNTS:
-                return f"{count:,} {self.label}"
-            share = f" ({format_number(100 * count / turns)}%)" if turns else ""
-            return f"{count:,} {self.label} in {turns:,} turns{share}"
-        if self.kind == "percent":
-            samples = summary.get(self.field.replace("_percent", "_samples"))
-            basis = f" (median of {samples:,} samples)" if isinstance(samples, int) else ""
-            return f"{self.label} {self.format(value)} of one core{basis}"
-        if self.kind == "points":
-            early = _num(summary.get("idle_cpu_early_percent"))
-            late = _num(summary.get("idle_cpu_late_percent"))
-            span = (
-                f" ({format_number(early)}% → {format_number(late)}% of one core from the "
-                "first to the last idle period)"
-                if early is not None and late is not None
-                else ""
-            )
-            return f"{self.label} {format_number(value)} points {_PER_1K}{span}"
+    def _describe(self, value: float, summary: TargetSummary) -> str:
         return f"{self.label} {self.format(value)}"
 
-    def _describe_hours(self, value: float, view: SeriesView) -> str:
-        limit = f"{format_number(view.limit or 0)}{view.quantity}"
-        source = f" ({view.limit_source})" if view.limit_source else ""
-        if math.isinf(value):
-            rate = format_rate(view.per_hour or 0.0, view.quantity)
-            return f"{view.noun} are not growing ({rate}), so they never reach {limit}{source}"
-        rate = format_rate(view.per_hour or 0.0, view.quantity, view.ci)
-        return f"{view.noun} reach {limit}{source} in ~{format_hours(value)} at {rate}"
-
-    def ci(self, summary: Mapping[str, Any]) -> tuple[float, float] | None:
+    def ci(self, summary: TargetSummary) -> tuple[float, float] | None:
         """The 95% confidence interval of the value, for growth rates that have one."""
-        if self.kind == "growth" or (self.kind == "per_work" and "_1k_" in self.field):
-            ci = summary.get(self.field.replace("_growth", "_growth_ci", 1))
-            return (float(ci[0]), float(ci[1])) if _pair(ci) else None
         return None
 
-    def doubt(self, summary: Mapping[str, Any], passed: bool) -> str | None:
-        """Why a measured value is no evidence for a verdict (None: it is).
+    def doubt(self, summary: TargetSummary, passed: bool) -> str | None:
+        """Why a measured value is no evidence for a verdict (None: it is)."""
+        return None
 
-        Both ways for too few samples and for a trend fitted over too little of the load;
-        for a trend that cannot tell a plateau from a leak, and for a count of zero
-        problems in a handful of turns, only when it would pass / fail on weak grounds.
-        """
-        if self.series is not None:
-            key = self.series[0]
-            said = summary.get(f"{key}_doubt")
-            if said:
-                return str(said)
-            if summary.get(f"{key}_trend") == "undecided" and not passed:
-                return (
-                    f"{self.series[2]} rose, but the end of the load is too short or too "
-                    "noisy to tell a level that settles (a pool filling up, an allocator "
-                    "keeping its high-water mark) from one that keeps growing (a leak); "
-                    "run longer"
-                )
+    def unavailable(self, summary: TargetSummary) -> str:
+        """Why the value is missing, and what to change."""
+        part = self.part(summary)
+        said = part.why_missing(self.field) if isinstance(part, Section) else None
+        return said or "this run recorded no data for it"
+
+
+@dataclass(frozen=True)
+class SampledMetric(Metric):
+    """A statistic that needs `needed` samples (the section's `samples_field`) to say anything."""
+
+    samples_field: str = "samples"
+    needed: int = 1
+
+    def samples(self, summary: TargetSummary) -> int:
+        return int(_num(getattr(self.part(summary), self.samples_field, 0)) or 0)
+
+    def doubt(self, summary: TargetSummary, passed: bool) -> str | None:
+        count = self.samples(summary)
+        if self.needed and count < self.needed:
+            return (
+                f"only {count:,} samples behind it ({self.needed:,} needed for "
+                f"{self.name}); run longer"
+            )
+        return None
+
+
+@dataclass(frozen=True)
+class LevelMetric(Metric):
+    """A level of a process series: start (after the warm-up), end, max."""
+
+    quantity: str = ""
+
+    def format(self, value: float) -> str:
+        return f"{format_number(value)}{self.quantity}"
+
+
+@dataclass(frozen=True)
+class SeriesMetric(Metric):
+    """A trend number of a process series (the section is the series)."""
+
+    def series(self, summary: TargetSummary) -> SeriesSummary:
+        return self.part(summary)
+
+    def doubt(self, summary: TargetSummary, passed: bool) -> str | None:
+        """Both ways for a trend fitted over too little of the load; for a trend that
+        cannot tell a plateau from a leak only when it would fail on weak grounds."""
+        series = self.series(summary)
+        if series.doubt:
+            return series.doubt
+        if series.trend == "undecided" and not passed:
+            return (
+                f"{series.noun} rose, but the end of the load is too short or too noisy to "
+                "tell a level that settles (a pool filling up, an allocator keeping its "
+                "high-water mark) from one that keeps growing (a leak); run longer"
+            )
+        return None
+
+
+@dataclass(frozen=True)
+class GrowthMetric(SeriesMetric):
+    """Growth per hour of the verdict fit."""
+
+    def format(self, value: float) -> str:
+        return format_growth(value, self.series_quantity)
+
+    @property
+    def series_quantity(self) -> str:
+        return " MB" if self.unit.startswith("MB") else ""
+
+    def _describe(self, value: float, summary: TargetSummary) -> str:
+        return growth_sentence(self.series(summary), summary.restarts, summary.replies_per_day)
+
+    def ci(self, summary: TargetSummary) -> tuple[float, float] | None:
+        ci = self.series(summary).growth_ci_per_hour
+        return (float(ci[0]), float(ci[1])) if is_pair(ci) else None
+
+
+@dataclass(frozen=True)
+class PerWorkMetric(GrowthMetric):
+    """Growth per 1,000 ok replies or per new connection (`ci_field` when it has a CI)."""
+
+    ci_field: str | None = None
+
+    def format(self, value: float) -> str:
+        return f"{format_number(value)}{self.series_quantity} {self.unit.split('/', 1)[1]}"
+
+    def _describe(self, value: float, summary: TargetSummary) -> str:
+        series = self.series(summary)
+        text = f"{series.noun} {series.verb} {self.format(value)}"
+        ci = self.ci(summary)
+        if ci:
+            text += f" (95% CI {format_number(ci[0])}–{format_number(ci[1])})"
+        if self.ci_field:
+            text += production_clause(series, summary.replies_per_day)
+        return text
+
+    def ci(self, summary: TargetSummary) -> tuple[float, float] | None:
+        ci = getattr(self.series(summary), self.ci_field) if self.ci_field else None
+        return (float(ci[0]), float(ci[1])) if is_pair(ci) else None
+
+
+@dataclass(frozen=True)
+class HoursMetric(SeriesMetric):
+    """Hours until the growth reaches the series' limit; infinite when it is not growing."""
+
+    def threshold(self, expression: str, raw: str) -> float:
+        try:
+            return float(raw) if _is_number(raw) else parse_duration(raw) / 3600.0
+        except ValueError:
+            raise ValueError(
+                f"criterion {expression!r} has threshold {raw!r}; {self.name} is in hours, "
+                'so write a number of hours (168) or a duration ("7d").'
+            ) from None
+
+    def value(self, summary: TargetSummary) -> float | None:
+        series = self.series(summary)
+        if series.hours_to_limit is not None:
+            return float(series.hours_to_limit)
+        growth = series.growth_per_hour
+        return math.inf if growth is not None and growth <= 0 else None
+
+    def format(self, value: float) -> str:
+        return "never" if math.isinf(value) else format_hours(value)
+
+    def _describe(self, value: float, summary: TargetSummary) -> str:
+        series = self.series(summary)
+        q = series.quantity
+        limit = f"{format_number(series.limit or 0)}{q}"
+        source = f" ({series.limit_source})" if series.limit_source else ""
+        if math.isinf(value):
+            rate = format_rate(series.growth_per_hour or 0.0, q)
+            return f"{series.noun} are not growing ({rate}), so they never reach {limit}{source}"
+        rate = format_rate(series.growth_per_hour or 0.0, q, series.growth_ci_per_hour)
+        return f"{series.noun} reach {limit}{source} in ~{format_hours(value)} at {rate}"
+
+
+@dataclass(frozen=True)
+class CountMetric(Metric):
+    """A count; `plain` ones are said on their own, the others as a share of the turns."""
+
+    plain: bool = False
+
+    def _describe(self, value: float, summary: TargetSummary) -> str:
+        count, turns = int(_num(self.raw(summary)) or 0), summary.chats.count("turns")
+        if self.plain:
+            return f"{count:,} {self.label}"
+        share = f" ({format_number(100 * count / turns)}%)" if turns else ""
+        return f"{count:,} {self.label} in {turns:,} turns{share}"
+
+    def doubt(self, summary: TargetSummary, passed: bool) -> str | None:
+        if not self.chat:
             return None
-        turns = int(_num(summary.get("turns")) or 0)
-        if not passed and self.chat and self.field in ("stalls", "first_token_timeouts", "replies"):
+        turns = summary.chats.count("turns")
+        if not passed and self.field in _TIMEOUT_FIELDS:
             saturated = _saturated_timeouts(summary, turns, self.field)
             if saturated:
                 return saturated
-        weak_turns = (
-            f"only {turns:,} turns ended ({MIN_TURNS} needed for an outcome rate); run longer "
-            "or with more users"
-        )
-        if self.kind == "rate" and turns < MIN_TURNS:
-            return weak_turns
-        problems = self.kind == "count" and self.chat and self.field not in _PLAIN_COUNTS
-        if problems and passed and turns < MIN_TURNS:
-            return weak_turns
-        if self.samples is not None:
-            key, needed = self.samples
-            count = int(_num(summary.get(key)) or 0)
-            if count < needed:
-                return (
-                    f"only {count:,} samples behind it ({needed:,} needed for "
-                    f"{self.name}); run longer"
-                )
+        if not self.plain and passed and turns < MIN_TURNS:
+            return _weak_turns(turns)
         return None
 
-    def unavailable(self, summary: Mapping[str, Any]) -> str:
-        """Why the value is missing, and what to change."""
-        reasons = summary.get("unavailable") or {}
-        key = "turns" if self.kind == "rate" and self.raw(summary) is not None else self.field
-        if reasons.get(key):
-            return str(reasons[key])
-        if self.kind == "rate":
-            return "no turns ended for this target, so there is no rate; check that its load ran"
-        return "this run recorded no data for it"
+
+@dataclass(frozen=True)
+class RateMetric(CountMetric):
+    """A chat outcome count as a fraction of the turns ended."""
+
+    percent_scale: ClassVar[float | None] = 0.01
+    accepted: ClassVar[str] = "a fraction of turns (0.001) or a percentage (0.1%)"
+
+    def value(self, summary: TargetSummary) -> float | None:
+        return summary.chats.share(self.field)
+
+    def format(self, value: float) -> str:
+        return f"{format_number(value * 100)}%"
+
+    def format_change(self, change: float) -> str:
+        return f"{format_number(change * 100)} pp"
+
+    def doubt(self, summary: TargetSummary, passed: bool) -> str | None:
+        turns = summary.chats.count("turns")
+        said = super().doubt(summary, passed)
+        return said or (_weak_turns(turns) if turns < MIN_TURNS else None)
+
+    def unavailable(self, summary: TargetSummary) -> str:
+        if self.raw(summary) is None:
+            return super().unavailable(summary)
+        return "no turns ended for this target, so there is no rate; check that its load ran"
 
 
-def _saturated_timeouts(summary: Mapping[str, Any], turns: int, field: str) -> str | None:
+@dataclass(frozen=True)
+class TimeMetric(SampledMetric):
+    """A latency statistic (s)."""
+
+    def threshold(self, expression: str, raw: str) -> float:
+        try:
+            return parse_duration(raw)
+        except ValueError:
+            raise ValueError(
+                f"criterion {expression!r} has threshold {raw!r}, which is not a duration; "
+                f"{self.name} is a time, so write {DURATION_HINT}."
+            ) from None
+
+    def format(self, value: float) -> str:
+        return format_seconds(value)
+
+
+@dataclass(frozen=True)
+class PercentMetric(SampledMetric):
+    """CPU in percent of one core (a median of `needed` samples or more, when needed > 1)."""
+
+    percent_scale: ClassVar[float | None] = 1.0
+    accepted: ClassVar[str] = "a percentage (5 or 5%)"
+
+    def format(self, value: float) -> str:
+        return f"{format_number(value)}%"
+
+    def format_change(self, change: float) -> str:
+        return f"{format_number(change)} pp"
+
+    def _describe(self, value: float, summary: TargetSummary) -> str:
+        basis = ""
+        if self.needed > 1:
+            basis = f" (median of {self.samples(summary):,} samples)"
+        return f"{self.label} {self.format(value)} of one core{basis}"
+
+
+@dataclass(frozen=True)
+class PointsMetric(Metric):
+    """Idle CPU growth in percentage points of one core per 1,000 replies."""
+
+    def format(self, value: float) -> str:
+        return f"{format_number(value)} points {PER_1K}"
+
+    def _describe(self, value: float, summary: TargetSummary) -> str:
+        early, late = summary.cpu.idle_early_percent, summary.cpu.idle_late_percent
+        span = (
+            f" ({format_number(early)}% → {format_number(late)}% of one core from the "
+            "first to the last idle period)"
+            if early is not None and late is not None
+            else ""
+        )
+        return f"{self.label} {format_number(value)} points {PER_1K}{span}"
+
+
+#: Counts whose failure a saturated load generator can cause (its timers fire late).
+_TIMEOUT_FIELDS = ("stalls", "first_token_timeouts", "replies")
+
+
+def _weak_turns(turns: int) -> str:
+    return (
+        f"only {turns:,} turns ended ({MIN_TURNS} needed for an outcome rate); run longer "
+        "or with more users"
+    )
+
+
+def _saturated_timeouts(summary: TargetSummary, turns: int, field: str) -> str | None:
     """Why failing timeouts (stalls, first-token timeouts, or an ok rate they pull down) are
     no evidence: most of them fell while soak's own load process was saturated, when its
     timers may have fired late."""
-    drift = summary.get("drift") or {}
-    stalls = int(_num(drift.get("stalls_while_soak_saturated")) or 0)
-    first = int(_num(drift.get("first_token_timeouts_while_soak_saturated")) or 0)
+    drift, chats = summary.drift, summary.chats
+    stalls, first = (
+        drift.stalls_while_soak_saturated,
+        drift.first_token_timeouts_while_soak_saturated,
+    )
     during, failed, noun = {
-        "stalls": (stalls, summary.get("stalls"), "stalls"),
+        "stalls": (stalls, chats.count("stalls"), "stalls"),
         "first_token_timeouts": (
             first,
-            summary.get("first_token_timeouts"),
+            chats.count("first_token_timeouts"),
             "first-token timeouts",
         ),
-        "replies": (stalls + first, turns - int(_num(summary.get("replies")) or 0), "failed turns"),
+        "replies": (stalls + first, turns - chats.count("replies"), "failed turns"),
     }[field]
-    failed = int(_num(failed) or 0)
     if not during or 2 * during < failed:
         return None
     return (
@@ -455,42 +486,47 @@ class HealthMetric(Metric):
     path: str = ""
     stat: str = "max"
 
-    def raw(self, summary: Mapping[str, Any]) -> Any:
-        fields = summary.get("health_fields") or {}
-        entry = fields.get(self.path) if isinstance(fields, dict) else None
-        return entry.get(self.stat) if isinstance(entry, dict) else None
+    def entry(self, summary: TargetSummary) -> HealthField | None:
+        return summary.health.fields.get(self.path)
 
-    def ci(self, summary: Mapping[str, Any]) -> tuple[float, float] | None:
-        entry = (summary.get("health_fields") or {}).get(self.path) or {}
-        ci = entry.get("growth_ci_per_hour")
-        return (float(ci[0]), float(ci[1])) if self.kind == "growth" and _pair(ci) else None
+    def raw(self, summary: TargetSummary) -> Any:
+        entry = self.entry(summary)
+        return getattr(entry, self.stat) if entry is not None else None
 
-    def doubt(self, summary: Mapping[str, Any], passed: bool) -> str | None:
-        entry = (summary.get("health_fields") or {}).get(self.path) or {}
-        count = int(_num(entry.get("samples")) or 0)
-        if count < MIN_LEVEL_SAMPLES:
+    def format(self, value: float) -> str:
+        return format_growth(value) if self.stat == "growth_per_hour" else format_number(value)
+
+    def ci(self, summary: TargetSummary) -> tuple[float, float] | None:
+        entry = self.entry(summary)
+        ci = entry.growth_ci_per_hour if entry else None
+        return (
+            (float(ci[0]), float(ci[1])) if self.stat == "growth_per_hour" and is_pair(ci) else None
+        )
+
+    def doubt(self, summary: TargetSummary, passed: bool) -> str | None:
+        entry = self.entry(summary) or HealthField()
+        if entry.samples < MIN_LEVEL_SAMPLES:
             return (
-                f"only {count:,} /health samples carry {self.path} ({MIN_LEVEL_SAMPLES} "
+                f"only {entry.samples:,} /health samples carry {self.path} ({MIN_LEVEL_SAMPLES} "
                 "needed); run longer or poll /health more often (collector.health_interval)"
             )
-        if self.kind == "growth" and entry.get("trend") == "undecided" and not passed:
+        if self.stat == "growth_per_hour" and entry.trend == "undecided" and not passed:
             return (
                 f"/health {self.path} rose, but the last third of the run cannot tell a level "
                 "that settles from one that keeps growing; run longer"
             )
         return None
 
-    def _describe(self, value: float, summary: Mapping[str, Any]) -> str:
-        if self.kind == "growth":
-            entry = (summary.get("health_fields") or {}).get(self.path) or {}
-            trend = entry.get("trend")
-            rate = format_rate(value, "", entry.get("growth_ci_per_hour"))
+    def _describe(self, value: float, summary: TargetSummary) -> str:
+        if self.stat == "growth_per_hour":
+            entry = self.entry(summary) or HealthField()
+            rate = format_rate(value, "", entry.growth_ci_per_hour)
             said = f"/health {self.path} grows {rate}"
-            return f"{said} ({trend})" if trend and trend != "growing" else said
+            return f"{said} ({entry.trend})" if entry.trend and entry.trend != "growing" else said
         return f"/health {self.path} {self.stat} {self.format(value)}"
 
-    def unavailable(self, summary: Mapping[str, Any]) -> str:
-        fields = list(summary.get("health_fields") or {})
+    def unavailable(self, summary: TargetSummary) -> str:
+        fields = list(summary.health.fields)
         if self.path in fields:
             return f"the /health field {self.path!r} has no {self.stat} in this run"
         if not fields:
@@ -507,137 +543,136 @@ class HealthMetric(Metric):
         )
 
 
+def _series_metrics(name: str) -> list[Metric]:
+    """The metrics of one process series, named as criteria always named them
+    (`rss.growth_mb_per_hour`, `rss.end_mb`: MB series carry `_mb`)."""
+    noun, unit = SERIES_NOUNS[name], SERIES_UNITS[name] or name
+    mb = "_mb" if SERIES_UNITS[name] else ""
+    quantity = " MB" if mb else ""
+    metrics: list[Metric] = [
+        LevelMetric(f"{name}.{stat}{mb}", name, stat, f"{noun} {word}", unit, quantity=quantity)
+        for stat, word in (("max", "peaked at"), ("end", "ended at"), ("start", "started at"))
+    ]
+    return [
+        *metrics,
+        GrowthMetric(
+            f"{name}.growth{mb}_per_hour", name, "growth_per_hour", f"{noun} growth", f"{unit}/h"
+        ),
+        PerWorkMetric(
+            f"{name}.growth{mb}_per_1k_replies",
+            name,
+            "growth_per_1k_replies",
+            f"{noun} growth",
+            f"{unit}/{PER_1K}",
+            ci_field="growth_ci_per_1k_replies",
+        ),
+        PerWorkMetric(
+            f"{name}.growth{mb}_per_connection",
+            name,
+            "growth_per_connection",
+            f"{noun} growth",
+            f"{unit}/per new connection",
+        ),
+        HoursMetric(f"{name}.hours_to_limit", name, "hours_to_limit", f"{noun} time to limit", "h"),
+    ]
+
+
 def _metrics() -> dict[str, Metric]:
-    metrics: list[Metric] = []
-    for key, mb, noun, unit in (
-        ("threads", "", "threads", "threads"),
-        ("rss", "_mb", "RSS", "MB"),
-        ("uss", "_mb", "USS", "MB"),
-        ("fds", "", "open fds", "fds"),
-    ):
-        quantity = " MB" if mb else ""
-        series = (key, mb, noun)
-        for stat, word in (("max", "peaked at"), ("end", "ended at"), ("start", "started at")):
-            name = f"{key}.{stat}{mb}"
-            metrics.append(
-                Metric(name, f"{key}_{stat}{mb}", "level", f"{noun} {word}", unit, quantity)
-            )
-        metrics += [
-            Metric(
-                f"{key}.growth{mb}_per_hour",
-                f"{key}_growth{mb}_per_hour",
-                "growth",
-                f"{noun} growth",
-                f"{unit}/h",
-                quantity,
-                series,
-            ),
-            Metric(
-                f"{key}.growth{mb}_per_1k_replies",
-                f"{key}_growth{mb}_per_1k_replies",
-                "per_work",
-                f"{noun} growth",
-                f"{unit}/{_PER_1K}",
-                quantity,
-                series,
-            ),
-            Metric(
-                f"{key}.growth{mb}_per_connection",
-                f"{key}_growth{mb}_per_connection",
-                "per_work",
-                f"{noun} growth",
-                f"{unit}/per new connection",
-                quantity,
-                series,
-            ),
-            Metric(
-                f"{key}.hours_to_limit",
-                f"{key}_hours_to_limit",
-                "hours",
-                f"{noun} time to limit",
-                "h",
-                quantity,
-                series,
-            ),
-        ]
+    """Every fixed metric, derived from the summary model's sections."""
+    metrics: list[Metric] = [m for name in SERIES_UNITS for m in _series_metrics(name)]
     metrics += [
-        Metric("replies.count", "replies", "count", "replies", "replies", chat=True),
-        Metric("ok.rate", "replies", "rate", "ok replies", "fraction of turns", chat=True),
-        Metric(
+        CountMetric("replies.count", "chats", "replies", "replies", "replies", True, plain=True),
+        RateMetric("ok.rate", "chats", "replies", "ok replies", "fraction of turns", True),
+        CountMetric(
             "stuck_chats.count",
+            "chats",
             "chats_never_recovered",
-            "count",
             "chats stuck to the end",
             "chats",
-            chat=True,
+            True,
+            plain=True,
         ),
-        Metric("turns.count", "turns", "count", "turns ended", "turns", chat=True),
-        Metric("restarts.count", "restarts", "count", "target restarts (new pid)", "restarts"),
-        Metric(
+        CountMetric("turns.count", "chats", "turns", "turns ended", "turns", True, plain=True),
+        CountMetric(
+            "restarts.count", "", "restarts", "target restarts (new pid)", "restarts", plain=True
+        ),
+        PercentMetric(
             "idle_cpu.percent",
-            "idle_cpu_percent",
-            "percent",
+            "cpu",
+            "idle_percent",
             "idle CPU",
             "%",
-            samples=("idle_cpu_samples", MIN_LEVEL_SAMPLES),
+            False,
+            "idle_samples",
+            MIN_LEVEL_SAMPLES,
         ),
-        Metric(
+        PercentMetric(
             "busy_cpu.percent",
-            "busy_cpu_percent",
-            "percent",
+            "cpu",
+            "busy_percent",
             "busy CPU",
             "%",
-            samples=("busy_cpu_samples", MIN_LEVEL_SAMPLES),
+            False,
+            "busy_samples",
+            MIN_LEVEL_SAMPLES,
         ),
-        Metric(
+        PercentMetric(
             "idle_cpu.early_percent",
-            "idle_cpu_early_percent",
-            "percent",
+            "cpu",
+            "idle_early_percent",
             "idle CPU in the first idle period",
             "%",
+            samples_field="idle_samples",
+            needed=0,
         ),
-        Metric(
+        PercentMetric(
             "idle_cpu.late_percent",
-            "idle_cpu_late_percent",
-            "percent",
+            "cpu",
+            "idle_late_percent",
             "idle CPU in the last idle period",
             "%",
+            samples_field="idle_samples",
+            needed=0,
         ),
-        Metric(
+        PointsMetric(
             "idle_cpu.growth_per_1k_replies",
-            "idle_cpu_growth_per_1k_replies",
-            "points",
+            "cpu",
+            "idle_growth_per_1k_replies",
             "idle CPU grows",
-            f"points/{_PER_1K}",
+            f"points/{PER_1K}",
         ),
     ]
-    outcomes = ("stalls", "errors", "disconnects", "violations", "mismatches")
-    for noun in (*outcomes, "first_token_timeouts"):
+    for noun in OUTCOME_COUNTS:
+        if noun == "replies":
+            continue
         label = noun.replace("_", "-", 1).replace("_", " ")
-        metrics.append(Metric(f"{noun}.count", noun, "count", label, noun, chat=True))
-        metrics.append(Metric(f"{noun}.rate", noun, "rate", label, "fraction of turns", chat=True))
-    for prefix, label, stats, chat in (
-        ("ttft", "TTFT", ("p50", "p95", "p99"), True),
-        ("reply", "reply time", ("p50", "p95", "p99"), True),
-        ("ping", "ping round trip", ("p50", "p95", "p99", "max"), True),
-        ("connect", "connect time", ("p50", "p95", "p99"), True),
+        metrics.append(CountMetric(f"{noun}.count", "chats", noun, label, noun, True))
+        metrics.append(RateMetric(f"{noun}.rate", "chats", noun, label, "fraction of turns", True))
+    for section, label, stats, chat in (
+        ("chats.ttft", "TTFT", ("p50", "p95", "p99"), True),
+        ("chats.reply", "reply time", ("p50", "p95", "p99"), True),
+        ("chats.ping", "ping round trip", ("p50", "p95", "p99", "max"), True),
+        ("chats.connect", "connect time", ("p50", "p95", "p99"), True),
         ("loop_lag", "loop lag", ("p50", "p95", "p99", "max"), False),
-        ("health_latency", "/health latency", ("p50", "p99", "max"), False),
+        ("health.latency", "/health latency", ("p50", "p99", "max"), False),
     ):
+        prefix = {"health.latency": "health_latency"}.get(section, section.split(".")[-1])
         for stat in stats:
             metrics.append(
-                Metric(
+                TimeMetric(
                     f"{prefix}.{stat}",
-                    f"{prefix}_{stat}_s",
-                    "time",
+                    section,
+                    stat,
                     f"{label} {stat}",
                     "s",
-                    chat=chat,
-                    samples=(f"{prefix}_samples", MIN_QUANTILE_SAMPLES[stat]),
-                )  # fmt: skip
+                    chat,
+                    needed=MIN_QUANTILE_SAMPLES[stat],
+                )
             )
     metrics.append(
-        Metric("gap.max", "gap_max_s", "time", "longest gap between frames", "s", chat=True)
+        TimeMetric(
+            "gap.max", "chats", "gap_max_s", "longest gap between frames", "s", True, needed=0
+        )
     )
     return {metric.name: metric for metric in metrics}
 
@@ -662,11 +697,10 @@ def metric_named(name: str, where: str = "") -> Metric:
                 f"write health.<field>.<stat> with <stat> one of {', '.join(HEALTH_STATS)}, "
                 f"e.g. {example} < 200."
             )
-        kind = "growth" if stat == "growth_per_hour" else "level"
-        unit = "/h" if kind == "growth" else ""
+        unit = "/h" if stat == "growth_per_hour" else ""
         label = f"/health {path} {stat}"
         return HealthMetric(
-            f"{HEALTH_PREFIX}{path}.{stat}", "", kind, label, unit, path=path, stat=stat
+            f"{HEALTH_PREFIX}{path}.{stat}", "health", stat, label, unit, path=path, stat=stat
         )
     metric = METRICS.get(name.lower())
     if metric is None:
@@ -682,35 +716,6 @@ def metric_named(name: str, where: str = "") -> Metric:
 
 # --- checks -----------------------------------------------------------------------------
 @dataclass(frozen=True)
-class CheckResult:
-    """The outcome of one criterion for one target; `passed` is None when skipped or
-    inconclusive (measured, but no evidence either way)."""
-
-    name: str
-    expression: str
-    passed: bool | None
-    status: str
-    value: float | None
-    threshold: float
-    unit: str
-    message: str
-    scope: str = SCOPE_PROFILE
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "expression": self.expression,
-            "passed": self.passed,
-            "status": self.status,
-            "value": self.value,
-            "threshold": self.threshold,
-            "unit": self.unit,
-            "message": self.message,
-            "scope": self.scope,
-        }
-
-
-@dataclass(frozen=True)
 class Criterion:
     """One parsed criterion: `metric op threshold` (threshold in the metric's unit)."""
 
@@ -724,7 +729,7 @@ class Criterion:
     def name(self) -> str:
         return self.metric.name
 
-    def check(self, target_summary: Mapping[str, Any]) -> CheckResult:
+    def check(self, target_summary: TargetSummary) -> CheckResult:
         """Check one target's summary; skipped (not failed) when the value is unavailable."""
         metric = self.metric
         value = metric.value(target_summary)
@@ -744,7 +749,7 @@ class Criterion:
         message = f"{said}; {verb} the limit {limit}."
         return self._result(passed, PASS if passed else FAIL, value, message)
 
-    def _straddles(self, summary: Mapping[str, Any]) -> str | None:
+    def _straddles(self, summary: TargetSummary) -> str | None:
         """Why a growth rate is no evidence when its 95% CI reaches across the threshold:
         the data allow both a pass and a fail."""
         ci = self.metric.ci(summary)
@@ -784,7 +789,7 @@ def parse_criterion(expression: str) -> Criterion:
         raise ValueError(f"criterion {expression!r} is not a comparison; {_FORM_HINT}.")
     op, raw = match["op"], match["value"]
     metric = metric_named(match["metric"], f"criterion {expression!r} names")
-    threshold = _threshold(expression, metric, raw.strip("\"'").strip())
+    threshold = metric.threshold(expression, raw.strip("\"'").strip())
     return Criterion(
         metric=metric, op=op, threshold=threshold, expression=f"{metric.name} {op} {raw}"
     )
@@ -843,44 +848,6 @@ def criteria_by_target(
         dropped = {c.name for c in own} | {metric_named(m).name for m in override.get("skip", [])}
         result[name] = [c for c in general if c.name not in dropped] + own
     return result
-
-
-def _threshold(expression: str, metric: Metric, raw: str) -> float:
-    if metric.kind == "time":
-        try:
-            return parse_duration(raw)
-        except ValueError:
-            raise ValueError(
-                f"criterion {expression!r} has threshold {raw!r}, which is not a duration; "
-                f"{metric.name} is a time, so write {DURATION_HINT}."
-            ) from None
-    if metric.kind == "hours":
-        try:
-            return float(raw) if _is_number(raw) else parse_duration(raw) / 3600.0
-        except ValueError:
-            raise ValueError(
-                f"criterion {expression!r} has threshold {raw!r}; {metric.name} is in hours, "
-                'so write a number of hours (168) or a duration ("7d").'
-            ) from None
-    scale = 1.0
-    text = raw
-    if text.endswith("%") and metric.kind in ("rate", "percent"):
-        text = text[:-1].strip()
-        scale = 0.01 if metric.kind == "rate" else 1.0
-    try:
-        value = float(text) * scale
-    except ValueError:
-        value = float("nan")
-    if not math.isfinite(value):
-        accepted = {
-            "rate": "a fraction of turns (0.001) or a percentage (0.1%)",
-            "percent": "a percentage (5 or 5%)",
-        }.get(metric.kind, f"a number ({metric.unit})" if metric.unit else "a number")
-        raise ValueError(
-            f"criterion {expression!r} has threshold {raw!r}, which {metric.name} cannot "
-            f"take; write {accepted}."
-        )
-    return value
 
 
 def _is_number(text: str) -> bool:

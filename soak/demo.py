@@ -84,7 +84,7 @@ def run_demo(
     say(f"report: {result.paths['html']}")
     for name in (UNPATCHED, PATCHED):
         say(f"  {name}: {result.paths['html']}#target-{safe_name(name, 'target')}")
-    verdicts = {name: t["verdict"] for name, t in result.summary["targets"].items()}
+    verdicts = {name: t.verdict for name, t in result.summary.targets.items()}
     if outcome.status == STATUS_COMPLETED and verdicts == {UNPATCHED: "fail", PATCHED: "pass"}:
         say("soak demo: as intended: the faulty build fails, the patched build passes.")
         return EXIT_PASS

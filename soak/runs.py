@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from soak.errors import RunDirError, SoakError, UsageError
+from soak.model import read_summary
 from soak.rundir import MANIFEST, RunDir, iso
 from soak.units import format_duration
 
@@ -270,28 +271,17 @@ def _duration(path: Path, manifest: dict[str, Any], started: float) -> float:
     return max(0.0, newest - started)
 
 
-#: summary.json schemas this reader knows: 1 (pass / fail) and 2 (adds inconclusive).
-SUMMARY_SCHEMAS = (1, 2)
-
-
 def _verdict(path: Path) -> str | None:
     """`PASS`, `FAIL: target, ...` or `INCONCLUSIVE: target, ...` from summary.json; None
     without a readable one of a known schema."""
     try:
-        summary = json.loads((path / SUMMARY_JSON).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        summary = read_summary(json.loads((path / SUMMARY_JSON).read_text(encoding="utf-8")))
+    except (OSError, ValueError, TypeError, AttributeError):
         return None
-    if not isinstance(summary, dict) or summary.get("schema_version", 1) not in SUMMARY_SCHEMAS:
-        return None
-    verdict = summary.get("verdict")
+    verdict = summary.verdict
     if verdict not in ("pass", "fail", "inconclusive"):
         return None
     if verdict == "pass":
         return "PASS"
-    targets = summary.get("targets")
-    named = [
-        name
-        for name, entry in (targets.items() if isinstance(targets, dict) else [])
-        if isinstance(entry, dict) and entry.get("verdict") == verdict
-    ]
+    named = [name for name, entry in summary.targets.items() if entry.verdict == verdict]
     return verdict.upper() + (": " + ", ".join(named) if named else "")

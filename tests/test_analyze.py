@@ -10,9 +10,9 @@ import pytest
 from soak.analyze import analyze_run, find_segments, load_run, summarize, theil_sen
 from soak.analyze.chats import BUSY, IDLE, UNKNOWN, classify_samples
 from soak.analyze.load import load_target_file
-from soak.analyze.summary import json_safe
 from soak.analyze.trend import downsample, hours_to_limit
 from soak.errors import RunDirError
+from soak.model import to_json
 from soak.rundir import MAX_FAMILIES, PROCESS, THREADS, THREADS_OTHER, JsonlWriter, RunDir
 from tests.rundir_factory import FakeRun, FakeTarget, write_run
 
@@ -60,13 +60,13 @@ def test_thread_leak_is_flagged_and_flat_series_passes(tmp_path: Path) -> None:
     )
     summary = summarize(write_run(tmp_path, run))
     leak, flat = summary["targets"]["leaky"], summary["targets"]["flat"]
-    assert leak["threads_growth_per_hour"] == pytest.approx(12.0, abs=1.0)
-    low, high = leak["threads_growth_ci_per_hour"]
-    assert low <= leak["threads_growth_per_hour"] <= high
-    assert leak["threads_hours_to_limit"] == pytest.approx((4096 - 56) / 12, rel=0.1)
-    assert leak["threads_top_growing_family"]["family"] == "worker_N"
+    assert leak["threads"]["growth_per_hour"] == pytest.approx(12.0, abs=1.0)
+    low, high = leak["threads"]["growth_ci_per_hour"]
+    assert low <= leak["threads"]["growth_per_hour"] <= high
+    assert leak["threads"]["hours_to_limit"] == pytest.approx((4096 - 56) / 12, rel=0.1)
+    assert leak["top_growing_family"]["family"] == "worker_N"
     assert (leak["verdict"], flat["verdict"], summary["verdict"]) == ("fail", "pass", "fail")
-    assert flat["threads_growth_per_hour"] == 0.0 and flat["threads_top_growing_family"] is None
+    assert flat["threads"]["growth_per_hour"] == 0.0 and flat["top_growing_family"] is None
     [failed] = [c for c in summary["criteria"] if c["status"] == "fail"]
     assert failed["target"] == "leaky" and "threads grow" in failed["message"]
 
@@ -78,8 +78,8 @@ def test_restart_splits_segments_and_fit_ignores_the_drop(tmp_path: Path) -> Non
     app = analysis.targets["app"]
     assert [seg.pid for seg in app.segments] == [1000, 2000]
     assert app.headline is app.segments[0]  # 999 s before the restart, 800 s after
-    summary = analysis.summary["targets"]["app"]
-    assert summary["restarts"] == 1 and summary["threads_growth_per_hour"] == 0.0
+    summary = analysis.summary.to_json()["targets"]["app"]
+    assert summary["restarts"] == 1 and summary["threads"]["growth_per_hour"] == 0.0
     assert [s["headline"] for s in summary["segments"]] == [True, False]
     assert summary["verdict"] == "fail"
 
@@ -95,9 +95,9 @@ def test_find_segments_splits_on_create_time_too() -> None:
 def test_idle_cpu_uses_only_idle_samples(tmp_path: Path) -> None:
     run = FakeRun(targets=[FakeTarget(busy_cpu=40.0, idle_cpu=2.0)], idle_from_s=1200)
     summary = summarize(write_run(tmp_path, run))["targets"]["app"]
-    assert summary["idle_cpu_percent"] == 2.0 and summary["busy_cpu_percent"] == 40.0
+    assert summary["cpu"]["idle_percent"] == 2.0 and summary["cpu"]["busy_percent"] == 40.0
     # the first quiet interval follows one that ended with turns in flight: not idle
-    assert summary["idle_cpu_samples"] == 1800 - 1205
+    assert summary["cpu"]["idle_samples"] == 1800 - 1205
 
 
 def test_classify_samples_follows_interval_bounds() -> None:
@@ -129,10 +129,14 @@ def test_no_idle_period_skips_idle_cpu_check(tmp_path: Path) -> None:
 def test_latency_percentiles_merge_histograms(tmp_path: Path) -> None:
     run = FakeRun(targets=[FakeTarget(ttft_s=0.2, reply_s=1.5, stalls_per_interval=1)])
     summary = summarize(write_run(tmp_path, run))["targets"]["app"]
-    assert summary["ttft_p50_s"] == pytest.approx(0.2, rel=0.03)
-    assert summary["reply_p99_s"] == pytest.approx(1.5, rel=0.03)
-    assert summary["turns"] == 3600 and summary["stalls"] == 360 and summary["replies"] == 3240
-    assert summary["stall_rate"] == pytest.approx(0.1)
+    assert summary["chats"]["ttft"]["p50"] == pytest.approx(0.2, rel=0.03)
+    assert summary["chats"]["reply"]["p99"] == pytest.approx(1.5, rel=0.03)
+    assert (
+        summary["chats"]["turns"] == 3600
+        and summary["chats"]["stalls"] == 360
+        and summary["chats"]["replies"] == 3240
+    )
+    assert summary["chats"]["stall_rate"] == pytest.approx(0.1)
 
 
 def test_loop_lag_from_health_field_in_seconds(tmp_path: Path) -> None:
@@ -142,7 +146,7 @@ def test_loop_lag_from_health_field_in_seconds(tmp_path: Path) -> None:
     )
     summary = summarize(write_run(tmp_path, run))
     app = summary["targets"]["app"]
-    assert app["loop_lag_p50_s"] == pytest.approx(0.01) and app["loop_lag_max_s"] == 0.2
+    assert app["loop_lag"]["p50"] == pytest.approx(0.01) and app["loop_lag"]["max"] == 0.2
     assert summary["criteria"][0]["status"] == "fail"
 
 
@@ -192,8 +196,8 @@ def test_summary_is_strict_json(tmp_path: Path) -> None:
     run_dir = write_run(tmp_path, FakeRun(targets=[FakeTarget(health_body=None)], duration_s=5))
     summary = summarize(run_dir)
     text = json.dumps(summary, allow_nan=False)
-    assert json.loads(text)["targets"]["app"]["threads_growth_per_hour"] is None
-    assert json_safe({"x": float("nan"), "y": (np.float64(1.5),)}) == {"x": None, "y": [1.5]}
+    assert json.loads(text)["targets"]["app"]["threads"]["growth_per_hour"] is None
+    assert to_json({"x": float("nan"), "y": (np.float64(1.5),)}) == {"x": None, "y": [1.5]}
 
 
 def test_thread_families_of_a_run_recorded_before_the_cap_stay_bounded(tmp_path):

@@ -35,10 +35,10 @@ def test_idle_cpu_climbing_with_finished_replies_is_the_orphaned_ticker(tmp_path
     )
     summary = summarize(write_run(tmp_path, run))
     app = summary["targets"]["app"]
-    assert len(app["idle_periods"]) == 5
-    assert app["idle_cpu_early_percent"] == pytest.approx(0.5, abs=0.2)
-    assert app["idle_cpu_late_percent"] == pytest.approx(0.5 + 2.0 * 2.4, abs=0.3)
-    assert app["idle_cpu_growth_per_1k_replies"] == pytest.approx(2.0, rel=0.1)
+    assert len(app["cpu"]["idle_periods"]) == 5
+    assert app["cpu"]["idle_early_percent"] == pytest.approx(0.5, abs=0.2)
+    assert app["cpu"]["idle_late_percent"] == pytest.approx(0.5 + 2.0 * 2.4, abs=0.3)
+    assert app["cpu"]["idle_growth_per_1k_replies"] == pytest.approx(2.0, rel=0.1)
     assert any("orphaned tickers" in sentence for sentence in app["findings"])
     assert summary["criteria"][0]["status"] == "fail"
 
@@ -67,15 +67,15 @@ def test_drift_lines_stalls_and_latency_spikes_up_with_loop_lag(tmp_path: Path) 
     )
     run = FakeRun(targets=[target], duration_s=1200, reply_timeout_s=30)
     analysis = analyze_run(write_run(tmp_path, run))
-    app = analysis.summary["targets"]["app"]
+    app = analysis.summary.to_json()["targets"]["app"]
     drift = app["drift"]
     assert drift["signals"] == ["loop_lag_max", "health_latency_excess", "ping_excess"]
     assert drift["drift_spike_bins"] == 12 and drift["latency_spike_bins"] == 12
     assert drift["latency_spikes_with_drift"] == 12
     assert drift["stalls"] == 14 and drift["stalls_after_drift"] == 14
     assert drift["worst"][0]["loop_lag_max_s"] == pytest.approx(2.0)
-    assert app["ping_p99_s"] == pytest.approx(1.0, rel=0.05)
-    assert app["loop_lag_max_s"] == pytest.approx(2.0)
+    assert app["chats"]["ping"]["p99"] == pytest.approx(1.0, rel=0.05)
+    assert app["loop_lag"]["max"] == pytest.approx(2.0)
     sentence = next(s for s in app["findings"] if s.startswith("14 stalls"))
     assert "14 of them within 30 s after an event-loop drift spike" in sentence
     table = analysis.targets["app"].drift.table
@@ -117,7 +117,11 @@ def test_collect_only_run_skips_chat_criteria_with_a_reason(tmp_path: Path) -> N
     summary = summarize(write_run(tmp_path, run))
     assert summary["has_chats"] is False
     app = summary["targets"]["app"]
-    assert app["turns"] is None and app["stalls"] is None and app["ttft_p95_s"] is None
+    assert (
+        app["chats"]["turns"] is None
+        and app["chats"]["stalls"] is None
+        and app["chats"]["ttft"]["p95"] is None
+    )
     by_name = {c["name"]: c for c in summary["criteria"]}
     for name in ("stalls.count", "ttft.p95", "disconnects.rate"):
         assert by_name[name]["status"] == "skipped"
@@ -163,7 +167,7 @@ def test_health_field_criteria_and_per_target_overrides(tmp_path: Path) -> None:
     growth = rows[("old", "health.diagnostics.thread_count.growth_per_hour < 10")]
     assert growth["status"] == "fail" and growth["value"] == pytest.approx(36.0, rel=0.05)
     assert rows[("new", "stalls.count == 0")]["scope"] == "profile"
-    fields = summary["targets"]["new"]["health_fields"]["diagnostics.thread_count"]
+    fields = summary["targets"]["new"]["health"]["fields"]["diagnostics.thread_count"]
     assert (fields["min"], fields["max"], fields["last"]) == (20.0, 32.0, 32.0)
 
 
@@ -179,9 +183,11 @@ def test_disconnects_and_violations_are_counted_by_kind(tmp_path: Path) -> None:
     run = FakeRun(targets=[target], duration_s=300, checks=["disconnects.rate < 0.001"])
     summary = summarize(write_run(tmp_path, run))
     app = summary["targets"]["app"]
-    assert app["disconnects"] == 60 and app["violations_by_kind"] == {"frame_after_done": 60}
-    assert app["disconnect_close_codes"] == {"1006": 60}
-    assert app["anomaly_kinds"] == {"disconnect": 60, "violation/frame_after_done": 60}
+    assert app["chats"]["disconnects"] == 60 and app["chats"]["violations_by_kind"] == {
+        "frame_after_done": 60
+    }
+    assert app["chats"]["disconnect_close_codes"] == {"1006": 60}
+    assert app["anomalies"]["kinds"] == {"disconnect": 60, "violation/frame_after_done": 60}
     [check] = summary["criteria"]
     assert check["status"] == "fail" and check["value"] == pytest.approx(0.1)
     assert "60 disconnects in 600 turns (10%)" in check["message"]
@@ -236,10 +242,12 @@ def test_real_recorded_demo_run_fails_the_faulty_build_and_passes_the_patched(tm
     """A real recording of `soak demo`: the built-in target with its faults, and --patched."""
     summary = summarize(DEMO_RUN)
     bad, good = summary["targets"]["unpatched"], summary["targets"]["patched"]
-    assert bad["threads_trend"] == "growing" and bad["threads_growth_per_hour"] > 1000
-    assert bad["threads_growth_per_1k_replies"] > 10
-    assert good["threads_trend"] in ("flat", "plateau") and good["threads_growth_per_hour"] < 5
-    assert bad["stalls"] > 0 and good["stalls"] == 0
+    assert bad["threads"]["trend"] == "growing" and bad["threads"]["growth_per_hour"] > 1000
+    assert bad["threads"]["growth_per_1k_replies"] > 10
+    assert (
+        good["threads"]["trend"] in ("flat", "plateau") and good["threads"]["growth_per_hour"] < 5
+    )
+    assert bad["chats"]["stalls"] > 0 and good["chats"]["stalls"] == 0
     assert bad["drift"]["drift_spike_bins"] > 0 and good["drift"]["drift_spike_bins"] == 0
     assert (bad["verdict"], good["verdict"]) == ("fail", "pass")
     assert any(s.startswith("threads grow") and "/min" in s for s in bad["findings"])
@@ -261,7 +269,7 @@ def test_stalls_while_soak_was_saturated_are_not_blamed_on_the_target(
                   checks=["stalls.count == 0", "ok.rate >= 99%"])  # fmt: skip
     summary = summarize(write_run(tmp_path, run))
     app = summary["targets"]["app"]
-    assert app["stalls"] > 0 and app["verdict"] == verdict
+    assert app["chats"]["stalls"] > 0 and app["verdict"] == verdict
     statuses = {c["name"]: c["status"] for c in summary["criteria"]}
     assert statuses["stalls.count"] == ("inconclusive" if saturated else "fail")
     if saturated:

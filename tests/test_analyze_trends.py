@@ -36,9 +36,9 @@ def test_leak_of_one_thread_per_5_minutes_is_flagged_within_30_minutes(tmp_path:
     run = FakeRun(targets=[leak], duration_s=1800, warmup_s=60, checks=[GROWTH_CHECK])
     summary = summarize(write_run(tmp_path, run))
     app = summary["targets"]["leak"]
-    assert app["threads_trend"] == GROWING
-    assert app["threads_growth_per_hour"] == pytest.approx(12.0, rel=0.1)
-    low, high = app["threads_growth_ci_per_hour"]
+    assert app["threads"]["trend"] == GROWING
+    assert app["threads"]["growth_per_hour"] == pytest.approx(12.0, rel=0.1)
+    low, high = app["threads"]["growth_ci_per_hour"]
     assert 5 < low <= 12.0 <= high * 1.05
     [check] = summary["criteria"]
     assert check["status"] == "fail"
@@ -55,10 +55,10 @@ def test_pool_that_grows_to_24_and_stays_flat_passes(tmp_path: Path) -> None:
     )
     summary = summarize(write_run(tmp_path, run))
     app = summary["targets"]["app"]
-    assert app["threads_trend"] == PLATEAU
-    assert app["threads_growth_overall_per_hour"] > 5  # the naive fit would have failed it
-    assert app["threads_growth_per_hour"] == 0.0 and app["threads_hours_to_limit"] is None
-    assert app["threads_level_since_s"] == pytest.approx(690, abs=60)
+    assert app["threads"]["trend"] == PLATEAU
+    assert app["threads"]["growth_overall_per_hour"] > 5  # the naive fit would have failed it
+    assert app["threads"]["growth_per_hour"] == 0.0 and app["threads"]["hours_to_limit"] is None
+    assert app["threads"]["level_since_s"] == pytest.approx(690, abs=60)
     [check] = summary["criteria"]
     assert check["status"] == "pass"
     assert check["message"].startswith("threads rose 3 → 24 by +11m")
@@ -74,11 +74,13 @@ def test_sawtooth_memory_with_a_flat_floor_passes_and_a_rising_floor_fails(
     run = FakeRun(targets=[flat, rising], duration_s=2700, checks=["rss.growth_mb_per_hour < 5"])
     summary = summarize(write_run(tmp_path, run))
     gc, leaky = summary["targets"]["gc"], summary["targets"]["leaky_gc"]
-    assert gc["rss_envelope"] and gc["rss_drops"] >= 5
-    low, high = gc["rss_growth_ci_mb_per_hour"]  # one point per tooth: few, an honest CI
-    assert high < 5 and abs(gc["rss_growth_mb_per_hour"]) < 2
-    assert abs(gc["rss_growth_overall_mb_per_hour"]) > abs(gc["rss_growth_mb_per_hour"])
-    assert leaky["rss_envelope"] and leaky["rss_growth_mb_per_hour"] == pytest.approx(20, rel=0.2)
+    assert gc["rss"]["envelope"] and gc["rss"]["drops"] >= 5
+    low, high = gc["rss"]["growth_ci_per_hour"]  # one point per tooth: few, an honest CI
+    assert high < 5 and abs(gc["rss"]["growth_per_hour"]) < 2
+    assert abs(gc["rss"]["growth_overall_per_hour"]) > abs(gc["rss"]["growth_per_hour"])
+    assert leaky["rss"]["envelope"] and leaky["rss"]["growth_per_hour"] == pytest.approx(
+        20, rel=0.2
+    )
     statuses = {c["target"]: c["status"] for c in summary["criteria"]}
     assert statuses == {"gc": "pass", "leaky_gc": "fail"}
     assert "tooth by tooth (a sawtooth with" in summary["criteria"][0]["message"]
@@ -93,14 +95,14 @@ def test_a_restart_splits_the_fit(tmp_path: Path) -> None:
         restart_at_s=restart,
     )
     analysis = analyze_run(write_run(tmp_path, FakeRun(targets=[target], duration_s=1900)))
-    app = analysis.summary["targets"]["app"]
+    app = analysis.summary.to_json()["targets"]["app"]
     assert app["restarts"] == 1
     first, second = app["segments"]
     assert (first["pid"], second["pid"]) == (1000, 2000)
     for segment in (first, second):
-        assert segment["threads_growth_per_hour"] == pytest.approx(60.0, rel=0.25)
-        assert segment["threads_trend"] == GROWING
-    assert app["threads_growth_per_hour"] == pytest.approx(60.0, rel=0.25)
+        assert segment["growth_per_hour"]["threads"] == pytest.approx(60.0, rel=0.25)
+        assert segment["trend"]["threads"] == GROWING
+    assert app["threads"]["growth_per_hour"] == pytest.approx(60.0, rel=0.25)
     assert "in the longest of 2 process segments" in app["findings"][0]
     # one fit across both processes would see the drop at the restart: a fraction of the growth
     process = analysis.targets["app"].data.process
@@ -128,10 +130,10 @@ def test_growth_per_unit_of_work_ignores_idle_time(tmp_path: Path) -> None:
     )
     summary = summarize(write_run(tmp_path, run))
     app = summary["targets"]["app"]
-    assert app["threads_growth_per_1k_replies"] == pytest.approx(10.0, rel=0.1)
-    assert app["threads_growth_per_connection"] == pytest.approx(0.1, rel=0.15)
-    production = app["threads_hours_to_limit_at_replies_per_day"]
-    assert production == pytest.approx((4096 - app["threads_end"]) / 20 * 24, rel=0.15)
+    assert app["threads"]["growth_per_1k_replies"] == pytest.approx(10.0, rel=0.1)
+    assert app["threads"]["growth_per_connection"] == pytest.approx(0.1, rel=0.15)
+    production = app["threads"]["hours_to_limit_at_replies_per_day"]
+    assert production == pytest.approx((4096 - app["threads"]["end"]) / 20 * 24, rel=0.15)
     [check] = summary["criteria"]
     assert check["status"] == "fail" and "at 2,000 replies a day, 4,096 in ~" in check["message"]
 
@@ -214,7 +216,7 @@ def test_plateau_test_ignores_a_level_idle_tail(tmp_path: Path) -> None:
     target = FakeTarget(threads=lambda s: 50 + min(s, 1500) // 60)
     run = FakeRun(targets=[target], duration_s=2400, idle_from_s=1500)
     app = summarize(write_run(tmp_path, run))["targets"]["app"]
-    assert app["threads_trend"] == GROWING and app["threads_growth_per_hour"] > 30
+    assert app["threads"]["trend"] == GROWING and app["threads"]["growth_per_hour"] > 30
 
 
 def test_limits_recorded_when_the_target_was_found_outlive_it(tmp_path: Path) -> None:
@@ -245,5 +247,5 @@ def test_limits_recorded_when_the_target_was_found_outlive_it(tmp_path: Path) ->
         sleeper.wait()
     run.finish("completed")
     app = summarize(run.path)["targets"]["app"]
-    assert app["fds_limit"] == 777
-    assert app["fds_limit_source"] == "ulimit -n, recorded when the target was found"
+    assert app["fds"]["limit"] == 777
+    assert app["fds"]["limit_source"] == "ulimit -n, recorded when the target was found"

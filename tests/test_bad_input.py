@@ -138,7 +138,7 @@ def test_any_damage_to_a_run_directory_reports_or_says_why(name, lines, append):
         except RunDirError as exc:
             assert exc.message
         else:
-            assert result.summary["verdict"] in ("pass", "fail", "inconclusive")
+            assert result.summary.verdict in ("pass", "fail", "inconclusive")
 
 
 def _set_manifest(**changes):

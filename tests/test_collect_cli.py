@@ -128,8 +128,8 @@ def test_collect_spawned_target_status_while_running_and_after_then_report(tmp_p
     assert (run.target_dir("t1") / "stderr.log").exists()
     summary = json.loads((run.path / "summary.json").read_text())
     target = summary["targets"]["t1"]
-    assert target["threads_top_growing_family"]["family"] == "leaky_N"
-    assert target["threads_growth_per_hour"] > 1000 and target["verdict"] == "fail"
+    assert target["top_growing_family"]["family"] == "leaky_N"
+    assert target["threads"]["growth_per_hour"] > 1000 and target["verdict"] == "fail"
     assert (run.path / "report.html").exists()
 
     finished = soak("status", str(run.path))

@@ -206,7 +206,9 @@ def test_quantile_rows_use_short_runs_honestly(tmp_path: Path) -> None:
 def test_analysis_is_shared_for_one_run() -> None:
     analyses = Analyses()
     assert analyses.get(RUNS / AB_RUN) is analyses.get(RUNS / AB_RUN / ".")
-    assert analyze_run(RUNS / AB_RUN).summary["targets"]["unpatched"]["stalls"] > 0
+    assert (
+        analyze_run(RUNS / AB_RUN).summary.to_json()["targets"]["unpatched"]["chats"]["stalls"] > 0
+    )
 
 
 def test_two_proportion_z_test_matches_the_textbook() -> None:

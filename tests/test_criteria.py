@@ -12,6 +12,13 @@ from soak.criteria import (
     parse_criterion,
     parse_target_overrides,
 )
+from soak.model import TargetSummary, read_summary
+
+
+def flat_target(entry: dict) -> TargetSummary:
+    """A target summary from a flat (version 2) entry: the old layout, read by the reader
+    of old summary.json files, keeps these fixtures short."""
+    return read_summary({"schema_version": 2, "targets": {"t": entry}}).targets["t"]
 
 
 @pytest.mark.parametrize(
@@ -100,13 +107,13 @@ SUMMARY = {
 
 
 def test_failing_count_message_has_numbers() -> None:
-    result = parse_criterion("stalls.count == 0").check(SUMMARY)
+    result = parse_criterion("stalls.count == 0").check(flat_target(SUMMARY))
     assert (result.status, result.passed, result.value) == (FAIL, False, 17)
     assert result.message == "17 stalls in 1,204 turns (1.41%); breaks the limit 0."
 
 
 def test_growth_message_gives_ci_and_time_to_limit() -> None:
-    result = parse_criterion("threads.growth_per_hour < 100").check(SUMMARY)
+    result = parse_criterion("threads.growth_per_hour < 100").check(flat_target(SUMMARY))
     assert result.status == FAIL and result.unit == "threads/h"
     assert result.message == (
         "threads grow 3.4/min (95% CI 3.1–3.7); 4,096 (kernel threads-max) reached in ~19.6 h; "
@@ -125,10 +132,10 @@ def test_growth_message_per_unit_of_work_extrapolates_to_production() -> None:
         "replies_per_day": 2000,
         "threads_hours_to_limit_at_replies_per_day": 480.0,
     }
-    message = parse_criterion("threads.growth_per_hour < 5").check(summary).message
+    message = parse_criterion("threads.growth_per_hour < 5").check(flat_target(summary)).message
     assert message.startswith("threads grow 12/h (95% CI 11–13); 100 per 1,000 replies")
     assert "0.5 per new connection: at 2,000 replies a day, 4,096 in ~20 days" in message
-    work = parse_criterion("threads.growth_per_1k_replies < 1").check(summary)
+    work = parse_criterion("threads.growth_per_1k_replies < 1").check(flat_target(summary))
     assert work.status == FAIL and work.value == 100.0
     assert work.message.startswith("threads grow 100 per 1,000 replies")
 
@@ -142,7 +149,7 @@ def test_plateau_and_sawtooth_messages_say_what_the_series_did() -> None:
         "threads_end": 24.0,
         "threads_level_since_s": 690.0,
     }
-    result = parse_criterion("threads.growth_per_hour < 5").check(plateau)
+    result = parse_criterion("threads.growth_per_hour < 5").check(flat_target(plateau))
     assert result.status == PASS
     assert result.message == (
         "threads rose 1 → 24 by +11m30s, then held level: 0/h (95% CI 0–0) since; "
@@ -155,7 +162,7 @@ def test_plateau_and_sawtooth_messages_say_what_the_series_did() -> None:
         "rss_envelope": True,
         "rss_drops": 6,
     }
-    message = parse_criterion("rss.growth_mb_per_hour < 5").check(sawtooth).message
+    message = parse_criterion("rss.growth_mb_per_hour < 5").check(flat_target(sawtooth)).message
     assert message.startswith(
         "RSS grows 0.4 MB/h (95% CI -0.2–0.9), tooth by tooth (a sawtooth with 6 drops)"
     )
@@ -164,14 +171,14 @@ def test_plateau_and_sawtooth_messages_say_what_the_series_did() -> None:
 def test_hours_to_limit_is_infinite_when_not_growing() -> None:
     criterion = parse_criterion("threads.hours_to_limit > 7d")
     assert criterion.threshold == 168.0
-    failing = criterion.check(SUMMARY)
+    failing = criterion.check(flat_target(SUMMARY))
     assert failing.status == FAIL and failing.value == pytest.approx(19.6)
     assert failing.message.startswith("threads reach 4,096 (kernel threads-max) in ~19.6 h")
     flat = {"threads_growth_per_hour": 0.0, "threads_limit": 4096, "threads_hours_to_limit": None}
-    passing = criterion.check(flat)
+    passing = criterion.check(flat_target(flat))
     assert passing.status == PASS and passing.value is None  # infinite: null in JSON
     assert "never reach 4,096" in passing.message
-    assert criterion.check({}).status == SKIPPED
+    assert criterion.check(flat_target({})).status == SKIPPED
 
 
 def test_health_field_metrics() -> None:
@@ -187,13 +194,19 @@ def test_health_field_metrics() -> None:
             }
         }
     }
-    high = parse_criterion("health.diagnostics.thread_count.max < 200").check(summary)
+    high = parse_criterion("health.diagnostics.thread_count.max < 200").check(flat_target(summary))
     assert (high.status, high.value) == (FAIL, 212.0)
     assert high.message == "/health diagnostics.thread_count max 212; breaks the limit < 200."
-    assert parse_criterion("health.diagnostics.thread_count.last < 200").check(summary).passed
-    growth = parse_criterion("health.diagnostics.thread_count.growth_per_hour < 5").check(summary)
+    assert (
+        parse_criterion("health.diagnostics.thread_count.last < 200")
+        .check(flat_target(summary))
+        .passed
+    )
+    growth = parse_criterion("health.diagnostics.thread_count.growth_per_hour < 5").check(
+        flat_target(summary)
+    )
     assert growth.status == FAIL and "grows 30/h (95% CI 28–32)" in growth.message
-    typo = parse_criterion("health.diagnostics.thread_cnt.max < 200").check(summary)
+    typo = parse_criterion("health.diagnostics.thread_cnt.max < 200").check(flat_target(summary))
     assert typo.status == SKIPPED and "Did you mean diagnostics.thread_count?" in typo.message
 
 
@@ -238,35 +251,37 @@ def test_bad_target_overrides_say_what_to_write(value: object, hint: str) -> Non
 
 def test_latency_message_warns_when_soak_was_saturated() -> None:
     result = parse_criterion("ttft.p95 < 2s").check(
-        {"ttft_p95_s": 2.5, "ttft_samples": 500, "soak_saturated_percent": 12}
+        flat_target({"ttft_p95_s": 2.5, "ttft_samples": 500, "soak_saturated_percent": 12})
     )
     assert result.message == (
         "TTFT p95 2.5 s (soak itself was saturated for 12% of the run, which can inflate this: "
         "see soak's own health); breaks the limit < 2 s."
     )
     lag = parse_criterion("loop_lag.max < 1s").check(
-        {"loop_lag_max_s": 0.5, "loop_lag_samples": 50, "soak_saturated_percent": 12}
+        flat_target({"loop_lag_max_s": 0.5, "loop_lag_samples": 50, "soak_saturated_percent": 12})
     )
     assert "saturated" not in lag.message
 
 
 def test_time_check_passes_with_units() -> None:
-    result = parse_criterion("ttft.p95 < 2s").check(SUMMARY)
+    result = parse_criterion("ttft.p95 < 2s").check(flat_target(SUMMARY))
     assert (result.status, result.passed) == (PASS, True)
     assert result.message == "TTFT p95 410 ms; meets the limit < 2 s."
-    lag = parse_criterion("ttft.p95 < 500ms").check({"ttft_p95_s": 0.012, "ttft_samples": 20})
+    lag = parse_criterion("ttft.p95 < 500ms").check(
+        flat_target({"ttft_p95_s": 0.012, "ttft_samples": 20})
+    )
     assert lag.message == "TTFT p95 12 ms; meets the limit < 500 ms."
 
 
 def test_rate_is_count_over_turns() -> None:
-    result = parse_criterion("stalls.rate < 1%").check(SUMMARY)
+    result = parse_criterion("stalls.rate < 1%").check(flat_target(SUMMARY))
     assert result.value == pytest.approx(17 / 1204) and result.status == FAIL
-    assert parse_criterion("errors.rate < 1%").check(SUMMARY).status == PASS
+    assert parse_criterion("errors.rate < 1%").check(flat_target(SUMMARY)).status == PASS
 
 
 def test_missing_value_is_skipped_with_reason() -> None:
-    result = parse_criterion("loop_lag.p99 < 100ms").check(SUMMARY)
+    result = parse_criterion("loop_lag.p99 < 100ms").check(flat_target(SUMMARY))
     assert (result.status, result.passed, result.value) == (SKIPPED, None, None)
     assert "no loop-lag field is configured" in result.message
-    no_turns = parse_criterion("stalls.rate < 1%").check({"stalls": 0, "turns": 0})
+    no_turns = parse_criterion("stalls.rate < 1%").check(flat_target({"stalls": 0, "turns": 0}))
     assert no_turns.status == SKIPPED and "no turns ended" in no_turns.message

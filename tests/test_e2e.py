@@ -58,9 +58,9 @@ def test_soak_demo_runs_as_intended(tmp_path):
     bad, good = summary["targets"]["unpatched"], summary["targets"]["patched"]
     assert bad["verdict"] == "fail" and good["verdict"] == "pass"
     assert {"threads.growth_per_hour", "stalls.count"} <= failed_names(summary, "unpatched")
-    assert bad["stalls"] > 0 and good["stalls"] == 0
-    assert bad["threads_growth_per_hour"] > 100 > good["threads_growth_per_hour"]
-    assert good["replies"] > 100 and bad["replies"] > 100
+    assert bad["chats"]["stalls"] > 0 and good["chats"]["stalls"] == 0
+    assert bad["threads"]["growth_per_hour"] > 100 > good["threads"]["growth_per_hour"]
+    assert good["chats"]["replies"] > 100 and bad["chats"]["replies"] > 100
     for name in ("report.html", "report.md", "junit.xml"):
         assert (run.path / name).stat().st_size > 0
 

@@ -245,8 +245,8 @@ def test_a_stopped_load_process_is_not_blamed_on_the_target(tmp_path):
     judged = {c["name"]: c["status"] for c in report["criteria"]}
     for name in ("ok.rate", "stalls.count", "first_token_timeouts.count"):
         assert judged[name] == "pass", report["criteria"]
-    assert summary["stalls"] == 0 and summary["first_token_timeouts"] == 0
-    assert summary["excluded_turns"] >= 1
+    assert summary["chats"]["stalls"] == 0 and summary["chats"]["first_token_timeouts"] == 0
+    assert summary["chats"]["excluded_turns"] >= 1
     assert any("stood still" in finding for finding in summary["findings"])
     excluded = [a for a in run.records("anomalies.jsonl") if a.get("excluded")]
-    assert len(excluded) == summary["excluded_turns"]
+    assert len(excluded) == summary["chats"]["excluded_turns"]

@@ -133,10 +133,10 @@ def test_per_call_executor_leak_in_plain_cpython_is_named_and_failed(tmp_path: P
     bad, good = soaked.target("unpatched"), soaked.target("patched")
     assert (bad["verdict"], good["verdict"]) == ("fail", "pass")
     assert soaked.statuses("unpatched")["threads.growth_per_hour"] == "fail"
-    assert bad["threads_trend"] == "growing"
-    assert bad["threads_top_growing_family"]["family"] == "gemini-call_N"
-    assert 0.8 < bad["threads_growth_per_1k_replies"] / 1000 < 1.2  # one thread per reply
-    assert good["threads_trend"] in ("flat", "plateau") and good["replies"] > 50
+    assert bad["threads"]["trend"] == "growing"
+    assert bad["top_growing_family"]["family"] == "gemini-call_N"
+    assert 0.8 < bad["threads"]["growth_per_1k_replies"] / 1000 < 1.2  # one thread per reply
+    assert good["threads"]["trend"] in ("flat", "plateau") and good["chats"]["replies"] > 50
 
 
 def test_answer_to_the_previous_question_is_a_stale_reply(tmp_path: Path) -> None:
@@ -156,11 +156,13 @@ def test_answer_to_the_previous_question_is_a_stale_reply(tmp_path: Path) -> Non
     assert soaked.code == 0, soaked.output  # completed (the verdict is below)
     bad, good = soaked.target("unpatched"), soaked.target("patched")
     assert (bad["verdict"], good["verdict"]) == ("fail", "pass")
-    stale = bad["mismatches_by_kind"].get("stale_reply", 0)
-    assert stale >= 3 and stale == bad["mismatches"]
-    assert bad["first_token_timeouts"] >= stale  # each stale answer follows a swallowed prompt
-    assert good["mismatches"] == 0 and good["first_token_timeouts"] == 0
-    assert good["replies"] > 50
+    stale = bad["chats"]["mismatches_by_kind"].get("stale_reply", 0)
+    assert stale >= 3 and stale == bad["chats"]["mismatches"]
+    assert (
+        bad["chats"]["first_token_timeouts"] >= stale
+    )  # each stale answer follows a swallowed prompt
+    assert good["chats"]["mismatches"] == 0 and good["chats"]["first_token_timeouts"] == 0
+    assert good["chats"]["replies"] > 50
     records = [a for a in soaked.anomalies("unpatched") if a.get("subkind") == "stale_reply"]
     assert records and "of the previous prompt of this chat" in records[0]["detail"]
 
@@ -187,9 +189,17 @@ def test_a_server_that_sends_nothing_on_connect_needs_no_adapter(tmp_path: Path)
             "--duration", "20s", "--users", "6",
         )  # fmt: skip
     bad, told, good = (soaked.target(n) for n in ("unpatched", "patched", "healthy"))
-    assert min(bad["replies"], told["replies"], good["replies"]) > 30  # no ready frame needed
-    assert bad["stalls"] == pytest.approx(bad["turns"] / 5, rel=0.3) and bad["errors"] == 0
-    assert told["errors"] == pytest.approx(told["turns"] / 5, rel=0.3) and told["stalls"] == 0
+    assert (
+        min(bad["chats"]["replies"], told["chats"]["replies"], good["chats"]["replies"]) > 30
+    )  # no ready frame needed
+    assert (
+        bad["chats"]["stalls"] == pytest.approx(bad["chats"]["turns"] / 5, rel=0.3)
+        and bad["chats"]["errors"] == 0
+    )
+    assert (
+        told["chats"]["errors"] == pytest.approx(told["chats"]["turns"] / 5, rel=0.3)
+        and told["chats"]["stalls"] == 0
+    )
     assert soaked.statuses("unpatched")["stalls.count"] == "fail"
     assert soaked.statuses("patched")["errors.count"] == "fail"
     assert (bad["verdict"], told["verdict"], good["verdict"]) == ("fail", "fail", "pass")
@@ -211,8 +221,11 @@ def test_a_healthy_server_whose_pool_and_cache_move_passes(tmp_path: Path) -> No
     assert soaked.code == 0, soaked.output  # completed
     app = soaked.target("app")
     assert app["verdict"] == "pass" and set(soaked.statuses("app").values()) == {"pass"}
-    assert app["threads_max"] > app["threads_start"] or app["threads_trend"] in ("flat", "plateau")
-    assert app["rss_max_mb"] - app["rss_end_mb"] > 5 or app["rss_drops"] >= 3  # it does move
+    assert app["threads"]["max"] > app["threads"]["start"] or app["threads"]["trend"] in (
+        "flat",
+        "plateau",
+    )
+    assert app["rss"]["max"] - app["rss"]["end"] > 5 or app["rss"]["drops"] >= 3  # it does move
 
 
 def test_an_orphaned_ticker_shows_as_idle_cpu_that_climbs_with_every_stream(tmp_path: Path) -> None:
@@ -230,12 +243,15 @@ def test_an_orphaned_ticker_shows_as_idle_cpu_that_climbs_with_every_stream(tmp_
         )
     bad, good = soaked.target("unpatched"), soaked.target("patched")
     assert (bad["verdict"], good["verdict"]) == ("fail", "pass")
-    assert bad["idle_cpu_growth_per_1k_replies"] > 10 * max(
-        good["idle_cpu_growth_per_1k_replies"], 0.1
+    assert bad["cpu"]["idle_growth_per_1k_replies"] > 10 * max(
+        good["cpu"]["idle_growth_per_1k_replies"], 0.1
     )
-    assert bad["idle_cpu_late_percent"] > bad["idle_cpu_early_percent"]
+    assert bad["cpu"]["idle_late_percent"] > bad["cpu"]["idle_early_percent"]
     assert soaked.statuses("unpatched")["idle_cpu.growth_per_1k_replies"] == "fail"
-    assert bad["violations"] == good["violations"] == 0 and bad["replies"] > 50
+    assert (
+        bad["chats"]["violations"] == good["chats"]["violations"] == 0
+        and bad["chats"]["replies"] > 50
+    )
 
 
 def test_a_cpu_heavy_turn_on_the_event_loop_is_loop_lag_and_keepalive_kills(tmp_path: Path) -> None:
@@ -257,5 +273,8 @@ def test_a_cpu_heavy_turn_on_the_event_loop_is_loop_lag_and_keepalive_kills(tmp_
         )
     bad, good = soaked.target("unpatched"), soaked.target("patched")
     assert (bad["verdict"], good["verdict"]) == ("fail", "pass")
-    assert bad["loop_lag_max_s"] > 2 and good["loop_lag_max_s"] < 0.5
-    assert bad["disconnect_close_codes"].get("1011", 0) >= 1 and good["disconnects"] == 0
+    assert bad["loop_lag"]["max"] > 2 and good["loop_lag"]["max"] < 0.5
+    assert (
+        bad["chats"]["disconnect_close_codes"].get("1011", 0) >= 1
+        and good["chats"]["disconnects"] == 0
+    )

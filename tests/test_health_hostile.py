@@ -410,7 +410,7 @@ def test_analysis_of_an_old_uncapped_run_has_bounded_columns(tmp_path, monkeypat
         assert health["body.late.gauge"].max() == 5.0
     summary = summarize(run_dir)
     target = summary["targets"]["app"]
-    assert target["health_fields"]["late.gauge"]["max"] == 5.0
-    assert target["loop_lag_max_s"] == 0.002
+    assert target["health"]["fields"]["late.gauge"]["max"] == 5.0
+    assert target["loop_lag"]["max"] == 0.002
     [check] = summary["criteria"]
     assert check["name"] == "health.late.gauge.max" and check["status"] == "pass"

@@ -62,7 +62,7 @@ def test_sigterm_stops_within_seconds_and_completes_the_run_directory(tmp_path):
     assert took < 30  # generous: the goal is ~10 s on an idle machine
     assert run.manifest()["status"] == "aborted" and run.manifest()["ended_at"]
     summary = json.loads((run.path / "summary.json").read_text())
-    assert summary["status"] == "aborted" and summary["targets"]["t1"]["replies"] > 0
+    assert summary["status"] == "aborted" and summary["targets"]["t1"]["chats"]["replies"] > 0
     assert summary["verdict"] != "pass"  # a run cut short never passes
     assert any("the run was aborted" in gap for gap in summary["evidence_gaps"])
     assert (run.path / "report.html").exists()

@@ -75,11 +75,13 @@ def test_agent_zero_wedge_stops_every_chat_and_the_patched_build_answers(tmp_pat
             "--duration", "25s",
         )  # fmt: skip
     bad, good = soaked.target("unpatched"), soaked.target("patched")
-    assert good["replies"] >= 40 and good["verdict"] == "pass", good["verdict_reasons"]
-    assert good["violations"] == good["errors"] == good["mismatches"] == 0
+    assert good["chats"]["replies"] >= 40 and good["verdict"] == "pass", good["verdict_reasons"]
+    assert (
+        good["chats"]["violations"] == good["chats"]["errors"] == good["chats"]["mismatches"] == 0
+    )
     assert bad["verdict"] == "fail"
-    assert bad["replies"] <= 8 and bad["first_token_timeouts"] >= 4
-    assert bad["chats_never_recovered"] == 2  # both chats of this target, to the end
+    assert bad["chats"]["replies"] <= 8 and bad["chats"]["first_token_timeouts"] >= 4
+    assert bad["chats"]["chats_never_recovered"] == 2  # both chats of this target, to the end
     assert any("never recovered (every chat" in f for f in bad["findings"])
     assert soaked.statuses("unpatched")["stuck_chats.count"] == "fail"
 
@@ -104,11 +106,18 @@ def test_nerve_chats_get_a_session_each_and_a_hung_call_answers_late(tmp_path: P
             "--duration", "25s",
         )  # fmt: skip
     bad, good = soaked.target("unpatched"), soaked.target("patched")
-    assert good["replies"] >= 40, good
-    assert good["violations"] == good["mismatches"] == good["first_token_timeouts"] == 0
-    assert good["errors"] == pytest.approx(good["turns"] / 7, rel=0.5)  # error, then done
-    assert bad["first_token_timeouts"] >= 2
-    assert bad["mismatches_by_kind"].get("stale_reply", 0) >= 1
+    assert good["chats"]["replies"] >= 40, good
+    assert (
+        good["chats"]["violations"]
+        == good["chats"]["mismatches"]
+        == good["chats"]["first_token_timeouts"]
+        == 0
+    )
+    assert good["chats"]["errors"] == pytest.approx(
+        good["chats"]["turns"] / 7, rel=0.5
+    )  # error, then done
+    assert bad["chats"]["first_token_timeouts"] >= 2
+    assert bad["chats"]["mismatches_by_kind"].get("stale_reply", 0) >= 1
     assert bad["verdict"] == "fail"
     assert soaked.statuses("unpatched")["mismatches.count"] == "fail"
 
@@ -134,9 +143,15 @@ def test_hermes_gateways_old_and_new_with_one_profile(tmp_path: Path) -> None:
         )  # fmt: skip
     for flavor in flavors:
         gateway = soaked.target(flavor)
-        assert gateway["replies"] >= 15 and gateway["violations"] == gateway["errors"] == 0
+        assert (
+            gateway["chats"]["replies"] >= 15
+            and gateway["chats"]["violations"] == gateway["chats"]["errors"] == 0
+        )
     notices = [e for e in events(soaked) if e["kind"] == "ping_unsupported"]
     assert [n["target"] for n in notices] == ["old"] and "no ping method" in notices[0]["message"]
     no_seq = [e for e in events(soaked) if e["kind"] == "seq_unsupported"]
     assert [n["target"] for n in no_seq] == ["old"]  # said once, for the old gateway only
-    assert soaked.target("old")["pings"] == 0 and soaked.target("new")["ping_samples"] > 5
+    assert (
+        soaked.target("old")["chats"]["pings"] == 0
+        and soaked.target("new")["chats"]["ping"]["samples"] > 5
+    )

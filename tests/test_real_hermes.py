@@ -52,8 +52,13 @@ def test_real_hermes_0_19_with_the_shipped_profile(tmp_path: Path) -> None:
     [run_dir] = (tmp_path / "reports").iterdir()
     summary = json.loads((run_dir / "summary.json").read_text())
     target = summary["targets"]["t1"]
-    assert target["replies"] >= 4, output
-    assert target["violations"] == target["errors"] == target["disconnects"] == 0, output
+    assert target["chats"]["replies"] >= 4, output
+    assert (
+        target["chats"]["violations"]
+        == target["chats"]["errors"]
+        == target["chats"]["disconnects"]
+        == 0
+    ), output
     events = [json.loads(line) for line in (run_dir / "events.jsonl").read_text().splitlines()]
     notices = [e for e in events if e["kind"] == "ping_unsupported"]
     assert len(notices) == 1  # 0.19.0 has no ping method: said once, never a violation

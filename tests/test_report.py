@@ -8,6 +8,7 @@ import pytest
 
 from soak.analyze.anomalies import MAX_GROUPS, OTHER
 from soak.errors import EXIT_CRITERIA_FAILED, EXIT_INCONCLUSIVE, EXIT_PASS, RunDirError
+from soak.model import read_summary
 from soak.report import build_report
 from soak.rundir import ANOMALIES, JsonlWriter
 from tests.rundir_factory import STARTED_AT, FakeRun, FakeTarget, write_run
@@ -18,19 +19,59 @@ TOP_LEVEL = {
     "schema_version", "soak_version", "run_id", "run_dir", "profile_name", "label", "status",
     "started_at_iso", "ended_at_iso", "duration_s", "warmup_s", "verdict", "criteria", "targets",
 }  # fmt: skip
+DATA = Path(__file__).parent / "data"
 CRITERION = {
     "target", "name", "expression", "passed", "status", "value", "threshold", "unit", "message",
 }  # fmt: skip
-TARGET = {
-    "verdict", "build", "url", "replies", "turns", "stalls", "errors", "disconnects",
-    "violations", "mismatches", "first_token_timeouts", "stall_rate",
-    "ttft_p50_s", "ttft_p95_s", "ttft_p99_s", "reply_p50_s", "reply_p95_s", "reply_p99_s",
-    "threads_start", "threads_end", "threads_max", "threads_growth_per_hour",
-    "threads_growth_ci_per_hour", "threads_hours_to_limit", "threads_top_growing_family",
-    "rss_start_mb", "rss_end_mb", "rss_growth_mb_per_hour", "fds_end", "fds_growth_per_hour",
-    "idle_cpu_percent", "busy_cpu_percent", "loop_lag_p99_s", "loop_lag_max_s", "restarts",
+#: Dotted paths every target entry of summary.json (version 3) has.
+TARGET = [
+    "verdict",
+    "verdict_reasons",
+    "evidence_gaps",
+    "findings",
+    "build",
+    "url",
+    "restarts",
     "samples",
-}  # fmt: skip
+    "top_growing_family",
+    "chats.turns",
+    "chats.replies",
+    "chats.stalls",
+    "chats.errors",
+    "chats.disconnects",
+    "chats.violations",
+    "chats.mismatches",
+    "chats.first_token_timeouts",
+    "chats.stall_rate",
+    "chats.ttft.p50",
+    "chats.ttft.p95",
+    "chats.ttft.p99",
+    "chats.ttft.samples",
+    "chats.reply.p99",
+    "threads.start",
+    "threads.end",
+    "threads.max",
+    "threads.growth_per_hour",
+    "threads.growth_ci_per_hour",
+    "threads.hours_to_limit",
+    "threads.limit",
+    "threads.missing",
+    "rss.unit",
+    "rss.start",
+    "rss.end",
+    "rss.growth_per_hour",
+    "fds.end",
+    "fds.growth_per_hour",
+    "cpu.idle_percent",
+    "cpu.busy_percent",
+    "loop_lag.p99",
+    "loop_lag.max",
+    "drift.signals",
+    "health.samples",
+    "health.fields",
+    "health.latency.p50",
+    "anomalies.groups",
+]
 CHECKS = [
     "threads.growth_per_hour < 5",
     "stalls.count == 0",
@@ -87,13 +128,17 @@ def test_summary_json_matches_contract(report) -> None:
         raise AssertionError(f"{token} in summary.json")
 
     summary = json.loads(report.summary_path.read_text(), parse_constant=no_nan)
-    assert summary == report.summary
-    assert set(summary) >= TOP_LEVEL and summary["schema_version"] == 2
+    assert summary == report.summary.to_json()
+    assert set(summary) >= TOP_LEVEL and summary["schema_version"] == 3
     assert len(summary["criteria"]) == len(CHECKS) * 2 + 1
     assert summary["generator"]["saturated_percent"] == pytest.approx(60 / 900 * 100)
     assert all(set(row) >= CRITERION for row in summary["criteria"])
     for target in summary["targets"].values():
-        assert set(target) >= TARGET
+        for path in TARGET:
+            entry = target
+            for key in path.split("."):
+                assert key in entry, path
+                entry = entry[key]
     assert summary["verdict"] == "fail"
     assert summary["targets"]["evil"]["verdict"] == "fail"
     assert summary["targets"]["good"]["verdict"] == "pass"
@@ -136,7 +181,7 @@ def test_junit_has_one_case_per_criterion_per_target(report) -> None:
 def test_passing_run_exits_zero_into_another_dir(tmp_path: Path) -> None:
     run_dir = write_run(tmp_path / "runs", FakeRun(duration_s=120, checks=["stalls.count == 0"]))
     result = build_report(run_dir, tmp_path / "out")
-    assert result.exit_code == EXIT_PASS and result.summary["verdict"] == "pass"
+    assert result.exit_code == EXIT_PASS and result.summary.verdict == "pass"
     assert result.html_path.parent == tmp_path / "out"
     assert not (run_dir / "report.html").exists()
 
@@ -145,7 +190,7 @@ def test_collect_only_run_still_gets_a_report(tmp_path: Path) -> None:
     run = FakeRun(duration_s=300, write_chats=False, checks=["stalls.count == 0"])
     result = build_report(write_run(tmp_path / "runs", run), tmp_path / "out")
     assert result.exit_code == EXIT_INCONCLUSIVE  # its one criterion cannot be measured
-    [check] = result.summary["criteria"]
+    [check] = result.summary.to_json()["criteria"]
     assert check["status"] == "skipped" and "soak collect" in check["message"]
     names = {path.stem for path in result.plot_paths}
     assert {"threads", "rss", "cpu"} <= names and "latency" not in names
@@ -185,8 +230,8 @@ def test_anomalies_are_grouped_by_kind_and_message(tmp_path: Path) -> None:
             )
         out.write({"t": STARTED_AT + 50, "target": "app", "kind": "stall", "excluded": "soak",
                    "detail": "no terminal frame within 6 s"})  # fmt: skip
-    summary = build_report(run_dir).summary
-    groups = summary["targets"]["app"]["anomaly_groups"]
+    summary = build_report(run_dir).summary.to_json()
+    groups = summary["targets"]["app"]["anomalies"]["groups"]
     stalls = next(g for g in groups if g["message"] == "no terminal frame within N s")
     assert stalls["kind"] == "stall" and stalls["count"] >= 40
     assert stalls["first_s"] == 0 and stalls["last_s"] >= 39
@@ -201,6 +246,43 @@ def test_anomalies_are_grouped_by_kind_and_message(tmp_path: Path) -> None:
 def test_throughput_is_in_the_summary_and_plotted(tmp_path: Path) -> None:
     run_dir = write_run(tmp_path, FakeRun(duration_s=300, turns_per_interval=10))
     result = build_report(run_dir)
-    app = result.summary["targets"]["app"]
-    assert app["turns_per_s"] == pytest.approx(2.0) and app["ok_per_s"] == pytest.approx(2.0)
+    app = result.summary.to_json()["targets"]["app"]
+    assert app["chats"]["turns_per_s"] == pytest.approx(2.0) and app["chats"][
+        "ok_per_s"
+    ] == pytest.approx(2.0)
     assert (run_dir / "plots" / "throughput.png").is_file()
+
+
+def test_summary_json_reads_back_into_the_same_model(report) -> None:
+    document = json.loads(report.summary_path.read_text())
+    assert read_summary(document) == report.summary
+    assert read_summary(document).targets["evil"].rss.unit == "MB"
+
+
+def test_a_version_2_summary_reads_into_the_model_with_its_numbers() -> None:
+    """summary.json written by soak before the nested layout (schema 2, flat target
+    entries): every number lands in its section, with its reason when missing."""
+    old = json.loads((DATA / "summary_v2.json").read_text())
+    summary = read_summary(old)
+    for name, entry in old["targets"].items():
+        target = summary.targets[name]
+        assert target.threads.growth_per_hour == entry["threads_growth_per_hour"]
+        assert target.rss.growth_ci_per_hour == entry["rss_growth_ci_mb_per_hour"]
+        assert target.rss.end == entry["rss_end_mb"] and target.rss.unit == "MB"
+        assert target.chats.stalls == entry["stalls"]
+        assert target.chats.ttft.p95 == entry["ttft_p95_s"]
+        assert target.cpu.idle_percent == entry["idle_cpu_percent"]
+        assert target.loop_lag.max == entry["loop_lag_max_s"]
+        assert target.health.latency.p99 == entry["health_latency_p99_s"]
+        assert target.anomalies.records == entry["anomaly_records"]
+        assert target.drift.bins == entry["drift"]["bins"]
+        for key, reason in entry["unavailable"].items():
+            if key.startswith("uss_growth_mb_per_hour"):
+                assert target.uss.why_missing("growth_per_hour") == reason
+    assert [c.expression for c in summary.criteria] == [c["expression"] for c in old["criteria"]]
+    assert summary.verdict == old["verdict"] == "fail"
+
+
+def test_a_summary_of_an_unknown_version_is_refused_with_what_to_do() -> None:
+    with pytest.raises(ValueError, match="schema_version 99.*upgrade soak"):
+        read_summary({"schema_version": 99})

@@ -57,7 +57,7 @@ def test_warmup_as_long_as_the_load_is_cut_so_the_leak_is_still_seen(tmp_path: P
     summary = _summary(tmp_path, run)
     assert summary["warmup_s"] == 500 / 3 and "more than a third" in summary["warmup_note"]
     app = summary["targets"]["app"]
-    assert app["threads_trend"] == "growing" and app["verdict"] == "fail"
+    assert app["threads"]["trend"] == "growing" and app["verdict"] == "fail"
 
 
 def test_capped_warmup_leaves_a_short_warmup_alone() -> None:
@@ -73,7 +73,7 @@ def test_a_fit_over_too_little_of_the_load_is_no_evidence(tmp_path: Path) -> Non
     summary = _summary(tmp_path, run)
     app = summary["targets"]["app"]
     # the longest segment is the first (540 s of 600): covered; now make the loaded span long
-    assert app["threads_doubt"] is None
+    assert app["threads"]["doubt"] is None
     run = FakeRun(
         targets=[FakeTarget(threads=lambda s: 50.0, restart_at_s=200)],
         duration_s=600,
@@ -81,7 +81,7 @@ def test_a_fit_over_too_little_of_the_load_is_no_evidence(tmp_path: Path) -> Non
         checks=["threads.growth_per_hour < 5"],
     )
     app = _summary(tmp_path / "second", run)["targets"]["app"]
-    assert app["threads_doubt"] and "covers" in app["threads_doubt"]
+    assert app["threads"]["doubt"] and "covers" in app["threads"]["doubt"]
     assert app["verdict"] == "inconclusive"
 
 
@@ -108,7 +108,7 @@ def test_a_percentile_of_a_handful_of_replies_is_not_judged(tmp_path: Path) -> N
     run = FakeRun(duration_s=30, turns_per_interval=2, checks=["ttft.p99 < 2s", "ttft.p50 < 2s"])
     summary = _summary(tmp_path, run)
     p99, p50 = summary["criteria"]
-    assert summary["targets"]["app"]["ttft_samples"] == 12
+    assert summary["targets"]["app"]["chats"]["ttft"]["samples"] == 12
     assert p99["status"] == "inconclusive" and "only 12 samples" in p99["message"]
     assert "(100 needed for ttft.p99)" in p99["message"]
     assert p50["status"] == "pass"
@@ -135,7 +135,7 @@ def test_a_pool_still_filling_up_at_the_end_is_inconclusive_not_failed(tmp_path:
     summary = _summary(tmp_path, run)
     app = summary["targets"]["app"]
     [check] = summary["criteria"]
-    assert app["threads_trend"] == "undecided"
+    assert app["threads"]["trend"] == "undecided"
     assert check["status"] == "inconclusive" and "run longer" in check["message"]
     assert app["verdict"] == "inconclusive"
 
@@ -145,8 +145,8 @@ def test_a_pool_that_filled_early_passes_and_a_steady_leak_fails(tmp_path: Path)
     leak = FakeTarget(name="leak", threads=lambda s: 16 + s // 40)
     run = FakeRun(targets=[pool, leak], duration_s=900, checks=["threads.growth_per_hour < 5"])
     targets = _summary(tmp_path, run)["targets"]
-    assert (targets["pool"]["threads_trend"], targets["pool"]["verdict"]) == ("plateau", "pass")
-    assert (targets["leak"]["threads_trend"], targets["leak"]["verdict"]) == ("growing", "fail")
+    assert (targets["pool"]["threads"]["trend"], targets["pool"]["verdict"]) == ("plateau", "pass")
+    assert (targets["leak"]["threads"]["trend"], targets["leak"]["verdict"]) == ("growing", "fail")
 
 
 def test_a_profile_without_criteria_is_judged_by_the_defaults(tmp_path: Path) -> None:
@@ -174,7 +174,7 @@ def test_no_ok_turn_is_never_a_pass(tmp_path: Path) -> None:
         tmp_path, FakeRun(targets=[broken], duration_s=300, checks=["ttft.p95 < 2s"])
     )
     app = summary["targets"]["app"]
-    assert app["replies"] == 0 and app["verdict"] == "inconclusive"
+    assert app["chats"]["replies"] == 0 and app["verdict"] == "inconclusive"
     assert any("none of its 600 turns got an ok reply" in r for r in app["verdict_reasons"])
 
 
@@ -223,9 +223,9 @@ def test_teeth_that_rise_then_hold_are_a_plateau_not_a_leak(tmp_path: Path) -> N
     run = FakeRun(targets=[target], duration_s=1500, checks=["rss.growth_mb_per_hour < 20"])
     summary = _summary(tmp_path, run)
     app = summary["targets"]["app"]
-    assert app["rss_envelope"] and app["rss_drops"] >= 20
-    assert app["rss_growth_overall_mb_per_hour"] > 15  # a fit of the raw samples: near failing
-    assert app["rss_trend"] in ("plateau", "flat") and app["verdict"] == "pass"
+    assert app["rss"]["envelope"] and app["rss"]["drops"] >= 20
+    assert app["rss"]["growth_overall_per_hour"] > 15  # a fit of the raw samples: near failing
+    assert app["rss"]["trend"] in ("plateau", "flat") and app["verdict"] == "pass"
 
 
 def test_the_same_allocator_in_a_short_run_is_not_failed(tmp_path: Path) -> None:

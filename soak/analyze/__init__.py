@@ -1,8 +1,9 @@
 """Analysis of a run directory: load it, fit trends, summarise it (never imports locust)."""
 
 from soak.analyze.load import RunData, TargetData, load_run
-from soak.analyze.summary import SCHEMA_VERSION, Analysis, TargetAnalysis, analyze_run, summarize
+from soak.analyze.summary import Analysis, TargetAnalysis, analyze_run, summarize
 from soak.analyze.trend import Fit, Segment, Trend, find_segments, fit_trend, theil_sen
+from soak.model import SCHEMA_VERSION
 
 __all__ = [
     "SCHEMA_VERSION",

@@ -1,12 +1,13 @@
 """From a loaded run to summary.json: trends, limits, idle CPU, drift, chats, criteria.
 
-The summary's layout is a documented contract (docs/summary-json.md); bump
-SCHEMA_VERSION when a field changes meaning or disappears.
+Builds the typed model of soak.analyze.model; its serialisation, summary.json, is a
+documented contract (docs/summary-json.md): bump model.SCHEMA_VERSION when a field
+changes meaning or disappears.
 """
 
 from __future__ import annotations
 
-import math
+import dataclasses
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -50,7 +51,6 @@ from soak.criteria import (
     PASS,
     SCOPE_DEFAULT,
     SKIPPED,
-    CheckResult,
     Criterion,
     HealthMetric,
     capped_warmup,
@@ -60,10 +60,28 @@ from soak.criteria import (
 )
 from soak.errors import RunDirError
 from soak.limits import Limit, TargetLimits, target_limits
+from soak.model import (
+    CHAT_LATENCIES,
+    OUTCOME_COUNTS,
+    SERIES_UNITS,
+    AnomalySummary,
+    ChatSummary,
+    CheckResult,
+    CpuSummary,
+    DriftSummary,
+    HealthField,
+    HealthSummary,
+    Quantiles,
+    RunSummary,
+    SegmentSummary,
+    SeriesSummary,
+    TargetSummary,
+    from_json,
+    to_json,
+)
 from soak.rundir import STATUS_COMPLETED, STATUS_FAILED, STATUS_RUNNING, TARGET_REPLACED, iso
 from soak.units import format_duration, parse_duration
 
-SCHEMA_VERSION = 2
 #: A trend fitted over less than this share of the load phase is no evidence.
 MIN_LOAD_COVERAGE = 0.5
 #: Family trends use fewer bins than the headline fits: there can be dozens of families.
@@ -72,20 +90,9 @@ _FAMILY_FIT_POINTS = 400
 _MAX_IDLE_PERIODS = 50
 #: Stuck chats listed in the summary (the earliest).
 _MAX_STUCK_LISTED = 50
-#: Summary counts: summary key -> outcome name in chats.jsonl.
-_COUNTS = {
-    "replies": "ok",
-    "stalls": "stall",
-    "errors": "error",
-    "disconnects": "disconnect",
-    "violations": "violation",
-    "mismatches": "mismatch",
-    "first_token_timeouts": "first_token_timeout",
-}
-#: Process series with a trend: (process column, summary key, unit suffix of MB fields).
-SERIES = (("threads", "threads", ""), ("rss_mb", "rss", "_mb"), ("fds", "fds", ""))
-#: USS comes from the collector's detail samples only; trended when recorded.
-_USS = ("uss_mb", "uss", "_mb")
+#: Process series with a trend: summary series name -> process column. USS comes from
+#: the collector's detail samples only; trended when recorded.
+SERIES_COLUMNS = {"threads": "threads", "rss": "rss_mb", "fds": "fds", "uss": "uss_mb"}
 _NO_PROCESS = (
     "no process samples were recorded for this target; check events.jsonl for "
     "target_lost or collector_error and that the collector can see the target's process"
@@ -96,6 +103,7 @@ _NO_CHATS = (
     "only), so there are no chat numbers; run `soak run` to drive chats"
 )
 _DEFAULT_REPLY_TIMEOUT_S = 120.0
+_QUANTILE_FIELDS = ("p50", "p95", "p99", "max")
 
 
 @dataclass
@@ -123,7 +131,7 @@ class Settings:
 
 @dataclass
 class TargetAnalysis:
-    """One target's analysis: segments, fits (x = elapsed s), sample states, summary entry.
+    """One target's analysis: segments, fits (x = elapsed s), sample states, its summary.
 
     fits: the verdict fit per process column (threads, rss_mb, fds, uss_mb); trends: the
     whole Trend behind each (shape, envelope, plateau). drift: the per-bin drift table.
@@ -135,7 +143,7 @@ class TargetAnalysis:
     fits: dict[str, Fit | None]
     family_fits: dict[str, Fit]
     cpu_states: np.ndarray
-    summary: dict[str, Any]
+    summary: TargetSummary
     checks: list[CheckResult] = field(default_factory=list)
     trends: dict[str, Trend | None] = field(default_factory=dict)
     limits: TargetLimits | None = None
@@ -145,18 +153,18 @@ class TargetAnalysis:
 
 @dataclass
 class Analysis:
-    """A whole run analysed: the loaded data, each target's analysis and summary.json."""
+    """A whole run analysed: the loaded data, each target's analysis and the summary."""
 
     run: RunData
     settings: Settings
     targets: dict[str, TargetAnalysis]
-    summary: dict[str, Any]
+    summary: RunSummary
     saturated: np.ndarray = field(default_factory=lambda: np.empty((0, 2)))
 
 
 def summarize(run_path: Path | str) -> dict[str, Any]:
     """The summary.json content of a run directory (see docs/summary-json.md)."""
-    return analyze_run(run_path).summary
+    return analyze_run(run_path).summary.to_json()
 
 
 def analyze_run(run_path: Path | str) -> Analysis:
@@ -170,50 +178,43 @@ def analyze_run(run_path: Path | str) -> Analysis:
         name: analyze_target(data, settings, run, saturated) for name, data in run.targets.items()
     }
     run_gaps = _run_gaps(run)
-    criteria_rows = []
+    checks: list[CheckResult] = []
     for name, target in targets.items():
-        target.summary["soak_saturated_percent"] = (
-            generator["saturated_percent"] if generator else None
-        )
-        target.summary["replies_per_day"] = settings.replies_per_day
-        target.checks = [c.check(target.summary) for c in settings.criteria_for(name)]
-        gaps = [*run_gaps, *_target_gaps(target.summary, run.has_chats)]
-        verdict, reasons = judge(target.checks, gaps)
-        target.summary["verdict"], target.summary["verdict_reasons"] = verdict, reasons
-        target.summary["evidence_gaps"] = gaps
-        criteria_rows += [{"target": name, **check.to_json()} for check in target.checks]
-        target.summary["findings"] = findings(target.summary)
-    verdict = run_verdict([t.summary["verdict"] for t in targets.values()])
+        summary = target.summary
+        summary.soak_saturated_percent = generator["saturated_percent"] if generator else None
+        summary.replies_per_day = settings.replies_per_day
+        target.checks = [
+            replace(c.check(summary), target=name) for c in settings.criteria_for(name)
+        ]
+        summary.evidence_gaps = [*run_gaps, *_target_gaps(summary, run.has_chats)]
+        summary.verdict, summary.verdict_reasons = judge(target.checks, summary.evidence_gaps)
+        checks += target.checks
+        summary.findings = findings(summary)
     manifest = run.manifest
-    summary = {
-        "schema_version": SCHEMA_VERSION,
-        "soak_version": __version__,
-        "recorded_with": manifest.get("soak_version"),
-        "run_id": manifest.get("run_id") or run.path.name,
-        "run_dir": str(run.path),
-        "profile_name": manifest.get("profile_name"),
-        "label": manifest.get("label"),
-        "status": run.status,
-        "started_at_iso": iso(run.started_at),
-        "ended_at_iso": iso(run.ended_at),
-        "duration_s": duration,
-        "warmup_s": settings.warmup_s,
-        "warmup_note": settings.warmup_note,
-        "has_chats": run.has_chats,
-        "replies_per_day": settings.replies_per_day,
-        "verdict": verdict,
-        "evidence_gaps": run_gaps,
-        "criteria_source": settings.criteria_source,
-        "criteria": criteria_rows,
-        "generator": generator,
-        "targets": {name: target.summary for name, target in targets.items()},
-    }
+    summary = RunSummary(
+        soak_version=__version__,
+        recorded_with=manifest.get("soak_version"),
+        run_id=manifest.get("run_id") or run.path.name,
+        run_dir=str(run.path),
+        profile_name=manifest.get("profile_name"),
+        label=manifest.get("label"),
+        status=run.status,
+        started_at_iso=iso(run.started_at),
+        ended_at_iso=iso(run.ended_at),
+        duration_s=duration,
+        warmup_s=settings.warmup_s,
+        warmup_note=settings.warmup_note,
+        has_chats=run.has_chats,
+        replies_per_day=settings.replies_per_day,
+        verdict=run_verdict([t.summary.verdict or INCONCLUSIVE for t in targets.values()]),
+        evidence_gaps=run_gaps,
+        criteria_source=settings.criteria_source,
+        criteria=checks,
+        generator=generator,
+        targets={name: target.summary for name, target in targets.items()},
+    )
     return Analysis(
-        run=run,
-        settings=settings,
-        targets=targets,
-        summary=json_safe(summary),
-        saturated=saturated,
+        run=run, settings=settings, targets=targets, summary=summary, saturated=saturated
     )
 
 
@@ -317,17 +318,17 @@ def _recorded_limits(events: pd.DataFrame, target: str, pid: int | None) -> Targ
     return None
 
 
-def _target_gaps(summary: dict[str, Any], has_chats: bool) -> list[str]:
+def _target_gaps(summary: TargetSummary, has_chats: bool) -> list[str]:
     """What keeps one target's numbers from being evidence: another program took its
     place, no turn ended, none was ok, many excluded because soak itself stood still."""
     gaps = [
         f"{message} — so what was sampled after that says nothing about the target"
-        for message in summary.get("replaced") or []
+        for message in summary.replaced
     ]
     if not has_chats:
         return gaps
-    turns, replies = summary.get("turns") or 0, summary.get("replies") or 0
-    excluded = summary.get("excluded_turns") or 0
+    chats = summary.chats
+    turns, replies, excluded = chats.count("turns"), chats.count("replies"), chats.excluded_turns
     if excluded and excluded >= EXCLUDED_SHARE * (turns + excluded):
         gaps.append(
             f"{excluded:,} of {turns + excluded:,} turns failed while soak's own load process "
@@ -362,16 +363,15 @@ def analyze_target(
     process = data.process
     segments = find_segments(process)
     headline = headline_segment(segments)
-    unavailable: dict[str, str] = {}
-    summary: dict[str, Any] = {
-        "verdict": None,
-        "build": data.info.build,
-        "url": data.info.url,
-    }
-    summary.update(_chat_summary(data, run.has_chats, unavailable))
+    summary = TargetSummary(
+        name=data.info.name,
+        build=data.info.build,
+        url=data.info.url,
+        chats=_chat_summary(data, run.has_chats),
+    )
     events = run.events
     replaced = events[(events["kind"] == TARGET_REPLACED) & (events["target"] == data.info.name)]
-    summary["replaced"] = [str(message) for message in replaced["message"]]
+    summary.replaced = [str(message) for message in replaced["message"]]
     busy = _busy_span(data.chats) if run.has_chats else None
     busy_until = busy[1] if busy else None
     last = process.iloc[-1] if len(process) else None
@@ -394,15 +394,14 @@ def analyze_target(
     )
     limit_of = {"threads": limits.threads, "rss": limits.memory_mb, "fds": limits.fds}
     limit_of["uss"] = limits.memory_mb
-    for column, key, mb in (*SERIES, _USS):
-        context = _SeriesContext(column, key, mb, limit_of[key], busy_until, busy)
-        summary.update(_series_summary(target, settings, context, unavailable))
-    summary["threads_top_growing_family"] = _top_family(data, target.family_fits)
+    for name, column in SERIES_COLUMNS.items():
+        context = _SeriesContext(column, name, limit_of[name], busy_until, busy)
+        setattr(summary, name, _series_summary(target, settings, context))
+    summary.top_growing_family = _top_family(data, target.family_fits)
 
-    summary.update(_cpu_summary(process, target.cpu_states, unavailable))
     target.idle = idle_periods(process, target.cpu_states, data.chats)
-    summary.update(_idle_summary(target.idle, unavailable))
-    summary.update(_loop_lag_summary(data, settings, unavailable))
+    summary.cpu = _cpu_summary(process, target.cpu_states, target.idle)
+    summary.loop_lag = _loop_lag_summary(data, settings)
     duration = run.ended_at - run.started_at
     target.drift = analyze_drift(
         data,
@@ -411,107 +410,85 @@ def analyze_target(
         duration,
         saturated if saturated is not None else np.empty((0, 2)),
     )
-    summary.update(_health_latency_summary(data.health, unavailable))
-    summary["drift"] = target.drift.summary
-    summary["health_fields"] = health_fields(
-        data.health,
-        settings.warmup_s,
-        _window(headline, settings.warmup_s),
-        busy_until,
-        wanted=[
-            c.metric.path
-            for c in settings.criteria_for(data.name)
-            if isinstance(c.metric, HealthMetric)
-        ],
+    summary.drift = from_json(DriftSummary, target.drift.summary)
+    summary.health = _health_summary(
+        data, settings, _window(headline, settings.warmup_s), busy_until
     )
-    summary["restarts"] = max(len(segments) - 1, 0)
-    summary["segments"] = [
+    summary.restarts = max(len(segments) - 1, 0)
+    summary.segments = [
         _segment_entry(target, seg, settings.warmup_s, busy_until) for seg in segments
     ]
-    summary["samples"] = len(process)
-    summary["process_errors"] = data.process_errors
-    summary["health_samples"] = len(data.health)
-    failed = _health_failed(data.health)
-    summary["health_errors"] = int(failed.sum())
-    last_error = data.health.loc[failed, "error"].dropna()
-    summary["health_last_error"] = str(last_error.iloc[-1]) if len(last_error) else None
-    summary["anomaly_records"] = data.anomaly_records
-    summary["anomaly_kinds"] = data.anomaly_kinds
-    summary["anomaly_groups"] = data.anomaly_groups[:_MAX_GROUPS_LISTED]
-    summary["disconnect_close_codes"] = data.close_codes
-    summary["unavailable"] = unavailable
-    target.summary = json_safe(summary)
+    summary.samples = len(process)
+    summary.process_errors = data.process_errors
+    summary.anomalies = AnomalySummary(
+        records=data.anomaly_records,
+        kinds=data.anomaly_kinds,
+        groups=data.anomaly_groups[:_MAX_GROUPS_LISTED],
+    )
+    summary.chats.disconnect_close_codes = data.close_codes
+    target.summary = from_json(TargetSummary, to_json(summary))  # plain numbers, no NaN
     return target
 
 
-def json_safe(value: Any) -> Any:
-    """A copy with numpy scalars as Python numbers, tuples as lists and NaN/inf as None."""
-    if isinstance(value, dict):
-        return {str(k): json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [json_safe(v) for v in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
 # --- chats ---------------------------------------------------------------------------
-def _chat_summary(data: TargetData, has_chats: bool, unavailable: dict[str, str]) -> dict[str, Any]:
+def _chat_summary(data: TargetData, has_chats: bool) -> ChatSummary:
+    """Outcome counts, rates, stuck chats and latencies of the chats (None without chats)."""
+    if not has_chats:
+        summary = ChatSummary()
+        names = [f.name for f in dataclasses.fields(ChatSummary) if f.name != "missing"]
+        summary.mark_missing(_NO_CHATS, *names)
+        for kind in CHAT_LATENCIES:
+            getattr(summary, kind).mark_missing(_NO_CHATS, *_QUANTILE_FIELDS)
+        return summary
     chats = data.chats
     totals = outcome_totals(chats)
-    summary: dict[str, Any] = {key: totals[outcome] for key, outcome in _COUNTS.items()}
-    summary["turns"] = totals["turns"]
-    summary["turns_started"] = totals["started"]
-    summary["stall_rate"] = totals["stall"] / totals["turns"] if totals["turns"] else None
+    summary = ChatSummary(**{key: totals[outcome] for key, outcome in OUTCOME_COUNTS.items()})
+    summary.turns, summary.turns_started = totals["turns"], totals["started"]
+    summary.stall_rate = summary.share("stalls")
     active = (chats["started"] > 0) | (chats["turns"] > 0) | (chats["in_flight"] > 0)
     busy_s = float(chats.loc[active, "interval_s"].sum())
-    summary["turns_per_s"] = totals["turns"] / busy_s if busy_s > 0 else None
-    summary["ok_per_s"] = totals["ok"] / busy_s if busy_s > 0 else None
-    summary["violations_by_kind"] = _merged_counts(chats["violations"])
-    summary["mismatches_by_kind"] = _merged_counts(chats["mismatches"])
-    summary["excluded_by_outcome"] = _merged_counts(chats["excluded"])
-    summary["excluded_turns"] = sum(summary["excluded_by_outcome"].values())
-    summary.update(_stuck_summary(data))
-    summary["pings"] = int(chats["pings"].sum())
-    summary["pings_lost"] = int(chats["pings_lost"].sum())
+    summary.turns_per_s = totals["turns"] / busy_s if busy_s > 0 else None
+    summary.ok_per_s = totals["ok"] / busy_s if busy_s > 0 else None
+    summary.violations_by_kind = _merged_counts(chats["violations"])
+    summary.mismatches_by_kind = _merged_counts(chats["mismatches"])
+    summary.excluded_by_outcome = _merged_counts(chats["excluded"])
+    summary.excluded_turns = sum(summary.excluded_by_outcome.values())
+    stuck = sorted(data.stuck_chats, key=lambda chat: chat["since_s"])
+    summary.chats_stuck = len(stuck)
+    summary.chats_never_recovered = sum(1 for chat in stuck if chat["recovered_s"] is None)
+    summary.stuck_chats = stuck[:_MAX_STUCK_LISTED]
+    summary.chats_max = int(chats["connections"].max()) if len(chats) else 0
+    summary.pings = int(chats["pings"].sum())
+    summary.pings_lost = int(chats["pings_lost"].sum())
     gaps = chats["gap_max_s"].dropna()
-    summary["gap_max_s"] = float(gaps.max()) if len(gaps) else None
+    summary.gap_max_s = float(gaps.max()) if len(gaps) else None
     if not totals["turns"]:
-        unavailable["stall_rate"] = "no turns ended for this target; check that its load ran"
-    histograms = (("ttft", "ttft_hist"), ("reply", "reply_hist"), ("connect", "connect_hist"))
-    for kind, column in (*histograms, ("ping", "ping_hist")):
-        stats = (0.5, 0.95, 0.99)
-        quantiles, summary[f"{kind}_samples"] = latency_stats(chats[column].tolist(), stats)
-        for q, value in quantiles.items():
-            key = f"{kind}_p{round(q * 100)}_s"
-            summary[key] = value
-            if value is None:
-                unavailable[key] = _NO_REPLIES if kind in ("ttft", "reply") else _no_hist(kind)
+        summary.mark_missing(
+            "no turns ended for this target; check that its load ran", "stall_rate"
+        )
+    if summary.gap_max_s is None:
+        summary.mark_missing(
+            "the chat aggregates carry no gap_max_s (recorded by newer soak)", "gap_max_s"
+        )
+    for kind in CHAT_LATENCIES:
+        quantiles = _latencies(chats[f"{kind}_hist"].tolist())
+        reason = _NO_REPLIES if kind in ("ttft", "reply") else _no_hist(kind)
+        quantiles.mark_missing(
+            reason, *(s for s in ("p50", "p95", "p99") if getattr(quantiles, s) is None)
+        )
+        setattr(summary, kind, quantiles)
     pings = chats["ping_max_s"].dropna()
-    summary["ping_max_s"] = float(pings.max()) if len(pings) and summary["ping_p50_s"] else None
-    if summary["ping_max_s"] is None:
-        unavailable["ping_max_s"] = _no_hist("ping")
-    if summary["gap_max_s"] is None:
-        unavailable["gap_max_s"] = "the chat aggregates carry no gap_max_s (recorded by newer soak)"
-    if not has_chats:
-        for key in summary:
-            summary[key] = {} if key.endswith(("_by_kind", "_by_outcome")) else None
-            unavailable[key] = _NO_CHATS
+    summary.ping.max = float(pings.max()) if len(pings) and summary.ping.p50 else None
+    if summary.ping.max is None:
+        summary.ping.mark_missing(_no_hist("ping"), "max")
     return summary
 
 
-def _stuck_summary(data: TargetData) -> dict[str, Any]:
-    """Chats that got stuck (failed turns in a row): how many, which never recovered."""
-    stuck = sorted(data.stuck_chats, key=lambda chat: chat["since_s"])
-    never = [chat for chat in stuck if chat["recovered_s"] is None]
-    return {
-        "chats_stuck": len(stuck),
-        "chats_never_recovered": len(never),
-        "stuck_chats": stuck[:_MAX_STUCK_LISTED],
-        "chats_max": int(data.chats["connections"].max()) if len(data.chats) else 0,
-    }
+def _latencies(histograms: list[Any]) -> Quantiles:
+    """p50/p95/p99 (s) of merged latency histograms, and how many samples they hold."""
+    quantiles, samples = latency_stats(histograms, (0.5, 0.95, 0.99))
+    p50, p95, p99 = (quantiles[q] for q in (0.5, 0.95, 0.99))
+    return Quantiles(p50=p50, p95=p95, p99=p99, samples=samples)
 
 
 def _no_hist(kind: str) -> str:
@@ -544,94 +521,86 @@ def _busy_span(chats: pd.DataFrame) -> tuple[float, float] | None:
 @dataclass(frozen=True)
 class _SeriesContext:
     column: str
-    key: str
-    mb: str
+    name: str
     limit: Limit
     busy_until: float | None
     busy: tuple[float, float] | None = None
 
 
 def _series_summary(
-    target: TargetAnalysis,
-    settings: Settings,
-    context: _SeriesContext,
-    unavailable: dict[str, str],
-) -> dict[str, Any]:
+    target: TargetAnalysis, settings: Settings, context: _SeriesContext
+) -> SeriesSummary:
     """Levels, verdict trend, growth per unit of work and time to limit of one series."""
     process, headline = target.data.process, target.headline
-    column, key, mb = context.column, context.key, context.mb
+    column, name = context.column, context.name
     trend = _segment_trend(process, headline, column, settings.warmup_s, context.busy_until)
     fit = trend.fit if trend else None
     target.trends[column], target.fits[column] = trend, fit
     start, end, peak = _levels(process, column, settings.warmup_s)
-    growth = f"{key}_growth{mb}_per_hour"
-    out: dict[str, Any] = {
-        f"{key}_start{mb}": start,
-        f"{key}_end{mb}": end,
-        f"{key}_max{mb}": peak,
-        growth: fit.per_hour if fit else None,
-        f"{key}_growth_ci{mb}_per_hour": list(fit.ci_per_hour) if fit else None,
-        f"{key}_growth_overall{mb}_per_hour": trend.overall.per_hour if trend else None,
-        f"{key}_trend": trend.shape if trend else None,
-        f"{key}_envelope": bool(trend and trend.envelope),
-        f"{key}_drops": trend.drops if trend else 0,
-        f"{key}_level_since_s": trend.level_since if trend else None,
-    }
+    out = SeriesSummary(
+        name=name,
+        unit=SERIES_UNITS[name],
+        start=start,
+        end=end,
+        max=peak,
+        growth_per_hour=fit.per_hour if fit else None,
+        growth_ci_per_hour=list(fit.ci_per_hour) if fit else None,
+        growth_overall_per_hour=trend.overall.per_hour if trend else None,
+        trend=trend.shape if trend else None,
+        envelope=bool(trend and trend.envelope),
+        drops=trend.drops if trend else 0,
+        level_since_s=trend.level_since if trend else None,
+        doubt=_coverage_doubt(trend, context.busy, headline) if trend else None,
+        limit=context.limit.value,
+        limit_source=context.limit.source,
+    )
     if end is None:
-        reason = _missing_reason(process, column)
-        unavailable.update(dict.fromkeys((f"{key}_end{mb}", f"{key}_max{mb}"), reason))
+        out.mark_missing(_missing_reason(process, column), "end", "max")
     if fit is None:
-        unavailable[growth] = _fit_reason(process, headline, column, settings.warmup_s)
-    out[f"{key}_doubt"] = _coverage_doubt(trend, context.busy, headline) if trend else None
-    out.update(_work_summary(target, trend, context, unavailable))
-    limit_key = f"{key}_limit{mb}"
-    out[limit_key] = context.limit.value
-    out[f"{key}_limit_source"] = context.limit.source
-    hours = None
-    if context.limit.value is not None:
-        hours = hours_to_limit(end, fit.per_hour if fit else None, context.limit.value)
-    out[f"{key}_hours_to_limit"] = hours
-    if hours is None:
-        unavailable[f"{key}_hours_to_limit"] = unavailable.get(growth) or (
-            f"no {key} limit is known: {context.limit.source}"
-            if context.limit.value is None
-            else f"no growth of {key} after the warm-up"
+        out.mark_missing(
+            _fit_reason(process, headline, column, settings.warmup_s), "growth_per_hour"
         )
-    per_1k = out[f"{key}_growth{mb}_per_1k_replies"]
-    production = None
+    _work_summary(target, trend, context, out)
+    if context.limit.value is not None:
+        out.hours_to_limit = hours_to_limit(end, out.growth_per_hour, context.limit.value)
+    if out.hours_to_limit is None:
+        out.mark_missing(
+            out.why_missing("growth_per_hour")
+            or (
+                f"no {name} limit is known: {context.limit.source}"
+                if context.limit.value is None
+                else f"no growth of {name} after the warm-up"
+            ),
+            "hours_to_limit",
+        )
+    per_1k = out.growth_per_1k_replies
     if settings.replies_per_day and per_1k and per_1k > 0 and context.limit.value:
         per_hour = per_1k * settings.replies_per_day / 1000.0 / 24.0
-        production = hours_to_limit(end, per_hour, context.limit.value)
-    out[f"{key}_hours_to_limit_at_replies_per_day"] = production
+        out.hours_to_limit_at_replies_per_day = hours_to_limit(end, per_hour, context.limit.value)
     return out
 
 
 def _work_summary(
-    target: TargetAnalysis,
-    trend: Trend | None,
-    context: _SeriesContext,
-    unavailable: dict[str, str],
-) -> dict[str, Any]:
+    target: TargetAnalysis, trend: Trend | None, context: _SeriesContext, out: SeriesSummary
+) -> None:
     """Growth per 1,000 ok replies and per new connection over the verdict fit's window.
 
     The series (or its lower envelope) is fitted against the cumulative replies and
     connects, so idle phases (no work, no growth) do not dilute the rate.
     """
-    key, mb = context.key, context.mb
     names = {
-        ("ok", 1000.0): (f"{key}_growth{mb}_per_1k_replies", f"{key}_growth_ci{mb}_per_1k_replies"),
-        ("connects", 1.0): (f"{key}_growth{mb}_per_connection", None),
+        ("ok", 1000.0): ("growth_per_1k_replies", "growth_ci_per_1k_replies"),
+        ("connects", 1.0): ("growth_per_connection", None),
     }
-    out: dict[str, Any] = {name: None for pair in names.values() for name in pair if name}
     chats, process = target.data.chats, target.data.process
     if trend is None or chats.empty or target.headline is None:
         reason = (
             "no chat intervals were recorded, so there is no work to divide the growth by"
             if chats.empty
-            else unavailable.get(f"{key}_growth{mb}_per_hour", "no trend")
+            else out.why_missing("growth_per_hour") or "no trend"
         )
-        unavailable.update(dict.fromkeys(out, reason))
-        return out
+        out.mark_missing(reason, *(n for pair in names.values() for n in pair if n))
+        return
     rows = process.iloc[target.headline.start : target.headline.stop]
     x = rows["elapsed"].to_numpy(dtype=float)
     y = rows[context.column].to_numpy(dtype=float)
@@ -640,17 +609,16 @@ def _work_summary(
     if trend.envelope:
         y = lower_envelope(y, trend.envelope_window)
     window = (x >= trend.fit.x_start) & (x <= trend.fit.x_end)
-    for (column, scale), (value_key, ci_key) in names.items():
+    for (column, scale), (value_name, ci_name) in names.items():
         work = cumulative_at(chats, column, x[window])
         fit = theil_sen(work, y[window]) if len(work) and np.ptp(work) > 0 else None
         if fit is None:
             what = "ok replies" if column == "ok" else "new connections (chats keep theirs open)"
-            unavailable[value_key] = f"no {what} in the fitted window"
+            out.mark_missing(f"no {what} in the fitted window", value_name)
             continue
-        out[value_key] = fit.slope * scale
-        if ci_key:
-            out[ci_key] = [fit.low * scale, fit.high * scale]
-    return out
+        setattr(out, value_name, fit.slope * scale)
+        if ci_name:
+            setattr(out, ci_name, [fit.low * scale, fit.high * scale])
 
 
 def _coverage_doubt(
@@ -710,26 +678,31 @@ def _segment_trend(
     return fit_trend(rows["elapsed"].to_numpy(dtype=float), values, busy_until)
 
 
+#: Series fitted per process segment (USS has too few detail samples for that).
+_SEGMENT_SERIES = ("threads", "rss", "fds")
+
+
 def _segment_entry(
     target: TargetAnalysis, seg: Segment, warmup_s: float, busy_until: float | None
-) -> dict[str, Any]:
-    """summary.json's entry of one process segment, with its own fits."""
+) -> SegmentSummary:
+    """One process segment with its own fits."""
     process = target.data.process
-    entry: dict[str, Any] = {
-        "pid": seg.pid,
-        "start_s": seg.t_start,
-        "end_s": seg.t_end,
-        "samples": seg.stop - seg.start,
-        "headline": seg is target.headline,
-    }
-    for column, key, mb in SERIES:
+    entry = SegmentSummary(
+        pid=seg.pid,
+        start_s=seg.t_start,
+        end_s=seg.t_end,
+        samples=seg.stop - seg.start,
+        headline=seg is target.headline,
+    )
+    for name in _SEGMENT_SERIES:
+        column = SERIES_COLUMNS[name]
         trend = (
             target.trends.get(column)
             if seg is target.headline
             else _segment_trend(process, seg, column, warmup_s, busy_until)
         )
-        entry[f"{key}_growth{mb}_per_hour"] = trend.fit.per_hour if trend else None
-        entry[f"{key}_trend"] = trend.shape if trend else None
+        entry.growth_per_hour[name] = trend.fit.per_hour if trend else None
+        entry.trend[name] = trend.shape if trend else None
     return entry
 
 
@@ -812,22 +785,27 @@ def _top_family(data: TargetData, fits: dict[str, Fit]) -> dict[str, Any] | None
 
 # --- CPU, idle periods, loop lag, /health latency -------------------------------------
 def _cpu_summary(
-    process: pd.DataFrame, states: np.ndarray, unavailable: dict[str, str]
-) -> dict[str, Any]:
+    process: pd.DataFrame, states: np.ndarray, periods: list[IdlePeriod]
+) -> CpuSummary:
+    """Median CPU (percent of one core) when idle and busy, and idle CPU over time."""
     cpu = process["cpu_percent"].to_numpy(dtype=float)
-    summary: dict[str, Any] = {}
-    for key, state in (("idle_cpu", IDLE), ("busy_cpu", BUSY)):
+    summary = CpuSummary()
+    for name, state in (("idle", IDLE), ("busy", BUSY)):
         values = cpu[(states == state) & np.isfinite(cpu)]
-        summary[f"{key}_percent"] = float(np.median(values)) if len(values) else None
-        summary[f"{key}_samples"] = len(values)
-    if summary["idle_cpu_percent"] is None:
-        unavailable["idle_cpu_percent"] = (
+        setattr(summary, f"{name}_percent", float(np.median(values)) if len(values) else None)
+        setattr(summary, f"{name}_samples", len(values))
+    if summary.idle_percent is None:
+        summary.mark_missing(
             "no process sample fell in an idle interval (no turn started, ended or in flight, "
             "after an interval that ended with none in flight); add an idle phase to the "
-            "profile's load to measure idle CPU"
+            "profile's load to measure idle CPU",
+            "idle_percent",
         )
-    if summary["busy_cpu_percent"] is None:
-        unavailable["busy_cpu_percent"] = "no process sample fell in an interval with chat traffic"
+    if summary.busy_percent is None:
+        summary.mark_missing(
+            "no process sample fell in an interval with chat traffic", "busy_percent"
+        )
+    _idle_trend(periods, summary)
     return summary
 
 
@@ -839,51 +817,44 @@ def _cpu_summary(
 IDLE_CPU_RESOLUTION_POINTS = 0.5
 
 
-def _idle_summary(periods: list[IdlePeriod], unavailable: dict[str, str]) -> dict[str, Any]:
+def _idle_trend(periods: list[IdlePeriod], summary: CpuSummary) -> None:
     """Idle CPU of the first and last idle period and its growth per 1,000 replies.
 
     The orphaned-ticker signature: CPU with nothing to do that climbs with every
     finished reply. With three or more periods the growth is a Theil–Sen slope over
     them, with two the line through both; a rise over the run smaller than
-    IDLE_CPU_RESOLUTION_POINTS is no growth (`idle_cpu_rise_points` keeps it).
+    IDLE_CPU_RESOLUTION_POINTS is no growth (`idle_rise_points` keeps it).
     """
-    out: dict[str, Any] = {
-        "idle_periods": [p.to_json() for p in periods[:_MAX_IDLE_PERIODS]],
-        "idle_cpu_early_percent": None,
-        "idle_cpu_late_percent": None,
-        "idle_cpu_growth_per_1k_replies": None,
-        "idle_cpu_rise_points": None,
-    }
+    summary.idle_periods = [p.to_json() for p in periods[:_MAX_IDLE_PERIODS]]
     if len(periods) < 2:
-        reason = (
+        summary.mark_missing(
             f"{len(periods)} idle period in this run (2 needed to compare early and late); "
-            "add idle gaps to the load (or a quiet start before it) to see idle CPU over time"
+            "add idle gaps to the load (or a quiet start before it) to see idle CPU over time",
+            "idle_early_percent",
+            "idle_late_percent",
+            "idle_growth_per_1k_replies",
+            "idle_rise_points",
         )
-        unavailable.update(dict.fromkeys(list(out)[1:], reason))
-        return out
+        return
     first, last = periods[0], periods[-1]
-    out["idle_cpu_early_percent"] = first.cpu_percent
-    out["idle_cpu_late_percent"] = last.cpu_percent
+    summary.idle_early_percent = first.cpu_percent
+    summary.idle_late_percent = last.cpu_percent
     replies = np.array([p.replies_before for p in periods])
     cpu = np.array([p.cpu_percent for p in periods])
     if np.ptp(replies) <= 0:
-        unavailable["idle_cpu_growth_per_1k_replies"] = "no reply finished between idle periods"
-        return out
+        summary.mark_missing("no reply finished between idle periods", "idle_growth_per_1k_replies")
+        return
     fit = theil_sen(replies, cpu) if len(periods) >= 3 else None
     slope = fit.slope if fit else (last.cpu_percent - first.cpu_percent) / np.ptp(replies)
     rise = slope * float(np.ptp(replies))
-    out["idle_cpu_rise_points"] = rise
+    summary.idle_rise_points = rise
     if abs(rise) < IDLE_CPU_RESOLUTION_POINTS:
         slope = 0.0  # a tenth of a point over a short run is the measurement, not a ticker
-    out["idle_cpu_growth_per_1k_replies"] = slope * 1000.0
-    return out
+    summary.idle_growth_per_1k_replies = slope * 1000.0
 
 
-def _loop_lag_summary(
-    data: TargetData, settings: Settings, unavailable: dict[str, str]
-) -> dict[str, Any]:
+def _loop_lag_summary(data: TargetData, settings: Settings) -> Quantiles:
     """Loop-lag percentiles (s) from the configured /health field (ms) after the warm-up."""
-    keys = ("loop_lag_p50_s", "loop_lag_p95_s", "loop_lag_p99_s", "loop_lag_max_s")
     field_name = settings.loop_lag_field
     column = BODY_PREFIX + (field_name or "")
     health = data.health
@@ -906,29 +877,47 @@ def _loop_lag_summary(
             f"no /health sample has {field_name!r} after the "
             f"{format_duration(settings.warmup_s)} warm-up; run longer or lower criteria.warmup"
         )
+    return _quantiles_of(values, ("p50", "p95", "p99"), reason)
+
+
+def _quantiles_of(values: np.ndarray, stats: tuple[str, ...], reason: str) -> Quantiles:
+    """Percentiles `stats` and the max of `values` (s); all missing for `reason` if none."""
     if not len(values):
-        unavailable.update(dict.fromkeys(keys, reason))
-        return {**dict.fromkeys(keys), "loop_lag_samples": 0}
-    p50, p95, p99 = np.percentile(values, [50, 95, 99])
-    return {
-        **dict(zip(keys, (p50, p95, p99, values.max()), strict=True)),
-        "loop_lag_samples": len(values),
-    }
+        summary = Quantiles()
+        summary.mark_missing(reason, *stats, "max")
+        return summary
+    points = np.percentile(values, [float(stat[1:]) for stat in stats])
+    summary = Quantiles(max=float(values.max()), samples=len(values))
+    for stat, value in zip(stats, points, strict=True):
+        setattr(summary, stat, float(value))
+    return summary
 
 
-def _health_latency_summary(health: pd.DataFrame, unavailable: dict[str, str]) -> dict[str, Any]:
-    """/health poll latency (s) of the answered polls: p50, p99, max."""
-    keys = ("health_latency_p50_s", "health_latency_p99_s", "health_latency_max_s")
+def _health_summary(
+    data: TargetData,
+    settings: Settings,
+    window: tuple[float, float] | None,
+    busy_until: float | None,
+) -> HealthSummary:
+    """/health polls: counts, failures, the latency (s) of answered ones, numeric fields."""
+    health = data.health
+    failed = _health_failed(health)
+    last_error = health.loc[failed, "error"].dropna()
     latency = health["latency_s"].to_numpy(dtype=float)
-    latency = latency[np.isfinite(latency) & ~_health_failed(health).to_numpy()]
-    if not len(latency):
-        unavailable.update(dict.fromkeys(keys, "no /health poll was answered in this run"))
-        return {**dict.fromkeys(keys), "health_latency_samples": 0}
-    p50, p99 = np.percentile(latency, [50, 99])
-    return {
-        **dict(zip(keys, (p50, p99, latency.max()), strict=True)),
-        "health_latency_samples": len(latency),
-    }
+    latency = latency[np.isfinite(latency) & ~failed.to_numpy()]
+    wanted = [
+        c.metric.path
+        for c in settings.criteria_for(data.name)
+        if isinstance(c.metric, HealthMetric)
+    ]
+    fields = health_fields(health, settings.warmup_s, window, busy_until, wanted=wanted)
+    return HealthSummary(
+        samples=len(health),
+        errors=int(failed.sum()),
+        last_error=str(last_error.iloc[-1]) if len(last_error) else None,
+        latency=_quantiles_of(latency, ("p50", "p99"), "no /health poll was answered in this run"),
+        fields={path: from_json(HealthField, entry) for path, entry in fields.items()},
+    )
 
 
 def _health_failed(health: pd.DataFrame) -> pd.Series:

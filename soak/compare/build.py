@@ -6,11 +6,12 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from soak.analyze.summary import Analysis, analyze_run, json_safe
+from soak.analyze.summary import Analysis, analyze_run
 from soak.compare.core import FAIL_ON, Comparison, Side, compare_sides
 from soak.compare.plots import render_compare_plots
 from soak.compare.render import compare_json, render_html, render_markdown
 from soak.errors import EXIT_CRITERIA_FAILED, EXIT_PASS, RunDirError, UsageError
+from soak.model import to_json
 from soak.rundir import safe_name, write_text_atomic
 from soak.runs import resolve_run, split_target
 
@@ -52,7 +53,7 @@ class Analyses:
 def pick_target(analysis: Analysis, wanted: str | None) -> str:
     """The target `wanted`, or the run's only target; UsageError says which exist."""
     names = list(analysis.targets)
-    run_id = analysis.summary["run_id"]
+    run_id = analysis.summary.run_id
     if wanted is not None:
         if wanted in names:
             return wanted
@@ -84,7 +85,7 @@ def open_sides(
         names = list(analysis.targets)
         if named is None and len(names) == 2:
             return Side(analysis, names[0]), Side(analysis, names[1])
-        run_id = analysis.summary["run_id"]
+        run_id = analysis.summary.run_id
         if len(names) > 2:
             hint = f"name two of its targets ({', '.join(names)}): {run_id}:A {run_id}:B"
         else:
@@ -109,7 +110,7 @@ def default_out(comparison: Comparison) -> Path:
     if comparison.paired:
         name = f"compare_{safe_name(base.target)}_vs_{safe_name(cand.target)}"
     else:
-        name = f"compare_vs_{safe_name(base.run_summary['run_id'])}"
+        name = f"compare_vs_{safe_name(base.run_summary.run_id)}"
     return cand.analysis.run.path / name
 
 
@@ -128,9 +129,7 @@ def write_compare(comparison: Comparison, out: Path) -> CompareResult:
         out.mkdir(parents=True, exist_ok=True)
         plots = render_compare_plots(comparison, out / PLOTS_DIR)
         texts = {
-            COMPARE_JSON: json.dumps(
-                json_safe(compare_json(comparison)), indent=2, allow_nan=False
-            ),
+            COMPARE_JSON: json.dumps(to_json(compare_json(comparison)), indent=2, allow_nan=False),
             COMPARE_MD: render_markdown(comparison, plots, out),
             COMPARE_HTML: render_html(comparison, plots),
         }

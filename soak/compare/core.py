@@ -39,8 +39,10 @@ from soak.compare.stats import (
     quantile_ci,
     two_proportion_p,
 )
-from soak.criteria import FAIL, METRICS, PASS, Metric, format_number
+from soak.criteria import FAIL, METRICS, PASS, Metric, TimeMetric
 from soak.errors import UsageError
+from soak.formatting import format_number
+from soak.model import RunSummary, TargetSummary
 from soak.units import format_duration
 
 FIXED, IMPROVED, UNCHANGED = "fixed", "improved", "unchanged"
@@ -75,13 +77,13 @@ class Side:
     target: str
 
     @property
-    def run_summary(self) -> dict[str, Any]:
+    def run_summary(self) -> RunSummary:
         return self.analysis.summary
 
     @property
-    def summary(self) -> dict[str, Any]:
-        """The target's entry of summary.json."""
-        return self.analysis.summary["targets"][self.target]
+    def summary(self) -> TargetSummary:
+        """The target's summary."""
+        return self.analysis.summary.targets[self.target]
 
     @property
     def data(self) -> TargetAnalysis:
@@ -90,7 +92,7 @@ class Side:
     @property
     def name(self) -> str:
         """`<run_id>:<target>`, how the reports name this side."""
-        return f"{self.run_summary['run_id']}:{self.target}"
+        return f"{self.run_summary.run_id}:{self.target}"
 
     def criteria_status(self, names: tuple[str, ...]) -> tuple[str | None, list[str]]:
         """(fail / pass / None, expressions) of this target's criteria on metrics `names`.
@@ -98,14 +100,10 @@ class Side:
         fail when any fails; pass when at least one passes and none fails; None when the
         profile has none of them or all were skipped.
         """
-        checks = [
-            c
-            for c in self.run_summary["criteria"]
-            if c["target"] == self.target and c["name"] in names
-        ]
-        statuses = {c["status"] for c in checks}
+        checks = [c for c in self.run_summary.checks_of(self.target) if c.name in names]
+        statuses = {c.status for c in checks}
         status = FAIL if FAIL in statuses else PASS if PASS in statuses else None
-        shown = [c["expression"] for c in checks if c["status"] in (FAIL, PASS)]
+        shown = [c.expression for c in checks if c.status in (FAIL, PASS)]
         return status, shown
 
 
@@ -138,12 +136,7 @@ class MetricSpec:
         return _LABELS.get(self.name, self.name)
 
     def effect_text(self) -> str:
-        metric = METRICS[self.name]
-        absolute = (
-            f"{format_number(self.min_abs * 100)} pp"
-            if metric.kind == "rate"
-            else metric.format(self.min_abs)
-        )
+        absolute = METRICS[self.name].format_change(self.min_abs)
         return f"{absolute} and {format_number(self.min_rel * 100)}%" if self.min_rel else absolute
 
 
@@ -386,7 +379,7 @@ def compare_metric(
         side, summary = (
             ("base", base.summary) if row.base is None else ("candidate", candidate.summary)
         )
-        why = (summary.get("unavailable") or {}).get(metric.field, "no data")
+        why = metric.unavailable(summary).rstrip(".")
         row.reason = f"the {side} has no {spec.label}: {why}."
         return row
     tested, evidence = _test(spec, row, base, candidate, cache if cache is not None else {})
@@ -420,8 +413,8 @@ def _test(
     """
     metric = METRICS[spec.name]
     if spec.test == "rate":
-        hits = [int(side.summary.get(metric.field) or 0) for side in (base, candidate)]
-        turns = [int(side.summary.get("turns") or 0) for side in (base, candidate)]
+        hits = [side.summary.chats.count(metric.field) for side in (base, candidate)]
+        turns = [side.summary.chats.count("turns") for side in (base, candidate)]
         row.p_value = two_proportion_p(hits[0], turns[0], hits[1], turns[1])
         counts = f"{hits[0]:,}/{turns[0]:,} vs {hits[1]:,}/{turns[1]:,} turns"
         if row.p_value is None:
@@ -431,10 +424,7 @@ def _test(
             f"; {counts}, p {_p_text(row.p_value)} (two-proportion z-test)",
         )
     if spec.test == "slope":
-        ci_field = metric.field.replace("_growth_", "_growth_ci_")
-        row.base_ci, row.candidate_ci = (
-            _pair(side.summary.get(ci_field)) for side in (base, candidate)
-        )
+        row.base_ci, row.candidate_ci = (metric.ci(side.summary) for side in (base, candidate))
         return _interval_test(metric, row, "95% CIs")
     if spec.test == "quantile" and spec.blocks is not None:
         cis = []
@@ -463,7 +453,7 @@ def _interval_test(metric: Metric, row: Row, what: str) -> tuple[bool | None, st
 
 def span_text(metric: Metric, span: tuple[float, float]) -> str:
     """`1,800–2,700/h`, `19 ms–1.53 s`: an interval with its unit once (times: both ends)."""
-    low = metric.format(span[0]) if metric.kind == "time" else format_number(span[0])
+    low = metric.format(span[0]) if isinstance(metric, TimeMetric) else format_number(span[0])
     return f"{low}–{metric.format(span[1])}"
 
 
@@ -510,10 +500,10 @@ def _clear_problem(spec: MetricSpec, row: Row) -> str | None:
 def _criterion_rows(base: Side, candidate: Side, covered: set[str]) -> list[Row]:
     """Rows for criteria on metrics no spec covers (replies.count, ...): flips only."""
     names = [
-        c["name"]
+        c.name
         for side in (base, candidate)
-        for c in side.run_summary["criteria"]
-        if c["target"] == side.target and c["name"] not in covered
+        for c in side.run_summary.checks_of(side.target)
+        if c.name not in covered
     ]
     spec_rows = []
     for name in dict.fromkeys(names):
@@ -530,9 +520,7 @@ def _names(row: Row) -> str:
 
 def _change_text(row: Row) -> str:
     """`3,410/h (-99%)`: the absolute change (rates in percentage points) and relative."""
-    metric = METRICS[row.name]
-    change = abs(row.change or 0.0)
-    text = f"{format_number(change * 100)} pp" if metric.kind == "rate" else metric.format(change)
+    text = METRICS[row.name].format_change(abs(row.change or 0.0))
     if row.change_relative is not None:
         text += f" ({format_number(abs(row.change_relative) * 100)}%)"
     return text
@@ -543,12 +531,6 @@ def _p_text(p: float) -> str:
     return "< 0.0001" if p < 1e-4 else f"= {p:.2g}"
 
 
-def _pair(value: Any) -> tuple[float, float] | None:
-    if isinstance(value, list | tuple) and len(value) == 2 and None not in value:
-        return float(value[0]), float(value[1])
-    return None
-
-
 def comparability(base: Side, candidate: Side) -> list[Note]:
     """Why the two sides may not be comparable (empty when nothing stands out).
 
@@ -556,37 +538,35 @@ def comparability(base: Side, candidate: Side) -> list[Note]:
     """
     runs = [base] if base.analysis is candidate.analysis else [base, candidate]
     notes = [
-        Note("status", f"run {side.run_summary['run_id']} is {side.run_summary['status']}, "
+        Note("status", f"run {side.run_summary.run_id} is {side.run_summary.status}, "
              "not completed: it may have been cut short")
         for side in runs
-        if side.run_summary["status"] != "completed"
+        if side.run_summary.status != "completed"
     ]  # fmt: skip
     notes += [
         Note(
             "evidence",
-            f"{side.name} is inconclusive ({'; '.join(side.summary.get('verdict_reasons') or [])}):"
+            f"{side.name} is inconclusive ({'; '.join(side.summary.verdict_reasons)}):"
             " its numbers are shown, but they are weak evidence for a change",
         )
         for side in (base, candidate)
-        if side.summary.get("verdict") == "inconclusive"
+        if side.summary.verdict == "inconclusive"
     ]
     if len(runs) == 1:
         return notes
     a, b = base.run_summary, candidate.run_summary
-    if a["profile_name"] != b["profile_name"]:
-        notes.append(
-            Note("profile", f"different profiles: {a['profile_name']} vs {b['profile_name']}")
-        )
+    if a.profile_name != b.profile_name:
+        notes.append(Note("profile", f"different profiles: {a.profile_name} vs {b.profile_name}"))
     load = _differences(_load(base), _load(candidate))
     if load:
         notes.append(Note("load", f"different load: {load}"))
-    longer, shorter = max(a["duration_s"], b["duration_s"]), min(a["duration_s"], b["duration_s"])
+    longer, shorter = max(a.duration_s, b.duration_s), min(a.duration_s, b.duration_s)
     if longer > 0 and (longer - shorter) / longer > DURATION_TOLERANCE:
         notes.append(
             Note(
                 "duration",
-                f"durations differ: {format_duration(a['duration_s'])} vs "
-                f"{format_duration(b['duration_s'])} (trends and tails grow with time)",
+                f"durations differ: {format_duration(a.duration_s)} vs "
+                f"{format_duration(b.duration_s)} (trends and tails grow with time)",
             )
         )
     host = _differences(_host(base), _host(candidate))
@@ -624,12 +604,12 @@ def _host(side: Side) -> dict[str, Any]:
 def _criteria(base: Side, candidate: Side) -> list[dict[str, Any]]:
     """Warm-up and the checks only one side has, as `_differences` input per side."""
     checks = [
-        {c["expression"] for c in side.run_summary["criteria"] if c["target"] == side.target}
+        {c.expression for c in side.run_summary.checks_of(side.target)}
         for side in (base, candidate)
     ]
     return [
         {
-            "warm-up": side.run_summary["warmup_s"],
+            "warm-up": side.run_summary.warmup_s,
             "checks not in the other": "; ".join(sorted(own - other)) or "none",
         }
         for side, own, other in ((base, *checks), (candidate, *checks[::-1]))

@@ -17,7 +17,7 @@ from soak.analyze.chats import interval_quantiles
 from soak.analyze.load import BODY_PREFIX
 from soak.analyze.trend import downsample
 from soak.compare.core import Comparison, Side
-from soak.criteria import format_growth
+from soak.formatting import format_growth
 from soak.report.plots import Plot, save_plot
 
 #: Most points drawn per series.
@@ -38,7 +38,7 @@ def side_label(comparison: Comparison, which: int) -> str:
     if comparison.paired or len(side.analysis.targets) > 1:
         name = side.target if comparison.paired else side.name
     else:
-        name = side.run_summary["run_id"]
+        name = side.run_summary.run_id
     return f"{role}: {name}"
 
 

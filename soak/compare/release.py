@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from soak import __version__
-from soak.analyze.summary import Analysis, json_safe
+from soak.analyze.summary import Analysis
 from soak.compare.build import Analyses, CompareResult, pick_target, write_compare
 from soak.compare.core import (
     FAIL_ON,
@@ -44,8 +44,10 @@ from soak.compare.render import (
     value_text,
     verdict_line,
 )
-from soak.criteria import FAIL, format_number
+from soak.criteria import FAIL
 from soak.errors import RunDirError, UsageError
+from soak.formatting import format_number
+from soak.model import RunSummary, to_json
 from soak.report import ReportResult, build_report, verdict_exit_code
 from soak.report.html import e
 from soak.report.markdown import cell, images, table
@@ -72,12 +74,12 @@ class RunPart:
     judged: list[str]
 
     @property
-    def summary(self) -> dict[str, Any]:
+    def summary(self) -> RunSummary:
         return self.report.summary
 
     @property
     def run_id(self) -> str:
-        return self.summary["run_id"]
+        return self.summary.run_id
 
 
 @dataclass
@@ -122,7 +124,7 @@ def build_release(
     parts, comparisons = [], []
     for path in paths:
         report = build_report(path, out_dir / "runs" / safe_name(path.name))
-        names = list(report.summary["targets"])
+        names = list(report.summary.targets)
         judged = names[1:] or names  # an A/B run's first target is its base
         parts.append(RunPart(report, judged))
         for base, candidate in _pairs(path, names, base_side, analyses):
@@ -134,7 +136,7 @@ def build_release(
     release.reasons = _reasons(release)
     release.doubts = _doubts(release)
     try:
-        document = json.dumps(json_safe(release_json(release)), indent=2)
+        document = json.dumps(to_json(release_json(release)), indent=2)
         write_text_atomic(out_dir / RELEASE_JSON, document)
         write_text_atomic(out_dir / RELEASE_MD, render_release_markdown(release))
         write_text_atomic(out_dir / RELEASE_HTML, render_release_html(release))
@@ -182,10 +184,10 @@ def _doubts(release: Release) -> list[str]:
     verdict is inconclusive."""
     return [
         f"{part.run_id}:{name} is inconclusive: "
-        + "; ".join(part.summary["targets"][name].get("verdict_reasons") or [])
+        + "; ".join(part.summary.targets[name].verdict_reasons)
         for part in release.runs
         for name in part.judged
-        if part.summary["targets"][name].get("verdict") == "inconclusive"
+        if part.summary.targets[name].verdict == "inconclusive"
     ]
 
 
@@ -194,11 +196,7 @@ def _reasons(release: Release) -> list[str]:
     reasons = []
     for part in release.runs:
         for name in part.judged:
-            failed = [
-                c["expression"]
-                for c in part.summary["criteria"]
-                if c["target"] == name and c["status"] == FAIL
-            ]
+            failed = [c.expression for c in part.summary.checks_of(name, FAIL)]
             if failed:
                 reasons.append(f"{part.run_id}:{name} fails {', '.join(failed)}")
     gated = tuple((verdict, False) for verdict in FAIL_ON[release.fail_on])
@@ -257,20 +255,20 @@ def key_rows(release: Release) -> list[tuple[str, ...]]:
     rows = []
     for part in release.runs:
         summary = part.summary
-        for name, t in summary["targets"].items():
+        for name, t in summary.targets.items():
             judged = "" if name in part.judged else " (base)"
             rows.append(
                 (
                     f"{part.run_id}:{name}{judged}",
-                    t.get("build") or MISSING,
-                    f"{format_duration(summary['duration_s'])} {summary['status']}",
-                    t["verdict"],
-                    f"{t.get('turns', 0):,}",
-                    _maybe(t.get("stall_rate"), lambda v: f"{format_number(v * 100)}%"),
-                    _maybe(t.get("threads_growth_per_hour"), lambda v: f"{format_number(v)}/h"),
-                    _maybe(t.get("rss_growth_mb_per_hour"), lambda v: f"{format_number(v)} MB/h"),
-                    _maybe(t.get("ttft_p95_s"), lambda v: f"{format_number(v * 1000)} ms"),
-                    _maybe(t.get("idle_cpu_percent"), lambda v: f"{format_number(v)}%"),
+                    t.build or MISSING,
+                    f"{format_duration(summary.duration_s)} {summary.status}",
+                    t.verdict or MISSING,
+                    f"{t.chats.count('turns'):,}",
+                    _maybe(t.chats.stall_rate, lambda v: f"{format_number(v * 100)}%"),
+                    _maybe(t.threads.growth_per_hour, lambda v: f"{format_number(v)}/h"),
+                    _maybe(t.rss.growth_per_hour, lambda v: f"{format_number(v)} MB/h"),
+                    _maybe(t.chats.ttft.p95, lambda v: f"{format_number(v * 1000)} ms"),
+                    _maybe(t.cpu.idle_percent, lambda v: f"{format_number(v)}%"),
                 )
             )
     return rows
@@ -328,18 +326,18 @@ def release_json(release: Release) -> dict[str, Any]:
         "runs": [
             {
                 "run_id": part.run_id,
-                "run_dir": part.summary["run_dir"],
+                "run_dir": part.summary.run_dir,
                 "report": (part.report.html_path.relative_to(release.out_dir)).as_posix(),
-                "status": part.summary["status"],
-                "duration_s": part.summary["duration_s"],
-                "verdict": part.summary["verdict"],
+                "status": part.summary.status,
+                "duration_s": part.summary.duration_s,
+                "verdict": part.summary.verdict,
                 "targets": {
                     name: {
-                        "verdict": t["verdict"],
-                        "build": t.get("build"),
+                        "verdict": t.verdict,
+                        "build": t.build,
                         "judged": name in part.judged,
                     }
-                    for name, t in part.summary["targets"].items()
+                    for name, t in part.summary.targets.items()
                 },  # fmt: skip
             }
             for part in release.runs

@@ -25,7 +25,8 @@ from soak.compare.core import (
     Row,
     Side,
 )
-from soak.criteria import METRICS, format_number
+from soak.criteria import METRICS
+from soak.formatting import format_number
 from soak.report.html import e
 from soak.report.markdown import cell, images, table
 from soak.report.plots import Plot
@@ -79,10 +80,7 @@ def change_text(row: Row) -> str:
     if not change:
         return "0"
     sign = "+" if change > 0 else "-"
-    if metric.kind in ("rate", "percent"):
-        amount = f"{format_number(abs(change) * (100 if metric.kind == 'rate' else 1))} pp"
-    else:
-        amount = metric.format(abs(change))
+    amount = metric.format_change(abs(change))
     relative = row.change_relative
     if relative is not None:
         amount += f" ({sign}{format_number(abs(relative) * 100)}%)"
@@ -113,11 +111,11 @@ def verdict_line(comparison: Comparison) -> str:
 def side_line(side: Side) -> str:
     """One line that says which run and target a side is, and how that run went."""
     run = side.run_summary
-    build = side.summary.get("build")
+    build = side.summary.build
     return (
         f"{side.name}" + (f" (build {build})" if build else "") + f": profile "
-        f"{run['profile_name'] or MISSING}, {format_duration(run['duration_s'])}, "
-        f"{run['status']}, criteria {side.summary['verdict']}"
+        f"{run.profile_name or MISSING}, {format_duration(run.duration_s)}, "
+        f"{run.status}, criteria {side.summary.verdict}"
     )
 
 
@@ -153,16 +151,16 @@ def text_report(comparison: Comparison) -> str:
 def side_json(side: Side) -> dict[str, Any]:
     run = side.run_summary
     return {
-        "run_id": run["run_id"],
-        "run_dir": run["run_dir"],
+        "run_id": run.run_id,
+        "run_dir": run.run_dir,
         "target": side.target,
-        "build": side.summary.get("build"),
-        "profile_name": run["profile_name"],
-        "label": run["label"],
-        "status": run["status"],
-        "started_at_iso": run["started_at_iso"],
-        "duration_s": run["duration_s"],
-        "verdict": side.summary["verdict"],
+        "build": side.summary.build,
+        "profile_name": run.profile_name,
+        "label": run.label,
+        "status": run.status,
+        "started_at_iso": run.started_at_iso,
+        "duration_s": run.duration_s,
+        "verdict": side.summary.verdict,
     }
 
 

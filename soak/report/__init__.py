@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from soak.analyze.summary import analyze_run
 from soak.errors import EXIT_CRITERIA_FAILED, EXIT_INCONCLUSIVE, EXIT_PASS, RunDirError
+from soak.model import RunSummary
 from soak.report.html import render_html
 from soak.report.junit import render_junit
 from soak.report.markdown import render_markdown
@@ -27,7 +27,7 @@ class ReportResult:
     """What `build_report` wrote, the summary, and the exit code (0 pass, 1 fail,
     4 inconclusive)."""
 
-    summary: dict[str, Any]
+    summary: RunSummary
     exit_code: int
     summary_path: Path
     markdown_path: Path
@@ -37,7 +37,7 @@ class ReportResult:
 
     @property
     def verdict(self) -> str:
-        return self.summary["verdict"]
+        return self.summary.verdict or "inconclusive"
 
     @property
     def paths(self) -> dict[str, Path]:
@@ -67,7 +67,9 @@ def build_report(run_path: Path, out_dir: Path | None = None) -> ReportResult:
         out.mkdir(parents=True, exist_ok=True)
         plots = render_plots(analysis, out / PLOTS_DIR)
         paths = {
-            SUMMARY_JSON: json.dumps(summary, indent=2, allow_nan=False, ensure_ascii=False),
+            SUMMARY_JSON: json.dumps(
+                summary.to_json(), indent=2, allow_nan=False, ensure_ascii=False
+            ),
             REPORT_MD: render_markdown(summary, plots, out),
             REPORT_HTML: render_html(analysis, plots),
             JUNIT_XML: render_junit(summary),
@@ -81,7 +83,7 @@ def build_report(run_path: Path, out_dir: Path | None = None) -> ReportResult:
         ) from None
     return ReportResult(
         summary=summary,
-        exit_code=verdict_exit_code(summary["verdict"]),
+        exit_code=verdict_exit_code(summary.verdict or "inconclusive"),
         summary_path=out / SUMMARY_JSON,
         markdown_path=out / REPORT_MD,
         html_path=out / REPORT_HTML,

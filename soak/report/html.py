@@ -14,7 +14,8 @@ from typing import Any
 import pandas as pd
 
 from soak.analyze.summary import Analysis
-from soak.criteria import format_number, format_rate, format_seconds
+from soak.formatting import format_number, format_rate, format_seconds
+from soak.model import RunSummary
 from soak.report.numbers import MISSING, key_numbers, verdict_notes, verdict_rows
 from soak.report.plots import Plot
 from soak.rundir import safe_name
@@ -66,7 +67,7 @@ def render_html(analysis: Analysis, plots: list[Plot]) -> str:
         "<!doctype html>",
         '<html lang="en"><head><meta charset="utf-8">',
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
-        f"<title>soak report: {e(summary['run_id'])}</title>",
+        f"<title>soak report: {e(summary.run_id)}</title>",
         f"<style>{_CSS}</style></head><body>",
         _header(summary),
         _verdict(summary),
@@ -80,8 +81,8 @@ def render_html(analysis: Analysis, plots: list[Plot]) -> str:
         _anomalies(analysis),
         _events(analysis),
         _health_fields(summary),
-        f'<p class="muted">Written by soak {e(summary["soak_version"])} from '
-        f"<code>{e(summary['run_dir'])}</code>.</p>",
+        f'<p class="muted">Written by soak {e(summary.soak_version)} from '
+        f"<code>{e(summary.run_dir)}</code>.</p>",
         "</body></html>",
     ]
     return "\n".join(parts) + "\n"
@@ -105,26 +106,26 @@ def _table(headers: Iterable[str], rows: Iterable[Iterable[str]], numeric: int =
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
 
 
-def _header(summary: dict[str, Any]) -> str:
+def _header(summary: RunSummary) -> str:
     meta = [
-        ("Profile", summary["profile_name"]),
-        ("Label", summary["label"]),
-        ("Status", summary["status"]),
-        ("Started", summary["started_at_iso"]),
-        ("Ended", summary["ended_at_iso"]),
-        ("Duration", format_duration(summary["duration_s"])),
-        ("Warm-up", format_duration(summary["warmup_s"]) if summary["warmup_s"] else "none"),
-        ("Recorded with", f"soak {summary['recorded_with']}"),
+        ("Profile", summary.profile_name),
+        ("Label", summary.label),
+        ("Status", summary.status),
+        ("Started", summary.started_at_iso),
+        ("Ended", summary.ended_at_iso),
+        ("Duration", format_duration(summary.duration_s)),
+        ("Warm-up", format_duration(summary.warmup_s) if summary.warmup_s else "none"),
+        ("Recorded with", f"soak {summary.recorded_with}"),
     ]
     items = "".join(f"<dt>{e(k)}</dt><dd>{e(v)}</dd>" for k, v in meta)
     return (
-        f"<header><h1>soak report: {e(summary['run_id'])}</h1>"
-        f"<p>{_badge(summary['verdict'], 'verdict')}</p>"
+        f"<header><h1>soak report: {e(summary.run_id)}</h1>"
+        f"<p>{_badge(summary.verdict or '', 'verdict')}</p>"
         f'<dl class="meta">{items}</dl></header>'
     )
 
 
-def _verdict(summary: dict[str, Any]) -> str:
+def _verdict(summary: RunSummary) -> str:
     rows = [
         (e(name), e(build), _badge(verdict), e(why) or '<span class="muted">-</span>')
         for name, build, verdict, why in verdict_rows(summary)
@@ -134,18 +135,17 @@ def _verdict(summary: dict[str, Any]) -> str:
     return f'<section id="verdict"><h2>Verdict</h2>{_table(headers, rows)}{notes}</section>'
 
 
-def _criteria(summary: dict[str, Any]) -> str:
-    if not summary["criteria"]:
+def _criteria(summary: RunSummary) -> str:
+    if not summary.criteria:
         return (
             '<section id="criteria"><h2>Criteria</h2><p>No criteria apply to any target: '
             "nothing was judged.</p></section>"
         )
     sections = ['<section id="criteria"><h2>Criteria</h2>']
-    for name in summary["targets"]:
+    for name in summary.targets:
         rows = [
-            (_badge(c["status"]), f"<code>{e(c['expression'])}</code>", e(c["message"]))
-            for c in summary["criteria"]
-            if c["target"] == name
+            (_badge(c.status), f"<code>{e(c.expression)}</code>", e(c.message))
+            for c in summary.checks_of(name)
         ]
         anchor = e(f"target-{safe_name(name, 'target')}")
         table = _table(("Status", "Criterion", "Result"), rows)
@@ -154,8 +154,8 @@ def _criteria(summary: dict[str, Any]) -> str:
     return "".join(sections)
 
 
-def _numbers(summary: dict[str, Any]) -> str:
-    headers = ["", *(e(name) for name in summary["targets"])]
+def _numbers(summary: RunSummary) -> str:
+    headers = ["", *(e(name) for name in summary.targets)]
     rows = [(e(label), *(e(cell) for cell in cells)) for label, cells in key_numbers(summary)]
     return f'<section id="numbers"><h2>Key numbers</h2>{_table(headers, rows)}</section>'
 
@@ -175,8 +175,8 @@ def _clock(elapsed: Any) -> str:
     return f"+{format_duration(elapsed)}" if pd.notna(elapsed) and elapsed >= 0 else "—"
 
 
-def _saturation_warning(summary: dict[str, Any]) -> str:
-    generator = summary.get("generator") or {}
+def _saturation_warning(summary: RunSummary) -> str:
+    generator = summary.generator or {}
     percent = generator.get("saturated_percent")
     if not percent:
         return ""
@@ -188,10 +188,10 @@ def _saturation_warning(summary: dict[str, Any]) -> str:
     )
 
 
-def _findings(summary: dict[str, Any]) -> str:
+def _findings(summary: RunSummary) -> str:
     parts = ['<section id="findings"><h2>Findings</h2>']
-    for name, target in summary["targets"].items():
-        items = "".join(f"<li>{e(sentence)}</li>" for sentence in target.get("findings", []))
+    for name, target in summary.targets.items():
+        items = "".join(f"<li>{e(sentence)}</li>" for sentence in target.findings)
         parts.append(f'<h3>{e(name)}</h3><ul class="findings">{items}</ul>')
     parts.append("</section>")
     return "".join(parts)
@@ -201,17 +201,16 @@ def _secs(value: Any) -> str:
     return MISSING if value is None else format_seconds(value)
 
 
-def _drift(summary: dict[str, Any]) -> str:
+def _drift(summary: RunSummary) -> str:
     parts = [
         '<section id="drift"><h2>Drift: the worst intervals</h2><p class="muted">Per interval: '
         "the event-loop lag from /health, ping round trips and /health latency above their "
         "floor (time the server answered late), next to TTFT and stalls. Intervals in which "
         "soak itself was saturated are marked.</p>"
     ]
-    for name, target in summary["targets"].items():
-        drift = target.get("drift") or {}
-        worst = drift.get("worst") or []
-        if not drift.get("signals") or not worst:
+    for name, target in summary.targets.items():
+        worst = target.drift.worst
+        if not target.drift.signals or not worst:
             parts.append(
                 f"<h3>{e(name)}</h3><p>No drift signal recorded (no loop-lag field, "
                 "/health latency or pings).</p>"
@@ -239,8 +238,8 @@ def _drift(summary: dict[str, Any]) -> str:
     return "".join(parts)
 
 
-def _soak(summary: dict[str, Any]) -> str:
-    generator = summary.get("generator")
+def _soak(summary: RunSummary) -> str:
+    generator = summary.generator
     title = '<section id="soak"><h2>soak\'s own health</h2>'
     if not generator:
         return (
@@ -344,26 +343,26 @@ def _events(analysis: Analysis) -> str:
     )
 
 
-def _health_fields(summary: dict[str, Any]) -> str:
+def _health_fields(summary: RunSummary) -> str:
     """The numeric /health fields of each target: levels after warm-up, last value, trend."""
     parts = ['<section id="health"><h2>Numeric /health fields</h2><p class="muted">Usable in '
              "criteria as <code>health.&lt;field&gt;.&lt;stat&gt;</code>, e.g. "
              "<code>health.diagnostics.thread_count.max &lt; 200</code>.</p>"]  # fmt: skip
-    for name, target in summary["targets"].items():
-        fields = target.get("health_fields") or {}
+    for name, target in summary.targets.items():
+        fields = target.health.fields
         if not fields:
             parts.append(f"<h3>{e(name)}</h3><p>No numeric /health fields recorded.</p>")
             continue
         rows = []
         for path, stats in list(fields.items())[:HEALTH_FIELDS]:
-            growth, ci = stats.get("growth_per_hour"), stats.get("growth_ci_per_hour")
+            growth, ci = stats.growth_per_hour, stats.growth_ci_per_hour
             trend = MISSING
             if growth is not None:
-                trend = f"{format_rate(growth, '', ci)} ({stats.get('trend')})"
+                trend = f"{format_rate(growth, '', ci)} ({stats.trend})"
             rows.append(
                 (
                     f"<code>{e(path)}</code>",
-                    *(e(_num(stats.get(k))) for k in ("last", "min", "max", "p99")),
+                    *(e(_num(getattr(stats, k))) for k in ("last", "min", "max", "p99")),
                     e(trend),
                 )
             )

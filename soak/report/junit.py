@@ -7,6 +7,7 @@ import xml.etree.ElementTree as ET
 from typing import Any
 
 from soak.criteria import FAIL, INCONCLUSIVE, SKIPPED
+from soak.model import RunSummary, to_json
 
 #: Characters XML 1.0 cannot hold even escaped (control characters, lone surrogates,
 #: U+FFFE and U+FFFF).
@@ -19,16 +20,16 @@ def _text(value: Any) -> str:
     return _INVALID_XML.sub("", "" if value is None else str(value))
 
 
-def render_junit(summary: dict[str, Any]) -> str:
+def render_junit(summary: RunSummary) -> str:
     """JUnit XML: a testsuite per target, a testcase per criterion (failure, or skipped for
     a criterion not measured or not judged); an inconclusive target gets one skipped
     case `verdict` that says why, so CI never shows it as all green."""
-    root = ET.Element("testsuites", name=_text(f"soak {summary['run_id']}"))
+    root = ET.Element("testsuites", name=_text(f"soak {summary.run_id}"))
     totals = {"tests": 0, "failures": 0, "skipped": 0}
-    for name, target in summary["targets"].items():
-        checks = [c for c in summary["criteria"] if c["target"] == name]
-        if target.get("verdict") == INCONCLUSIVE:
-            reasons = "; ".join(target.get("verdict_reasons") or [])
+    for name, target in summary.targets.items():
+        checks = [to_json(c) for c in summary.checks_of(name)]
+        if target.verdict == INCONCLUSIVE:
+            reasons = "; ".join(target.verdict_reasons)
             checks.append({"expression": "verdict", "status": INCONCLUSIVE, "message": reasons})
         counts = {
             "tests": len(checks),
@@ -39,8 +40,8 @@ def render_junit(summary: dict[str, Any]) -> str:
             root,
             "testsuite",
             name=_text(f"soak.{name}"),
-            timestamp=_text(summary["started_at_iso"]),
-            time=f"{summary['duration_s']:.3f}",
+            timestamp=_text(summary.started_at_iso),
+            time=f"{summary.duration_s:.3f}",
             errors="0",
             **{key: str(value) for key, value in counts.items()},
         )

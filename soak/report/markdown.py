@@ -8,7 +8,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from soak.criteria import format_number
+from soak.formatting import format_number
+from soak.model import RunSummary
 from soak.report.numbers import key_numbers, verdict_notes, verdict_rows
 from soak.report.plots import Plot
 from soak.units import format_duration
@@ -52,17 +53,17 @@ def images(plots: Iterable[Plot], out_dir: Path) -> list[str]:
 MD_GROUPS = 10
 
 
-def _findings(summary: dict[str, Any]) -> list[str]:
+def _findings(summary: RunSummary) -> list[str]:
     lines = []
-    for name, target in summary["targets"].items():
+    for name, target in summary.targets.items():
         lines += [f"### {cell(name)}", ""]
-        lines += [f"- {cell(sentence)}" for sentence in target.get("findings", [])]
+        lines += [f"- {cell(sentence)}" for sentence in target.findings]
         lines.append("")
     return lines
 
 
-def _saturation(summary: dict[str, Any]) -> list[str]:
-    percent = (summary.get("generator") or {}).get("saturated_percent")
+def _saturation(summary: RunSummary) -> list[str]:
+    percent = (summary.generator or {}).get("saturated_percent")
     if not percent:
         return []
     return [
@@ -73,15 +74,16 @@ def _saturation(summary: dict[str, Any]) -> list[str]:
     ]
 
 
-def render_markdown(summary: dict[str, Any], plots: list[Plot], out_dir: Path) -> str:
+def render_markdown(summary: RunSummary, plots: list[Plot], out_dir: Path) -> str:
     """The Markdown report; plot links are relative to `out_dir` (where report.md goes)."""
+    warmup = format_duration(summary.warmup_s) if summary.warmup_s else "none"
     lines = [
-        f"# soak report: {cell(summary['run_id'])}",
+        f"# soak report: {cell(summary.run_id)}",
         "",
-        f"**Verdict: {summary['verdict'].upper()}** · profile {cell(summary['profile_name'])}"
-        f" · label {cell(summary['label'])} · status {cell(summary['status'])}"
-        f" · {format_duration(summary['duration_s'])} from {summary['started_at_iso']}"
-        f" (warm-up {format_duration(summary['warmup_s']) if summary['warmup_s'] else 'none'})",
+        f"**Verdict: {(summary.verdict or '').upper()}** · profile {cell(summary.profile_name)}"
+        f" · label {cell(summary.label)} · status {cell(summary.status)}"
+        f" · {format_duration(summary.duration_s)} from {summary.started_at_iso}"
+        f" (warm-up {warmup})",
         "",
         "## Verdict",
         "",
@@ -93,31 +95,29 @@ def render_markdown(summary: dict[str, Any], plots: list[Plot], out_dir: Path) -
         *_findings(summary),
         "## Key numbers",
         "",
-        *table(
-            ("", *summary["targets"]), ((label, *cells) for label, cells in key_numbers(summary))
-        ),
+        *table(("", *summary.targets), ((label, *cells) for label, cells in key_numbers(summary))),
         "## Criteria",
         "",
     ]
-    if not summary["criteria"]:
+    if not summary.criteria:
         lines += ["No criteria apply to any target: nothing was judged.", ""]
-    for name in summary["targets"]:
-        checks = [c for c in summary["criteria"] if c["target"] == name]
+    for name in summary.targets:
+        checks = summary.checks_of(name)
         if checks:
             lines += [f"### {cell(name)}", ""]
-            rows = ((c["status"].upper(), c["expression"], c["message"]) for c in checks)
+            rows = ((c.status.upper(), c.expression, c.message) for c in checks)
             lines += table(("Status", "Criterion", "Result"), rows)
     lines += _anomaly_groups(summary)
     lines += ["## Plots", "", *images(plots, out_dir)]
     return "\n".join(lines)
 
 
-def _anomaly_groups(summary: dict[str, Any]) -> list[str]:
+def _anomaly_groups(summary: RunSummary) -> list[str]:
     """The anomaly records by kind and message, the largest groups of each target."""
     rows = [
         (name, group["kind"], format_number(group["count"]), group["message"])
-        for name, target in summary["targets"].items()
-        for group in (target.get("anomaly_groups") or [])[:MD_GROUPS]
+        for name, target in summary.targets.items()
+        for group in target.anomalies.groups[:MD_GROUPS]
     ]
     if not rows:
         return []

@@ -31,7 +31,7 @@ from soak.analyze.health import field_names
 from soak.analyze.load import BODY_PREFIX
 from soak.analyze.summary import Analysis, TargetAnalysis
 from soak.analyze.trend import downsample, lower_envelope
-from soak.criteria import format_rate, format_seconds
+from soak.formatting import format_rate, format_seconds
 
 #: Most points drawn per series.
 PLOT_POINTS = 3000
@@ -76,7 +76,7 @@ def render_plots(analysis: Analysis, plots_dir: Path) -> list[Plot]:
         (plain(name), target, colours[i % len(colours)])
         for i, (name, target) in enumerate(analysis.targets.items())
     ]
-    duration = float(analysis.summary["duration_s"])
+    duration = float(analysis.summary.duration_s)
     axis = (
         _Axis(3600.0, "elapsed (h)") if duration > _HOURS_FROM_S else _Axis(60.0, "elapsed (min)")
     )
