@@ -17,7 +17,7 @@ from soak.cli import app
 from soak.compare import build_compare, compare_sides, open_sides
 from soak.compare.build import Analyses
 from soak.compare.core import FIXED, NEW_FAILURE, NOT_AVAILABLE, UNCHANGED, Side
-from soak.compare.render import table_rows
+from soak.compare.render import table_rows, text_report
 from soak.compare.stats import HistogramBlocks, quantile_ci, two_proportion_p
 from soak.errors import UsageError
 from soak.histogram import Histogram
@@ -144,6 +144,27 @@ def test_missing_side_is_not_available_and_warnings_name_differences(tmp_path: P
     assert lag.verdict == NOT_AVAILABLE and "loop_lag_field" in lag.reason
     kinds = {note.kind for note in comparison.warnings}
     assert {"profile", "duration", "host"} <= kinds
+
+
+def test_levels_at_the_end_of_runs_of_different_length_are_not_compared(tmp_path: Path) -> None:
+    """A leak of 60 threads/h reaches 60 more threads in a run three times as long: that
+    is the same build, not a regression (nor, the other way round, a fix)."""
+    leak = [FakeTarget(threads=lambda s: 20 + s // 60)]
+    short = write_run(tmp_path / "a", FakeRun(duration_s=1200, targets=leak))
+    long = write_run(tmp_path / "b", FakeRun(duration_s=3600, targets=leak))
+    comparison = compare_sides(*open_sides([str(short), str(long)], tmp_path))
+    rows = {row.name: row for row in comparison.rows}
+    end = rows["threads.end"]
+    assert end.verdict == NOT_AVAILABLE and "20m00s vs 1h00m" in end.reason
+    assert rows["threads.growth_per_hour"].verdict == UNCHANGED  # the rate is comparable
+    text = text_report(comparison)
+    assert f"threads at end: {NOT_AVAILABLE}: not compared: the runs last" in text
+
+
+def test_a_large_change_called_unchanged_says_why_in_the_terminal(committed) -> None:
+    text = text_report(committed.comparison)
+    why = next(line for line in text.splitlines() if line.startswith("disconnect rate: "))
+    assert "unchanged" in why and "turns" in why  # the counts behind the -100%
 
 
 def test_side_selection_errors_say_what_to_do(tmp_path: Path) -> None:

@@ -382,6 +382,14 @@ def compare_metric(
         why = metric.unavailable(summary).rstrip(".")
         row.reason = f"the {side} has no {spec.label}: {why}."
         return row
+    different_length = _different_length(base, candidate)
+    if spec.test == "level" and spec.name in _END_LEVELS and different_length:
+        row.verdict = NOT_AVAILABLE
+        row.reason = (
+            f"not compared: {different_length}, and a level at the end of a run grows with "
+            "its length (compare the growth rates instead)."
+        )
+        return row
     tested, evidence = _test(spec, row, base, candidate, cache if cache is not None else {})
     big_enough = _big_enough(spec, row)
     row.significant = bool(tested) and big_enough
@@ -392,6 +400,22 @@ def compare_metric(
     row.verdict, headline = _verdict(spec, row, testable=tested is not None)
     row.reason = f"{headline}{evidence}." if evidence else f"{headline}."
     return row
+
+
+#: Levels read at the end of a run: runs of different length reach different levels.
+_END_LEVELS = ("threads.end", "rss.end_mb", "fds.end")
+
+
+def _different_length(base: Side, candidate: Side) -> str | None:
+    """ "the runs last 10m vs 1h" when two runs differ in length by more than
+    DURATION_TOLERANCE (None for two targets of one run, or runs of about one length)."""
+    if base.analysis is candidate.analysis:
+        return None
+    a, b = base.run_summary.duration_s, candidate.run_summary.duration_s
+    longer = max(a, b)
+    if longer <= 0 or (longer - min(a, b)) / longer <= DURATION_TOLERANCE:
+        return None
+    return f"the runs last {format_duration(a)} vs {format_duration(b)}"
 
 
 def _big_enough(spec: MetricSpec, row: Row) -> bool:
@@ -560,13 +584,13 @@ def comparability(base: Side, candidate: Side) -> list[Note]:
     load = _differences(_load(base), _load(candidate))
     if load:
         notes.append(Note("load", f"different load: {load}"))
-    longer, shorter = max(a.duration_s, b.duration_s), min(a.duration_s, b.duration_s)
-    if longer > 0 and (longer - shorter) / longer > DURATION_TOLERANCE:
+    if _different_length(base, candidate):
         notes.append(
             Note(
                 "duration",
                 f"durations differ: {format_duration(a.duration_s)} vs "
-                f"{format_duration(b.duration_s)} (trends and tails grow with time)",
+                f"{format_duration(b.duration_s)} (trends and tails grow with time; levels "
+                "at the end are not compared)",
             )
         )
     host = _differences(_host(base), _host(candidate))

@@ -20,6 +20,7 @@ from soak.compare.core import (
     NOT_AVAILABLE,
     REGRESSED,
     SPECS,
+    UNCHANGED,
     VERDICTS,
     Comparison,
     Row,
@@ -143,8 +144,31 @@ def text_report(comparison: Comparison) -> str:
     header = ("metric", "base", "candidate", "change", "verdict")
     lines = [f"{label + ':':<10} {text}" for label, text in intro_lines(comparison)]
     lines += [f"warning: {note.message}" for note in comparison.warnings]
-    lines += ["", text_table([header, *table_rows(comparison)]), "", verdict_line(comparison)]
+    lines += ["", text_table([header, *table_rows(comparison)])]
+    explained = explained_rows(comparison)
+    if explained:
+        lines += ["", *(f"{row.label}: {row.verdict}: {row.reason}" for row in explained)]
+    lines += ["", verdict_line(comparison)]
     return "\n".join(lines)
+
+
+#: A change at least this large (relative) that is not called a change is explained.
+EXPLAIN_RELATIVE = 0.2
+
+
+def explained_rows(comparison: Comparison) -> list[Row]:
+    """The rows whose verdict a reader of the table would question: a large change
+    called unchanged (within noise, below the minimum effect), and metrics not compared."""
+    return [
+        row
+        for row in comparison.rows
+        if row.verdict == NOT_AVAILABLE
+        or (
+            row.verdict == UNCHANGED
+            and row.change_relative is not None
+            and abs(row.change_relative) >= EXPLAIN_RELATIVE
+        )
+    ]
 
 
 # --- compare.json ----------------------------------------------------------------
