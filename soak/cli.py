@@ -542,26 +542,43 @@ def report(
         ),
     ] = None,
     root: _ROOT = DEFAULT_OUT,
+    md_images: Annotated[
+        str | None,
+        typer.Option(
+            metavar="URL",
+            help="Link report.md's plots under this URL (where plots/ will be hosted, e.g. "
+            "a CI artifact), so report.md pastes into a pull request; default: relative.",
+        ),
+    ] = None,
 ) -> None:
     """Analyse a run directory and write report.html, report.md, summary.json and junit.xml.
 
-    Works on finished, running and killed runs. Exit code 1 when a criterion fails.
+    Works on finished, running and killed runs. Exit code 1 when a criterion fails,
+    4 when the evidence falls short of a verdict.
 
     Example: soak report reports/20261121T124200Z_demo_ab   (or: soak report latest)
+
+    Example (plots hosted for a PR): soak report latest --md-images https://ci.example/run/42
     """
 
     def body() -> int:
         from soak.runs import resolve_run
 
-        return _report_and_print(resolve_run(run_dir, root), out)
+        if md_images is not None and not md_images.startswith(("http://", "https://", "/")):
+            raise UsageError(
+                f"--md-images {md_images!r} is not a URL; give where plots/ will be served, "
+                "e.g. --md-images https://ci.example/artifacts/run-42 (or leave it out for "
+                "links relative to report.md)."
+            )
+        return _report_and_print(resolve_run(run_dir, root), out, md_images)
 
     _guarded(body)
 
 
-def _report_and_print(run_dir: Path, out: Path | None = None) -> int:
+def _report_and_print(run_dir: Path, out: Path | None = None, md_images: str | None = None) -> int:
     from soak.report import build_report
 
-    result = build_report(run_dir, out)
+    result = build_report(run_dir, out, md_images=md_images)
     typer.echo(verdict_table(result.summary))
     typer.echo(f"report: {result.paths['html']}")
     return result.exit_code

@@ -1,6 +1,8 @@
 """build_report: the four files and the plots, the summary contract, escaping, exit codes."""
 
 import json
+import subprocess
+import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -286,3 +288,19 @@ def test_a_version_2_summary_reads_into_the_model_with_its_numbers() -> None:
 def test_a_summary_of_an_unknown_version_is_refused_with_what_to_do() -> None:
     with pytest.raises(ValueError, match="schema_version 99.*upgrade soak"):
         read_summary({"schema_version": 99})
+
+
+def test_report_md_links_hosted_plots_so_it_pastes_into_a_pull_request(tmp_path: Path) -> None:
+    run_dir = write_run(tmp_path, FakeRun(duration_s=300))
+    build_report(run_dir, tmp_path / "out", md_images="https://ci.example/run-42/")
+    text = (tmp_path / "out" / "report.md").read_text()
+    assert "](https://ci.example/run-42/plots/threads.png)" in text
+    assert text.index("<details><summary>Plots</summary>") < text.index("plots/threads.png")
+    bad = subprocess.run(
+        [sys.executable, "-m", "soak", "report", str(run_dir), "--md-images", "plots"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert bad.returncode == 2 and "is not a URL" in bad.stderr
+    assert "Traceback" not in bad.stderr

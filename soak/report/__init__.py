@@ -55,9 +55,12 @@ def verdict_exit_code(verdict: str) -> int:
     return {"pass": EXIT_PASS, "fail": EXIT_CRITERIA_FAILED}.get(verdict, EXIT_INCONCLUSIVE)
 
 
-def build_report(run_path: Path, out_dir: Path | None = None) -> ReportResult:
+def build_report(
+    run_path: Path, out_dir: Path | None = None, md_images: str | None = None
+) -> ReportResult:
     """Analyse a run directory and write the report files into `out_dir` (default: the run).
 
+    md_images: the URL report.md links plots/ under (default: relative to report.md).
     Raises RunDirError when the run directory is unreadable or the output unwritable.
     """
     analysis = analyze_run(run_path)
@@ -70,7 +73,7 @@ def build_report(run_path: Path, out_dir: Path | None = None) -> ReportResult:
             SUMMARY_JSON: json.dumps(
                 summary.to_json(), indent=2, allow_nan=False, ensure_ascii=False
             ),
-            REPORT_MD: render_markdown(summary, plots, out),
+            REPORT_MD: render_markdown(summary, plots, out, md_images),
             REPORT_HTML: render_html(analysis, plots),
             JUNIT_XML: render_junit(summary),
         }

@@ -7,6 +7,7 @@ import re
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from soak.formatting import format_number
 from soak.model import RunSummary
@@ -41,11 +42,15 @@ def table(headers: Iterable[Any], rows: Iterable[Iterable[Any]]) -> list[str]:
     return [*lines, ""]
 
 
-def images(plots: Iterable[Plot], out_dir: Path) -> list[str]:
-    """One image line per plot (title escaped), linked relative to `out_dir`."""
+def images(plots: Iterable[Plot], out_dir: Path, base_url: str | None = None) -> list[str]:
+    """One image line per plot (title escaped), linked relative to `out_dir`, or under
+    `base_url` where the plots are hosted."""
     lines = []
     for plot in plots:
-        lines += [f"![{cell(plot.title)}]({plot.path.relative_to(out_dir).as_posix()})", ""]
+        link = plot.path.relative_to(out_dir).as_posix()
+        if base_url:
+            link = f"{base_url.rstrip('/')}/{quote(link)}"
+        lines += [f"![{cell(plot.title)}]({link})", ""]
     return lines
 
 
@@ -74,8 +79,12 @@ def _saturation(summary: RunSummary) -> list[str]:
     ]
 
 
-def render_markdown(summary: RunSummary, plots: list[Plot], out_dir: Path) -> str:
-    """The Markdown report; plot links are relative to `out_dir` (where report.md goes)."""
+def render_markdown(
+    summary: RunSummary, plots: list[Plot], out_dir: Path, base_url: str | None = None
+) -> str:
+    """The Markdown report; plot links are relative to `out_dir` (where report.md goes) or
+    under `base_url`. Plots and anomaly groups fold into <details> so that the report
+    pastes into a pull request with the verdict, findings and numbers on top."""
     warmup = format_duration(summary.warmup_s) if summary.warmup_s else "none"
     lines = [
         f"# soak report: {cell(summary.run_id)}",
@@ -108,7 +117,8 @@ def render_markdown(summary: RunSummary, plots: list[Plot], out_dir: Path) -> st
             rows = ((c.status.upper(), c.expression, c.message) for c in checks)
             lines += table(("Status", "Criterion", "Result"), rows)
     lines += _anomaly_groups(summary)
-    lines += ["## Plots", "", *images(plots, out_dir)]
+    lines += ["## Plots", "", "<details><summary>Plots</summary>", ""]
+    lines += [*images(plots, out_dir, base_url), "</details>", ""]
     return "\n".join(lines)
 
 
