@@ -39,7 +39,7 @@ app = typer.Typer(
     help="Soak tests for chat and agent servers that stream replies over WebSockets.\n\n"
     "Example: soak demo",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     context_settings={"help_option_names": ["-h", "--help"]},
     rich_markup_mode=None,
     pretty_exceptions_enable=False,
@@ -818,4 +818,4 @@ app.command("target")(_target_command())
 def main() -> None:
     """Console-script entry point; what it prints goes through the redactor a run installs."""
     guard_output()
-    app()
+    app(prog_name="soak")  # also as python -m soak: help, errors and completion say soak

@@ -54,3 +54,20 @@ def test_status_and_report_take_a_run_name(tmp_path):
     report = CliRunner().invoke(app, ["report", "latest", "--root", str(tmp_path)])
     assert report.exit_code in (0, 4), report.output
     assert (run_dir / "summary.json").is_file()
+
+
+def test_the_shell_completes_commands_and_options():
+    """What bash asks for at a tab (Click's completion protocol), in a real subprocess."""
+    import os
+    import subprocess
+    import sys
+
+    def complete(words: str) -> list[str]:
+        env = dict(os.environ, _SOAK_COMPLETE="complete_bash", COMP_WORDS=words)
+        env["COMP_CWORD"] = str(len(words.split()) - 1)
+        program = [sys.executable, "-c", "from soak.cli import main; main()"]
+        done = subprocess.run(program, env=env, capture_output=True, text=True, timeout=60)
+        return done.stdout.split()
+
+    assert complete("soak rep") == ["report"]
+    assert "--md-images" in complete("soak report --m")
