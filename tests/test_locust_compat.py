@@ -45,6 +45,14 @@ PROBE = textwrap.dedent(
         request_type="turn", name="t", response_time=5.0, response_length=1, exception=None,
         context={},
     )
+    from soak.load.webui import TurnOutcome
+
+    local.environment.events.request.fire(
+        request_type="turn", name="t", response_time=5.0, response_length=0,
+        exception=TurnOutcome("stall"), context={},
+    )
+    texts = [e.to_dict()["error"] for e in local.environment.stats.errors.values()]
+    assert texts == ["stall"], texts  # the web UI's failure text, not a Python repr
     counters = compat.per_second_counters(local.environment.stats)
     assert counters and all(isinstance(c, dict) for c in counters)
     assert isinstance(compat.stats_history(local.environment.stats), list)

@@ -339,7 +339,7 @@ def _attach_body(record: dict[str, Any], body: bytes) -> str | None:
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         excerpt = body[:_EXCERPT].decode("utf-8", "replace")
         kind = "JSON nested too deep" if isinstance(exc, RecursionError) else "non-JSON body"
-        return f"{kind}: {excerpt!r}"
+        return f"{kind}: {json.dumps(excerpt, ensure_ascii=False)}"  # quoted, not a Python repr
     return None
 
 

@@ -33,6 +33,10 @@ TRIM_EVERY_S = 60.0
 class TurnOutcome(Exception):
     """A turn's non-ok outcome as Locust sees a failure (its text is the outcome name)."""
 
+    def __repr__(self) -> str:
+        # Locust names a failure by repr(exception): "stall", not "TurnOutcome('stall')".
+        return str(self.args[0]) if self.args else "failed"
+
 
 def bridge_turns_to_locust(env: Environment, recorder: ChatRecorder) -> None:
     """Fire one Locust `request` per finished turn, for the web UI's charts."""
