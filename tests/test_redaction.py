@@ -19,6 +19,7 @@ from soak import redact
 from soak.collect.forensics import PySpy, find_pyspy
 from soak.collect.spawn import SpawnedTarget
 from soak.errors import ProfileError
+from soak.model import read_summary
 from soak.profile import Target, profile_from_mapping
 from soak.redact import MASK, Redactor, redact_url
 from soak.report import build_report
@@ -207,6 +208,8 @@ def test_junit_strips_what_xml_cannot_hold_and_escapes_the_rest():
         "criteria": [
             {
                 "target": "a\x0bb",
+                "name": "x",
+                "passed": False,
                 "expression": "x\ud800 < 1",
                 "status": "fail",
                 "message": 'm\x07 <&> " \uffff',
@@ -216,7 +219,7 @@ def test_junit_strips_what_xml_cannot_hold_and_escapes_the_rest():
             }
         ],
     }
-    root = ET.fromstring(render_junit(summary).encode("utf-8"))
+    root = ET.fromstring(render_junit(read_summary(summary)).encode("utf-8"))
     assert root.get("name") == "soak r[31m"
     case = root.find("testsuite/testcase")
     assert case is not None and case.get("name") == "x < 1" and case.get("classname") == "soak.ab"
