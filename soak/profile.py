@@ -21,6 +21,18 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from soak.errors import ProfileError
+from soak.protocols import registry
+from soak.protocols.settings import (
+    Spec,
+    boolean,
+    duration,
+    headers,
+    integer,
+    number,
+    optional_string,
+    string,
+    string_list,
+)
 from soak.redact import Redactor, redact_headers
 from soak.redact import redact_url as redact_url  # re-exported: its old home
 from soak.units import parse_duration
@@ -30,44 +42,8 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,59}$")
 
 
 # --- field specs -----------------------------------------------------------------
-@dataclass(frozen=True)
-class Spec:
-    """One profile field: how to check and convert it, its default, a valid example."""
-
-    convert: Callable[[Any], Any]
-    default: Any
-    example: str
-    required: bool = False
-
-
-def _integer(minimum: int) -> Callable[[Any], int]:
-    def convert(value: Any) -> int:
-        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-            raise ValueError(f"expected a whole number >= {minimum}, got {value!r}")
-        return value
-
-    return convert
-
-
-def _number(minimum: float) -> Callable[[Any], float]:
-    def convert(value: Any) -> float:
-        if isinstance(value, bool) or not isinstance(value, int | float) or value < minimum:
-            raise ValueError(f"expected a number >= {minimum}, got {value!r}")
-        return float(value)
-
-    return convert
-
-
-def _duration(minimum: float = 0.0) -> Callable[[Any], float]:
-    def convert(value: Any) -> float:
-        seconds = parse_duration(value)
-        if seconds < minimum:
-            raise ValueError(f"must be at least {minimum:g} s, got {value!r}")
-        return seconds
-
-    return convert
-
-
+# Spec and the plain converters live in soak.protocols.settings (adapters declare their
+# [protocol] keys with them); these are the other sections' own.
 def _think_time(value: Any) -> list[float]:
     """A fixed think time ("1s") or a [min, max] range (["0.5s", "2s"]), in seconds."""
     if isinstance(value, list):
@@ -81,16 +57,6 @@ def _think_time(value: Any) -> list[float]:
     return [seconds, seconds]
 
 
-def _string(value: Any) -> str:
-    if not isinstance(value, str):
-        raise ValueError(f"expected a string, got {type(value).__name__} {value!r}")
-    return value
-
-
-def _optional_string(value: Any) -> str | None:
-    return None if value is None else _string(value)
-
-
 def _name(value: Any) -> str:
     if not isinstance(value, str) or not _NAME.match(value):
         raise ValueError(
@@ -100,7 +66,7 @@ def _name(value: Any) -> str:
 
 
 def _ws_url(value: Any) -> str:
-    text = _string(value)
+    text = string(value)
     if urlsplit(text).scheme not in ("ws", "wss"):
         raise ValueError(f"expected a ws:// or wss:// URL, got {text!r}")
     return text
@@ -109,24 +75,18 @@ def _ws_url(value: Any) -> str:
 def _http_url(value: Any) -> str | None:
     if value is None:
         return None
-    text = _string(value)
+    text = string(value)
     if urlsplit(text).scheme not in ("http", "https"):
         raise ValueError(f"expected an http:// or https:// URL, got {text!r}")
     return text
 
 
 def _optional_pid(value: Any) -> int | None:
-    return None if value is None else _integer(1)(value)
-
-
-def _string_list(value: Any) -> list[str]:
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise ValueError(f"expected a list of strings, got {value!r}")
-    return list(value)
+    return None if value is None else integer(1)(value)
 
 
 def _optional_port(value: Any) -> int | None:
-    port = None if value is None else _integer(1)(value)
+    port = None if value is None else integer(1)(value)
     if port is not None and port > 65535:
         raise ValueError(f"expected a TCP port 1-65535, got {port}")
     return port
@@ -136,7 +96,7 @@ def _optional_regex(value: Any) -> str | None:
     """A process-name pattern: a Python regular expression, searched in name and cmdline."""
     if value is None:
         return None
-    text = _string(value)
+    text = string(value)
     try:
         re.compile(text)
     except re.error as exc:
@@ -148,155 +108,15 @@ def _optional_argv(value: Any) -> list[str] | None:
     """A command as an argv list (run without a shell)."""
     if value is None:
         return None
-    argv = _string_list(value)
+    argv = string_list(value)
     if not argv or not argv[0]:
         raise ValueError("expected a non-empty argv list, the program first")
     return argv
 
 
-def _headers(value: Any) -> dict[str, str]:
-    if not isinstance(value, dict) or not all(
-        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
-    ):
-        raise ValueError(f"expected an inline table of header names to strings, got {value!r}")
-    return dict(value)
-
-
 def _optional_duration(minimum: float) -> Callable[[Any], float | None]:
-    convert = _duration(minimum)
+    convert = duration(minimum)
     return lambda value: None if value is None else convert(value)
-
-
-def _condition(value: Any) -> dict[str, Any]:
-    """One matcher condition: {path = "type", value = "token"} (value may be a list), or
-    {path = "parent_tool_use_id", absent = true}."""
-    keys = {"path", "value", "absent"}
-    if not isinstance(value, dict) or set(value) - keys or "path" not in value:
-        raise ValueError(
-            f'expected {{path = "type", value = "token"}} or {{path = "...", absent = true}}, '
-            f"got {value!r}"
-        )
-    _string(value["path"])
-    wanted = value.get("value")
-    if isinstance(wanted, dict):
-        raise ValueError(f"value must be a string, number or list, got {wanted!r}")
-    if "absent" in value and (value["absent"] is not True or "value" in value):
-        raise ValueError(f"absent must be true, without a value, got {value!r}")
-    if "absent" in value:
-        return {"path": value["path"], "absent": True}
-    return {"path": value["path"], "value": wanted}
-
-
-def _match(value: Any) -> dict[str, Any] | list[dict[str, Any]]:
-    """A frame matcher: one condition, or a list of conditions that must all hold."""
-    if isinstance(value, list):
-        if not value:
-            raise ValueError("expected at least one condition in the list")
-        return [_condition(item) for item in value]
-    return _condition(value)
-
-
-def _optional_match(value: Any) -> dict[str, Any] | None:
-    return None if value is None else _match(value)
-
-
-def _session_create(value: Any) -> dict[str, Any] | None:
-    """An HTTP call that makes a chat, as a web UI does before it sends: its id's path."""
-    if value is None:
-        return None
-    keys = {"path", "method", "body", "headers", "id_path"}
-    if not isinstance(value, dict) or "path" not in value or "id_path" not in value:
-        raise ValueError(
-            'expected { path = "/api/sessions", id_path = "id" } (method, body, headers '
-            f"optional), got {value!r}"
-        )
-    unknown = sorted(set(value) - keys)
-    if unknown:
-        raise ValueError(f"unknown key {unknown[0]!r}; valid keys: {', '.join(sorted(keys))}")
-    path = _string(value["path"])
-    if not path.startswith("/"):
-        raise ValueError(f"path must start with /, got {path!r}")
-    method = _string(value.get("method", "POST")).upper()
-    return {
-        "path": path,
-        "method": method,
-        "body": _table(value.get("body", {})),
-        "headers": _headers(value.get("headers", {})),
-        "id_path": _string(value["id_path"]),
-    }
-
-
-def _ready(value: Any) -> dict[str, Any] | list[dict[str, Any]] | bool:
-    """The frame to wait for after connect, or false: the server sends nothing first."""
-    if value is False:
-        return False
-    if value is True:
-        raise ValueError("true says nothing; give the frame's matcher, or false for none")
-    try:
-        return _match(value)
-    except ValueError as exc:
-        raise ValueError(f"{exc}, or false when the server sends nothing on connect") from None
-
-
-def _template(value: Any) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        raise ValueError(f"expected an inline table (the JSON frame to send), got {value!r}")
-    return value
-
-
-def _bool(value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise ValueError(f"expected true or false, got {value!r}")
-    return value
-
-
-def _table(value: Any) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        raise ValueError(f"expected an inline table {{ key = value, ... }}, got {value!r}")
-    return value
-
-
-def _optional_template(value: Any) -> dict[str, Any] | None:
-    return None if value is None else _template(value)
-
-
-def _non_empty_strings(value: Any) -> list[str]:
-    strings = _string_list(value)
-    if not strings:
-        raise ValueError("expected at least one string")
-    return strings
-
-
-def _protocol_kind(value: Any) -> str:
-    """A built-in protocol kind, or `package.module:Class` (imported now, so typos fail early)."""
-    from soak.protocols.base import BUILTIN_KINDS, adapter_class
-
-    kind = _string(value)
-    if kind not in BUILTIN_KINDS and ":" not in kind:
-        raise ValueError(
-            f"unknown protocol {kind!r}; valid kinds: {', '.join(BUILTIN_KINDS)}, "
-            "or your own adapter as 'package.module:Class'"
-        )
-    if ":" in kind:
-        try:
-            adapter_class(kind)
-        except ProfileError as exc:
-            raise ValueError(exc.message.removeprefix("[protocol] kind = ")) from None
-    return kind
-
-
-def _timezone(value: Any) -> str:
-    """An IANA time zone name (agent-zero rejects a state_request without a valid one)."""
-    import zoneinfo
-
-    name = _string(value)
-    if name == "UTC" or not zoneinfo.available_timezones():  # no tz database here: trust it
-        return name
-    try:
-        zoneinfo.ZoneInfo(name)
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-        raise ValueError(f"{name!r} is not an IANA time zone name such as UTC") from None
-    return name
 
 
 def _backoff(value: Any) -> list[float]:
@@ -314,7 +134,7 @@ AFTER_FAILURE = ("stay", "reconnect")
 
 def _choice(choices: tuple[str, ...], what: str = "value") -> Callable[[Any], str]:
     def convert(value: Any) -> str:
-        text = _string(value)
+        text = string(value)
         if text not in choices:
             raise ValueError(f"unknown {what} {text!r}; valid: {', '.join(choices)}")
         return text
@@ -326,7 +146,7 @@ _shape = _choice(LOAD_SHAPES, "load shape")
 
 
 def _criteria_checks(value: Any) -> list[str]:
-    checks = _string_list(value)
+    checks = string_list(value)
     from soak.criteria import parse_criteria  # imported late: criteria imports nothing heavy
 
     try:
@@ -351,111 +171,40 @@ TARGET_FIELDS: dict[str, Spec] = {
     "url": Spec(_ws_url, None, 'url = "ws://127.0.0.1:8765/ws"'),
     "health": Spec(_http_url, None, 'health = "http://127.0.0.1:8765/health"'),
     "pid": Spec(_optional_pid, None, "pid = 4242"),
-    "build": Spec(_optional_string, None, 'build = "v1.4.2-patched"'),
+    "build": Spec(optional_string, None, 'build = "v1.4.2-patched"'),
     # finding and reading the target's process (the collector)
     "port": Spec(_optional_port, None, "port = 8765  # its process is the one listening here"),
     "process": Spec(_optional_regex, None, 'process = "uvicorn .*app:main"  # name/cmdline regex'),
     "spawn": Spec(_optional_argv, None, 'spawn = ["python", "-m", "myserver", "--port", "8765"]'),
     "health_headers": Spec(
-        _headers, {}, 'health_headers = { Authorization = "Bearer ${HEALTH_TOKEN}" }'
+        headers, {}, 'health_headers = { Authorization = "Bearer ${HEALTH_TOKEN}" }'
     ),
 }
 #: Ways to find a target's process when it has no url (soak collect).
 FINDERS = ("pid", "port", "process", "spawn", "health")
 
 SECTIONS: dict[str, dict[str, Spec]] = {
-    "protocol": {
-        "kind": Spec(_protocol_kind, "json-events", 'kind = "json-events"'),
-        "prompt": Spec(_string, "Reply to request {request_id}. nonce={nonce}", 'prompt = "..."'),
-        "require_nonce": Spec(_bool, False, "require_nonce = true  # reply must echo {nonce}"),
-        "keepalive": Spec(_duration(), 20.0, 'keepalive = "20s"  # WebSocket pings; 0: off'),
-        "send": Spec(
-            _template,
-            {
-                "type": "message",
-                "content": "{prompt}",
-                "session_id": "{session_id}",
-                "request_id": "{request_id}",
-            },
-            'send = { type = "message", content = "{prompt}" }',
-        ),
-        "ready": Spec(
-            _ready,
-            {"path": "type", "value": "session_switched"},
-            'ready = { path = "type", value = "session_switched" }  (or false: nothing sent)',
-        ),
-        "session_id_path": Spec(_optional_string, "session_id", 'session_id_path = "session_id"'),
-        "token": Spec(_match, {"path": "type", "value": "token"}, 'token = { path = "type", ... }'),
-        "token_text_path": Spec(_optional_string, "content", 'token_text_path = "content"'),
-        "done": Spec(
-            _match, {"path": "type", "value": ["done", "stopped"]}, 'done = { path = "type", ... }'
-        ),
-        "error": Spec(
-            _optional_match, {"path": "type", "value": "error"}, 'error = { path = "type", ... }'
-        ),
-        "error_text_path": Spec(_optional_string, "error", 'error_text_path = "error"'),
-        "request_id_path": Spec(_optional_string, "request_id", 'request_id_path = "request_id"'),
-        "done_text_path": Spec(_optional_string, None, 'done_text_path = "text"'),
-        "seq_path": Spec(_optional_string, None, 'seq_path = "seq"'),
-        "ping": Spec(_optional_template, {"type": "ping"}, 'ping = { type = "ping" }'),
-        "session_path": Spec(
-            _optional_string, None, 'session_path = "session_id"  # frames of other sessions'
-        ),
-        "error_ends_turn": Spec(
-            _bool, True, "error_ends_turn = false  # the terminal frame follows an error"
-        ),
-        "session_create": Spec(
-            _session_create,
-            None,
-            'session_create = { path = "/api/sessions", id_path = "id" }',
-        ),
-        "resume_query": Spec(
-            _optional_string, None, 'resume_query = "session_id"  # ?session_id=... to rejoin'
-        ),
-        "resume_send": Spec(
-            _optional_template,
-            None,
-            'resume_send = { type = "switch_session", session_id = "{session_id}" }',
-        ),
-        "pong": Spec(
-            _optional_match,
-            {"path": "type", "value": "pong"},
-            'pong = { path = "type", value = "pong" }',
-        ),
-        "session_params": Spec(_table, {"source": "soak"}, 'session_params = { source = "soak" }'),
-        "token_events": Spec(
-            _non_empty_strings, ["message.delta"], 'token_events = ["message.delta"]'
-        ),
-        "namespace": Spec(_string, "/ws", 'namespace = "/ws"'),
-        "handlers": Spec(_string_list, ["ws_webui"], 'handlers = ["ws_webui"]'),
-        "csrf_path": Spec(_string, "/api/csrf_token", 'csrf_path = "/api/csrf_token"'),
-        "send_path": Spec(_string, "/api/message_async", 'send_path = "/api/message_async"'),
-        "origin": Spec(_optional_string, None, 'origin = "http://127.0.0.1:50001"'),
-        "timezone": Spec(_timezone, "UTC", 'timezone = "Europe/Berlin"  # IANA, for state_request'),
-        "reply_types": Spec(
-            _non_empty_strings, ["response"], 'reply_types = ["response"]  # log items: the reply'
-        ),
-        "options": Spec(_table, {}, "options = { ... }  # for your own adapter"),
-    },
+    #: every key some kind reads; which keys a kind reads: soak.protocols.registry
+    "protocol": registry.known_settings(),
     "load": {
-        "users": Spec(_integer(1), 10, "users = 20"),
-        "spawn_rate": Spec(_number(0.01), 10.0, "spawn_rate = 10  # users started per second"),
+        "users": Spec(integer(1), 10, "users = 20"),
+        "spawn_rate": Spec(number(0.01), 10.0, "spawn_rate = 10  # users started per second"),
         "think_time": Spec(_think_time, [1.0, 1.0], 'think_time = "1s"  or  ["0.5s", "2s"]'),
-        "duration": Spec(_duration(1.0), 600.0, 'duration = "2h"'),
-        "idle_after": Spec(_duration(), 0.0, 'idle_after = "30s"  # no load, to measure idle CPU'),
-        "connect_timeout": Spec(_duration(0.1), 10.0, 'connect_timeout = "10s"'),
-        "first_token_timeout": Spec(_duration(0.1), 30.0, 'first_token_timeout = "30s"'),
-        "reply_timeout": Spec(_duration(0.1), 120.0, 'reply_timeout = "2m"'),
-        "turns_per_connection": Spec(_integer(0), 0, "turns_per_connection = 0  # 0: keep open"),
-        "interval": Spec(_duration(0.5), 10.0, 'interval = "10s"  # chat aggregate interval'),
+        "duration": Spec(duration(1.0), 600.0, 'duration = "2h"'),
+        "idle_after": Spec(duration(), 0.0, 'idle_after = "30s"  # no load, to measure idle CPU'),
+        "connect_timeout": Spec(duration(0.1), 10.0, 'connect_timeout = "10s"'),
+        "first_token_timeout": Spec(duration(0.1), 30.0, 'first_token_timeout = "30s"'),
+        "reply_timeout": Spec(duration(0.1), 120.0, 'reply_timeout = "2m"'),
+        "turns_per_connection": Spec(integer(0), 0, "turns_per_connection = 0  # 0: keep open"),
+        "interval": Spec(duration(0.5), 10.0, 'interval = "10s"  # chat aggregate interval'),
         "shape": Spec(_shape, "steady", 'shape = "steady"  # ' + " | ".join(LOAD_SHAPES)),
-        "min_users": Spec(_integer(0), 0, "min_users = 0  # ramp start, wave trough"),
-        "steps": Spec(_integer(1), 4, "steps = 4"),
-        "period": Spec(_duration(2.0), 86400.0, 'period = "24h"  # one day and one night'),
-        "burst": Spec(_duration(1.0), 300.0, 'burst = "5m"'),
-        "gap": Spec(_duration(1.0), 300.0, 'gap = "10m"  # no users between bursts'),
-        "linger": Spec(_duration(), 0.25, 'linger = "250ms"  # read on after done'),
-        "ping_every": Spec(_duration(), 30.0, 'ping_every = "30s"  # 0: no ping probes'),
+        "min_users": Spec(integer(0), 0, "min_users = 0  # ramp start, wave trough"),
+        "steps": Spec(integer(1), 4, "steps = 4"),
+        "period": Spec(duration(2.0), 86400.0, 'period = "24h"  # one day and one night'),
+        "burst": Spec(duration(1.0), 300.0, 'burst = "5m"'),
+        "gap": Spec(duration(1.0), 300.0, 'gap = "10m"  # no users between bursts'),
+        "linger": Spec(duration(), 0.25, 'linger = "250ms"  # read on after done'),
+        "ping_every": Spec(duration(), 30.0, 'ping_every = "30s"  # 0: no ping probes'),
         "reconnect_backoff": Spec(_backoff, [0.5, 30.0], 'reconnect_backoff = ["0.5s", "30s"]'),
         "after_failure": Spec(
             _choice(AFTER_FAILURE),
@@ -463,30 +212,28 @@ SECTIONS: dict[str, dict[str, Spec]] = {
             'after_failure = "stay"  # ask again on the same chat; "reconnect": a new one',
         ),
         "resume_session": Spec(
-            _bool, True, "resume_session = true  # a reconnect carries on the chat's session"
+            boolean, True, "resume_session = true  # a reconnect carries on the chat's session"
         ),
     },
     "collector": {
-        "interval": Spec(_duration(0.1), 5.0, 'interval = "5s"'),
-        "health_timeout": Spec(_duration(0.1), 5.0, 'health_timeout = "5s"'),
-        "loop_lag_field": Spec(
-            _optional_string, None, 'loop_lag_field = "diagnostics.loop_lag_ms"'
-        ),
+        "interval": Spec(duration(0.1), 5.0, 'interval = "5s"'),
+        "health_timeout": Spec(duration(0.1), 5.0, 'health_timeout = "5s"'),
+        "loop_lag_field": Spec(optional_string, None, 'loop_lag_field = "diagnostics.loop_lag_ms"'),
         "health_interval": Spec(
             _optional_duration(0.1), None, 'health_interval = "1s"  # default: 5s or interval'
         ),
         "detail_interval": Spec(
-            _duration(1.0), 30.0, 'detail_interval = "30s"  # sockets, USS, children, names'
+            duration(1.0), 30.0, 'detail_interval = "30s"  # sockets, USS, children, names'
         ),
-        "spawn_timeout": Spec(_duration(0.1), 60.0, 'spawn_timeout = "60s"  # until it listens'),
-        "pyspy": Spec(_bool, False, "pyspy = true  # py-spy dumps: first stall + periodic"),
-        "pyspy_every": Spec(_duration(), 1800.0, 'pyspy_every = "30m"  # 0: first stall only'),
+        "spawn_timeout": Spec(duration(0.1), 60.0, 'spawn_timeout = "60s"  # until it listens'),
+        "pyspy": Spec(boolean, False, "pyspy = true  # py-spy dumps: first stall + periodic"),
+        "pyspy_every": Spec(duration(), 1800.0, 'pyspy_every = "30m"  # 0: first stall only'),
         "python_threads": Spec(
-            _bool, True, "python_threads = true  # Python thread names by py-spy (Python targets)"
+            boolean, True, "python_threads = true  # Python thread names by py-spy (Python targets)"
         ),
     },
     "criteria": {
-        "warmup": Spec(_duration(), 60.0, 'warmup = "5m"'),
+        "warmup": Spec(duration(), 60.0, 'warmup = "5m"'),
         "checks": Spec(_criteria_checks, [], 'checks = ["threads.growth_per_hour < 5"]'),
         "targets": Spec(
             _criteria_targets,
@@ -494,29 +241,13 @@ SECTIONS: dict[str, dict[str, Spec]] = {
             '[criteria.targets.legacy] checks = ["threads.growth_per_hour < 50"]',
         ),
         "replies_per_day": Spec(
-            _number(1.0), None, "replies_per_day = 2000  # production traffic, for extrapolation"
+            number(1.0), None, "replies_per_day = 2000  # production traffic, for extrapolation"
         ),
     },
 }
 
 TOP_LEVEL = {"name", "description", "targets", *SECTIONS}
 
-#: [protocol] keys every kind reads, and the keys each kind reads besides them.
-PROTOCOL_COMMON = ("kind", "prompt", "require_nonce")
-PROTOCOL_KEYS: dict[str, tuple[str, ...]] = {
-    "json-events": (
-        "keepalive", "send", "ready", "session_id_path", "token", "token_text_path", "done",
-        "done_text_path", "error", "error_text_path", "request_id_path", "seq_path", "ping",
-        "pong", "session_path", "error_ends_turn", "session_create", "resume_query",
-        "resume_send",
-    ),
-    "jsonrpc": ("keepalive", "session_params", "token_events"),
-    "socketio-agent": (
-        "namespace", "handlers", "csrf_path", "send_path", "origin", "timezone", "reply_types",
-    ),
-}  # fmt: skip
-#: Keys of a custom adapter's kind ("package.module:Class").
-CUSTOM_PROTOCOL_KEYS = ("keepalive", "options")
 #: [load] keys that only one or two shapes read.
 SHAPE_KEYS: dict[str, tuple[str, ...]] = {
     "min_users": ("ramp", "waves"),
@@ -633,13 +364,14 @@ def _validated(
 ) -> Profile:
     """The Profile of a mapping whose ${ENV} references are resolved (`secrets`: their values)."""
     name = _field(resolved, "name", Spec(_name, "profile", 'name = "nightly"'), source, "")
-    description = _field(resolved, "description", Spec(_string, "", ""), source, "")
+    description = _field(resolved, "description", Spec(string, "", ""), source, "")
     sections = {
         section: _section(resolved.get(section, {}), specs, source, section)
+        if section != "protocol"
+        else _protocol(resolved.get(section, {}), source)
         for section, specs in SECTIONS.items()
     }
     targets = _targets(resolved.get("targets", []), source)
-    sections["protocol"] = _protocol_of_kind(resolved.get("protocol", {}), sections, source)
     _check_shape_keys(resolved.get("load", {}), sections["load"], source)
     profile = Profile(
         name=name,
@@ -803,21 +535,21 @@ def _targets(data: Any, source: str) -> list[Target]:
     return targets
 
 
-def _protocol_of_kind(given: Mapping[str, Any], sections: dict, source: str) -> dict[str, Any]:
-    """The [protocol] values the chosen kind reads; a key given for another kind is an error."""
-    protocol = sections["protocol"]
-    kind = protocol["kind"]
-    keep = (*PROTOCOL_COMMON, *PROTOCOL_KEYS.get(kind, CUSTOM_PROTOCOL_KEYS))
+def _protocol(given: Any, source: str) -> dict[str, Any]:
+    """The [protocol] values of its kind: the keys every kind reads, then the settings its
+    adapter declares (soak.protocols.registry); a key of another kind is an error."""
+    table = given if isinstance(given, Mapping) else {}  # not a table: _check_keys says so
+    kind = _field(table, "kind", registry.COMMON["kind"], source, "protocol")
+    specs = registry.settings_of(kind)
+    _check_keys(given, {**registry.known_settings(), **specs}, source, "protocol")
     for key in given:
-        if key not in keep:
-            users = [k for k, keys in PROTOCOL_KEYS.items() if key in keys]
-            if key in CUSTOM_PROTOCOL_KEYS:
-                users.append("your own adapter")
+        if key not in specs:
             raise ProfileError(
                 f"{_where(source, 'protocol', key)} does not apply to kind = {kind!r} (it is for "
-                f"{' and '.join(users)}). Keys for {kind!r}: {', '.join(sorted(keep))}."
+                f"{' and '.join(registry.readers(key))}). "
+                f"Keys for {kind!r}: {', '.join(sorted(specs))}."
             )
-    return {key: value for key, value in protocol.items() if key in keep}
+    return {key: _field(given, key, spec, source, "protocol") for key, spec in specs.items()}
 
 
 def _check_shape_keys(given: Mapping[str, Any], load: dict[str, Any], source: str) -> None:

@@ -1,21 +1,21 @@
 """The adapter interface every chat protocol implements.
 
-An `Adapter` is made once per run from the profile's [protocol] table and opens
-one `Conversation` per connection. A conversation sends prompts (and, if the
-protocol has one, pings) and turns whatever the server sends into `Frame`s:
-token, done, error, pong, invalid or other. Everything else (timeouts,
-outcomes, violations, nonce checks) is protocol-independent and lives in
-`soak.protocols.turn`.
+An `Adapter` says its kind and the [protocol] keys it reads (`kind`, `settings`;
+soak.protocols.registry lists the kinds soak ships), is made once per run from the
+profile's [protocol] table and opens one `Conversation` per connection. A
+conversation sends prompts (and, if the protocol has one, pings) and turns whatever
+the server sends into `Frame`s: token, done, error, pong, invalid or other.
+Everything else (timeouts, outcomes, violations, nonce checks) is
+protocol-independent and lives in `soak.protocols.turn`.
 """
 
 from __future__ import annotations
 
-import importlib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
-from soak.errors import ProfileError
+from soak.protocols.settings import KEEPALIVE, OPTIONS, Spec
 
 TOKEN = "token"
 DONE = "done"
@@ -106,10 +106,19 @@ class Conversation(ABC):
 class Adapter(ABC):
     """Creates conversations with one target for one protocol configuration.
 
-    `config` is the profile's [protocol] table with values checked and
-    defaults filled in; a custom adapter finds its own settings in
-    `config["options"]`.
+    `config` is the profile's [protocol] table with values checked and defaults
+    filled in: the keys every kind reads (kind, prompt, require_nonce) and the
+    adapter's own `settings`, nothing else.
     """
+
+    #: The name a profile gives as [protocol] kind, for an adapter in the registry
+    #: (soak.protocols.registry); your own adapter is named as 'package.module:Class'.
+    kind: ClassVar[str] = ""
+    #: The [protocol] keys this adapter reads besides every kind's, each with how to
+    #: check it and its default; profile validation takes them from here, and a key of
+    #: another kind is an error. Your own adapter reads `keepalive` and `options` (its
+    #: settings as one table) unless it declares its own.
+    settings: ClassVar[dict[str, Spec]] = {"keepalive": KEEPALIVE, "options": OPTIONS}
 
     def __init__(self, config: dict[str, Any]) -> None:
         self.config = config
@@ -124,54 +133,6 @@ class Adapter(ABC):
     def resume_url(self, url: str, session_id: str) -> str:
         """The URL that reconnects to the chat's session `session_id` (default: `url`)."""
         return url
-
-
-def builtin_adapters() -> dict[str, type[Adapter]]:
-    """The protocol kinds soak ships, by name."""
-    from soak.protocols.json_events import JsonEventsAdapter
-    from soak.protocols.jsonrpc import JsonRpcAdapter
-    from soak.protocols.socketio_agent import SocketIoAgentAdapter
-
-    return {
-        "json-events": JsonEventsAdapter,
-        "jsonrpc": JsonRpcAdapter,
-        "socketio-agent": SocketIoAgentAdapter,
-    }
-
-
-BUILTIN_KINDS = ("json-events", "jsonrpc", "socketio-agent")
-
-
-def adapter_class(kind: str) -> type[Adapter]:
-    """The adapter class of a protocol kind: a built-in name or `package.module:Class`."""
-    if ":" not in kind:
-        adapters = builtin_adapters()
-        if kind not in adapters:
-            raise ProfileError(
-                f"[protocol] kind: unknown protocol {kind!r}; valid kinds: "
-                f"{', '.join(adapters)}, or your own adapter as 'package.module:Class'."
-            )
-        return adapters[kind]
-    module_name, _, class_name = kind.partition(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ProfileError(
-            f"[protocol] kind = {kind!r}: cannot import module {module_name!r} ({exc}). "
-            "Make it importable (install it, or run soak from the folder that holds it)."
-        ) from None
-    found = getattr(module, class_name, None)
-    if not (isinstance(found, type) and issubclass(found, Adapter)):
-        raise ProfileError(
-            f"[protocol] kind = {kind!r}: {module_name} has no class {class_name!r} derived "
-            "from soak.protocols.Adapter."
-        )
-    return found
-
-
-def adapter_for(protocol: dict[str, Any]) -> Adapter:
-    """The adapter named by a profile's [protocol] kind, configured by that table."""
-    return adapter_class(protocol.get("kind", "json-events"))(protocol)
 
 
 def fill_placeholders(template: Any, values: dict[str, str]) -> Any:

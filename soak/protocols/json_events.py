@@ -25,8 +25,6 @@ from collections.abc import Callable, Hashable
 from typing import Any
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
-import requests
-
 from soak.protocols.base import (
     DONE,
     ERROR,
@@ -39,6 +37,15 @@ from soak.protocols.base import (
     Conversation,
     Frame,
     fill_placeholders,
+)
+from soak.protocols.settings import (
+    KEEPALIVE,
+    Spec,
+    boolean,
+    headers,
+    optional_string,
+    string,
+    table,
 )
 from soak.protocols.wsjson import JsonSocket, as_text, http_base, lookup, lookup_parts, parse
 
@@ -132,6 +139,8 @@ class JsonEventsConversation(Conversation):
 
     def _create_session(self) -> str:
         """The id of a new chat made by the profile's `session_create` HTTP call."""
+        import requests  # here, not at the top: profile validation imports this module
+
         create = self.adapter.config["session_create"]
         url = self.base + create["path"]
         try:
@@ -172,7 +181,147 @@ class JsonEventsConversation(Conversation):
         self.socket.close()
 
 
+# --- the [protocol] settings ------------------------------------------------------
+def _condition(value: Any) -> dict[str, Any]:
+    """One matcher condition: {path = "type", value = "token"} (value may be a list), or
+    {path = "parent_tool_use_id", absent = true}."""
+    keys = {"path", "value", "absent"}
+    if not isinstance(value, dict) or set(value) - keys or "path" not in value:
+        raise ValueError(
+            f'expected {{path = "type", value = "token"}} or {{path = "...", absent = true}}, '
+            f"got {value!r}"
+        )
+    string(value["path"])
+    wanted = value.get("value")
+    if isinstance(wanted, dict):
+        raise ValueError(f"value must be a string, number or list, got {wanted!r}")
+    if "absent" in value and (value["absent"] is not True or "value" in value):
+        raise ValueError(f"absent must be true, without a value, got {value!r}")
+    if "absent" in value:
+        return {"path": value["path"], "absent": True}
+    return {"path": value["path"], "value": wanted}
+
+
+def _match(value: Any) -> dict[str, Any] | list[dict[str, Any]]:
+    """A frame matcher: one condition, or a list of conditions that must all hold."""
+    if isinstance(value, list):
+        if not value:
+            raise ValueError("expected at least one condition in the list")
+        return [_condition(item) for item in value]
+    return _condition(value)
+
+
+def _optional_match(value: Any) -> dict[str, Any] | list[dict[str, Any]] | None:
+    return None if value is None else _match(value)
+
+
+def _session_create(value: Any) -> dict[str, Any] | None:
+    """An HTTP call that makes a chat, as a web UI does before it sends: its id's path."""
+    if value is None:
+        return None
+    keys = {"path", "method", "body", "headers", "id_path"}
+    if not isinstance(value, dict) or "path" not in value or "id_path" not in value:
+        raise ValueError(
+            'expected { path = "/api/sessions", id_path = "id" } (method, body, headers '
+            f"optional), got {value!r}"
+        )
+    unknown = sorted(set(value) - keys)
+    if unknown:
+        raise ValueError(f"unknown key {unknown[0]!r}; valid keys: {', '.join(sorted(keys))}")
+    path = string(value["path"])
+    if not path.startswith("/"):
+        raise ValueError(f"path must start with /, got {path!r}")
+    method = string(value.get("method", "POST")).upper()
+    return {
+        "path": path,
+        "method": method,
+        "body": table(value.get("body", {})),
+        "headers": headers(value.get("headers", {})),
+        "id_path": string(value["id_path"]),
+    }
+
+
+def _ready(value: Any) -> dict[str, Any] | list[dict[str, Any]] | bool:
+    """The frame to wait for after connect, or false: the server sends nothing first."""
+    if value is False:
+        return False
+    if value is True:
+        raise ValueError("true says nothing; give the frame's matcher, or false for none")
+    try:
+        return _match(value)
+    except ValueError as exc:
+        raise ValueError(f"{exc}, or false when the server sends nothing on connect") from None
+
+
+def _template(value: Any) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise ValueError(f"expected an inline table (the JSON frame to send), got {value!r}")
+    return value
+
+
+def _optional_template(value: Any) -> dict[str, Any] | None:
+    return None if value is None else _template(value)
+
+
 class JsonEventsAdapter(Adapter):
+    kind = "json-events"
+    settings = {
+        "keepalive": KEEPALIVE,
+        "send": Spec(
+            _template,
+            {
+                "type": "message",
+                "content": "{prompt}",
+                "session_id": "{session_id}",
+                "request_id": "{request_id}",
+            },
+            'send = { type = "message", content = "{prompt}" }',
+        ),
+        "ready": Spec(
+            _ready,
+            {"path": "type", "value": "session_switched"},
+            'ready = { path = "type", value = "session_switched" }  (or false: nothing sent)',
+        ),
+        "session_id_path": Spec(optional_string, "session_id", 'session_id_path = "session_id"'),
+        "token": Spec(_match, {"path": "type", "value": "token"}, 'token = { path = "type", ... }'),
+        "token_text_path": Spec(optional_string, "content", 'token_text_path = "content"'),
+        "done": Spec(
+            _match, {"path": "type", "value": ["done", "stopped"]}, 'done = { path = "type", ... }'
+        ),
+        "error": Spec(
+            _optional_match, {"path": "type", "value": "error"}, 'error = { path = "type", ... }'
+        ),
+        "error_text_path": Spec(optional_string, "error", 'error_text_path = "error"'),
+        "request_id_path": Spec(optional_string, "request_id", 'request_id_path = "request_id"'),
+        "done_text_path": Spec(optional_string, None, 'done_text_path = "text"'),
+        "seq_path": Spec(optional_string, None, 'seq_path = "seq"'),
+        "ping": Spec(_optional_template, {"type": "ping"}, 'ping = { type = "ping" }'),
+        "session_path": Spec(
+            optional_string, None, 'session_path = "session_id"  # frames of other sessions'
+        ),
+        "error_ends_turn": Spec(
+            boolean, True, "error_ends_turn = false  # the terminal frame follows an error"
+        ),
+        "session_create": Spec(
+            _session_create,
+            None,
+            'session_create = { path = "/api/sessions", id_path = "id" }',
+        ),
+        "resume_query": Spec(
+            optional_string, None, 'resume_query = "session_id"  # ?session_id=... to rejoin'
+        ),
+        "resume_send": Spec(
+            _optional_template,
+            None,
+            'resume_send = { type = "switch_session", session_id = "{session_id}" }',
+        ),
+        "pong": Spec(
+            _optional_match,
+            {"path": "type", "value": "pong"},
+            'pong = { path = "type", value = "pong" }',
+        ),
+    }
+
     def __init__(self, config: dict[str, Any]) -> None:
         super().__init__(config)
         self.is_token = _compile(config["token"])

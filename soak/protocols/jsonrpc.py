@@ -38,6 +38,7 @@ from soak.protocols.base import (
     Conversation,
     Frame,
 )
+from soak.protocols.settings import KEEPALIVE, Spec, non_empty_strings, table
 from soak.protocols.wsjson import JsonSocket, as_text, lookup, parse
 
 READY_EVENT = "gateway.ready"
@@ -187,6 +188,15 @@ class JsonRpcConversation(Conversation):
 
 
 class JsonRpcAdapter(Adapter):
+    kind = "jsonrpc"
+    settings = {
+        "keepalive": KEEPALIVE,
+        "session_params": Spec(table, {"source": "soak"}, 'session_params = { source = "soak" }'),
+        "token_events": Spec(
+            non_empty_strings, ["message.delta"], 'token_events = ["message.delta"]'
+        ),
+    }
+
     def __init__(self, config: dict[str, Any]) -> None:
         super().__init__(config)
         #: Target URLs whose server answered `ping` with "method not found": no more pings

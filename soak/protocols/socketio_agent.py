@@ -31,10 +31,6 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-import requests
-import socketio
-import socketio.exceptions
-
 from soak.protocols.base import (
     DONE,
     ERROR,
@@ -46,6 +42,7 @@ from soak.protocols.base import (
     Conversation,
     Frame,
 )
+from soak.protocols.settings import Spec, non_empty_strings, optional_string, string, string_list
 from soak.protocols.wsjson import http_base
 
 RAW_EXCERPT = 300
@@ -92,6 +89,9 @@ class SocketIoAgentConversation(Conversation):
         self.turn: _Turn | None = None
         self.subscribed: str | None = None
         self.last_user_no = -1
+        import requests  # here, not at the top: profile validation imports this module
+        import socketio
+
         self.http = requests.Session()
         self.http.trust_env = False  # a soak of a loopback server must not go through a proxy
         self.origin = self.config.get("origin") or self.base
@@ -113,6 +113,9 @@ class SocketIoAgentConversation(Conversation):
 
     # -- handshake ----------------------------------------------------------------
     def _handshake(self) -> None:
+        import requests
+        import socketio.exceptions
+
         config = self.config
         try:
             response = self.http.get(self.base + config["csrf_path"], timeout=self.timeout)
@@ -147,6 +150,8 @@ class SocketIoAgentConversation(Conversation):
 
     # -- turns --------------------------------------------------------------------------
     def send_prompt(self, prompt: str, request_id: str) -> None:
+        import requests
+
         self.turn = _Turn(request_id)
         body = {"text": prompt, "context": self.session_id or "", "message_id": request_id}
         try:
@@ -173,6 +178,8 @@ class SocketIoAgentConversation(Conversation):
             self._subscribe(self.session_id)
 
     def _subscribe(self, context: str) -> None:
+        import socketio.exceptions
+
         request = {
             "context": context,
             "log_from": 0,
@@ -300,6 +307,33 @@ def _ack_data(ack: Any) -> dict[str, Any]:
     return data
 
 
+def _timezone(value: Any) -> str:
+    """An IANA time zone name (agent-zero rejects a state_request without a valid one)."""
+    import zoneinfo
+
+    name = string(value)
+    if name == "UTC" or not zoneinfo.available_timezones():  # no tz database here: trust it
+        return name
+    try:
+        zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"{name!r} is not an IANA time zone name such as UTC") from None
+    return name
+
+
 class SocketIoAgentAdapter(Adapter):
+    kind = "socketio-agent"
+    settings = {
+        "namespace": Spec(string, "/ws", 'namespace = "/ws"'),
+        "handlers": Spec(string_list, ["ws_webui"], 'handlers = ["ws_webui"]'),
+        "csrf_path": Spec(string, "/api/csrf_token", 'csrf_path = "/api/csrf_token"'),
+        "send_path": Spec(string, "/api/message_async", 'send_path = "/api/message_async"'),
+        "origin": Spec(optional_string, None, 'origin = "http://127.0.0.1:50001"'),
+        "timezone": Spec(_timezone, "UTC", 'timezone = "Europe/Berlin"  # IANA, for state_request'),
+        "reply_types": Spec(
+            non_empty_strings, ["response"], 'reply_types = ["response"]  # log items: the reply'
+        ),
+    }
+
     def connect(self, url: str, timeout: float) -> Conversation:
         return SocketIoAgentConversation(self, url, timeout)
