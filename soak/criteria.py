@@ -267,7 +267,8 @@ class GrowthMetric(SeriesMetric):
         return " MB" if self.unit.startswith("MB") else ""
 
     def _describe(self, value: float, summary: TargetSummary) -> str:
-        return growth_sentence(self.series(summary), summary.restarts, summary.replies_per_day)
+        series = self.series(summary)
+        return growth_sentence(series, summary.restarts, summary.replies_per_day, hourly=True)
 
     def ci(self, summary: TargetSummary) -> tuple[float, float] | None:
         ci = self.series(summary).growth_ci_per_hour
@@ -327,9 +328,9 @@ class HoursMetric(SeriesMetric):
         limit = f"{format_number(series.limit or 0)}{q}"
         source = f" ({series.limit_source})" if series.limit_source else ""
         if math.isinf(value):
-            rate = format_rate(series.growth_per_hour or 0.0, q)
+            rate = format_rate(series.growth_per_hour or 0.0, q, hourly=True)
             return f"{series.noun} are not growing ({rate}), so they never reach {limit}{source}"
-        rate = format_rate(series.growth_per_hour or 0.0, q, series.growth_ci_per_hour)
+        rate = format_rate(series.growth_per_hour or 0.0, q, series.growth_ci_per_hour, True)
         return f"{series.noun} reach {limit}{source} in ~{format_hours(value)} at {rate}"
 
 
@@ -520,7 +521,7 @@ class HealthMetric(Metric):
     def _describe(self, value: float, summary: TargetSummary) -> str:
         if self.stat == "growth_per_hour":
             entry = self.entry(summary) or HealthField()
-            rate = format_rate(value, "", entry.growth_ci_per_hour)
+            rate = format_rate(value, "", entry.growth_ci_per_hour, hourly=True)
             said = f"/health {self.path} grows {rate}"
             return f"{said} ({entry.trend})" if entry.trend and entry.trend != "growing" else said
         return f"/health {self.path} {self.stat} {self.format(value)}"

@@ -34,10 +34,11 @@ def format_growth(per_hour: float, quantity: str = "") -> str:
     return f"{format_number(per_hour)}{quantity}/h"
 
 
-def format_rate(per_hour: float, quantity: str = "", ci: Any = None) -> str:
+def format_rate(per_hour: float, quantity: str = "", ci: Any = None, hourly: bool = False) -> str:
     """A growth rate in the unit people read best, with its 95% CI in the same unit:
-    "3.4/min (95% CI 3.1–3.7)" from 60/h up, else "12/h (95% CI 11–13)"."""
-    scale, unit = (60.0, "min") if abs(per_hour) >= 60 else (1.0, "h")
+    "3.4/min (95% CI 3.1–3.7)" from 60/h up, else "12/h (95% CI 11–13)". `hourly`:
+    always per hour, as beside a criterion written per hour ("< 100/h")."""
+    scale, unit = (60.0, "min") if abs(per_hour) >= 60 and not hourly else (1.0, "h")
     text = f"{format_number(per_hour / scale)}{quantity}/{unit}"
     if is_pair(ci):
         text += f" (95% CI {format_number(ci[0] / scale)}–{format_number(ci[1] / scale)})"
@@ -69,14 +70,18 @@ def is_pair(value: Any) -> bool:
 
 
 def growth_sentence(
-    series: SeriesSummary, restarts: int = 0, replies_per_day: float | None = None
+    series: SeriesSummary,
+    restarts: int = 0,
+    replies_per_day: float | None = None,
+    hourly: bool = False,
 ) -> str:
     """What a series does: "threads grow 3.4/min (95% CI 3.1–3.7); 4,096 (threads-max)
-    reached in ~20 h", a plateau, or a sawtooth's teeth, with growth per unit of work."""
+    reached in ~20 h", a plateau, or a sawtooth's teeth, with growth per unit of work
+    (`hourly`: the rate per hour, as beside a criterion)."""
     if series.growth_per_hour is None:
         return f"{series.noun}: no trend"
     q = series.quantity
-    rate = format_rate(series.growth_per_hour, q, series.growth_ci_per_hour)
+    rate = format_rate(series.growth_per_hour, q, series.growth_ci_per_hour, hourly)
     if series.trend == "plateau" and series.start is not None and series.end is not None:
         since = f" by +{format_duration(series.level_since_s)}" if series.level_since_s else ""
         text = (
