@@ -1,4 +1,9 @@
-"""Report plots: PNG files, x in elapsed minutes (hours for long runs).
+"""Report plots: PNG files on one time axis, x in elapsed minutes (hours for long runs).
+
+Every plot of a run spans the same x range, from the run's start to its end, and
+shades the same spans: idle intervals (no load: the idle-CPU phase) and the times
+soak's own load processes were saturated (what a plot shows there is suspect). Fit
+lines are drawn only over the span they were fitted on.
 
 Uses matplotlib's object API (`Figure.savefig` renders PNG with Agg) and never
 pyplot, so no GUI backend or global figure state is involved. Series are reduced to
@@ -20,7 +25,7 @@ from matplotlib.collections import PolyCollection
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
-from soak.analyze.chats import IDLE, idle_intervals, interval_quantiles
+from soak.analyze.chats import idle_intervals, interval_quantiles
 from soak.analyze.generator import (
     SATURATED_CPU_PERCENT,
     SATURATED_LAG_S,
@@ -30,7 +35,7 @@ from soak.analyze.generator import (
 from soak.analyze.health import field_names
 from soak.analyze.load import BODY_PREFIX
 from soak.analyze.summary import Analysis, TargetAnalysis
-from soak.analyze.trend import downsample, lower_envelope
+from soak.analyze.trend import Trend, downsample, lower_envelope
 from soak.formatting import format_rate, format_seconds
 
 #: Most points drawn per series.
@@ -57,15 +62,42 @@ class Plot:
     path: Path
 
 
+#: Shading of idle intervals and of soak-saturated spans: (colour, alpha, legend label).
+IDLE_SHADE = ("#2b6cb0", 0.10, "idle (no load)")
+SATURATED_SHADE = ("grey", 0.28, "soak saturated")
+
+
 @dataclass(frozen=True)
-class _Axis:
-    """Elapsed seconds → plotted x (minutes or hours)."""
+class TimeAxis:
+    """The run's one time axis: elapsed seconds → plotted x (minutes or hours), its
+    range, and the (start, end) elapsed spans shaded on every plot."""
 
     scale: float
     label: str
+    end_s: float
+    idle: np.ndarray
+    saturated: np.ndarray
 
     def __call__(self, seconds: np.ndarray | float) -> np.ndarray:
         return np.asarray(seconds, dtype=float) / self.scale
+
+    @classmethod
+    def of(cls, analysis: Analysis) -> TimeAxis:
+        """The axis of a run: its duration, idle spans of any target, saturated spans."""
+        duration = float(analysis.summary.duration_s or 0.0)
+        ends = [duration] + [
+            float(frame["elapsed"].max())
+            for target in analysis.targets.values()
+            for frame in (target.data.process, target.data.chats)
+            if not frame.empty
+        ]
+        idle = [_idle_spans(target) for target in analysis.targets.values()]
+        scale, label = (
+            (3600.0, "elapsed (h)") if duration > _HOURS_FROM_S else (60.0, "elapsed (min)")
+        )
+        return cls(
+            scale, label, max(ends), _merged(idle), np.asarray(analysis.saturated).reshape(-1, 2)
+        )
 
 
 def render_plots(analysis: Analysis, plots_dir: Path) -> list[Plot]:
@@ -76,11 +108,8 @@ def render_plots(analysis: Analysis, plots_dir: Path) -> list[Plot]:
         (plain(name), target, colours[i % len(colours)])
         for i, (name, target) in enumerate(analysis.targets.items())
     ]
-    duration = float(analysis.summary.duration_s)
-    axis = (
-        _Axis(3600.0, "elapsed (h)") if duration > _HOURS_FROM_S else _Axis(60.0, "elapsed (min)")
-    )
-    makers: list[tuple[str, str, Callable[[list[Target], _Axis], Figure | None]]] = [
+    axis = TimeAxis.of(analysis)
+    makers: list[tuple[str, str, Callable[[list[Target], TimeAxis], Figure | None]]] = [
         (
             "threads",
             "Threads (dashed: the verdict's Theil–Sen fit, band: its 95% CI; dotted: restarts)",
@@ -93,12 +122,11 @@ def render_plots(analysis: Analysis, plots_dir: Path) -> list[Plot]:
             "sawtooth)",
             _trend("rss_mb", "RSS (MB)", " MB"),
         ),
-        ("cpu", "CPU % of one core (shaded: idle intervals)", _cpu),
+        ("cpu", "CPU % of one core (idle CPU: the shaded idle intervals)", _cpu),
         ("fds", "Open file descriptors (dashed: fit, band: 95% CI)", _trend("fds", "open fds")),
         (
             "drift",
-            "Drift per interval: loop lag, ping and /health latency above their floor "
-            "(x: stalls; grey: soak saturated)",
+            "Drift per interval: loop lag, ping and /health latency above their floor (x: stalls)",
             _drift,
         ),
         ("health", "Numeric /health fields (the ones that changed most)", _health),
@@ -108,8 +136,8 @@ def render_plots(analysis: Analysis, plots_dir: Path) -> list[Plot]:
             _latency,
         ),
         ("throughput", "Turns per second (solid: ok, dashed: not ok)", _throughput),
-        ("outcomes", "Outcome counts per interval", _outcomes),
-        ("soak", "soak's own load processes (grey: saturated)", _soak(analysis)),
+        ("outcomes", "Turns per interval of each outcome other than ok that happened", _outcomes),
+        ("soak", "soak's own load processes", _soak(analysis)),
     ]
     written = []
     with warnings.catch_warnings():
@@ -140,7 +168,7 @@ def plain(text: str) -> str:
 
 
 def _figure(
-    axis: _Axis, rows: int = 1, cols: int = 1, height: float = 2.4
+    axis: TimeAxis, rows: int = 1, cols: int = 1, height: float = 2.4
 ) -> tuple[Figure, np.ndarray]:
     """A figure of rows x cols axes sharing x, with fixed margins (in inches, so every
     plot lines up; a layout engine would cost seconds per report on long runs)."""
@@ -157,12 +185,13 @@ def _figure(
     )
     for ax in axes.flat:
         ax.grid(True, alpha=0.3)
+    axes[0, 0].set_xlim(0.0, float(axis(axis.end_s)) or 1.0)  # shared: the run's whole span
     for ax in axes[-1]:
         ax.set_xlabel(axis.label)
     return figure, axes
 
 
-def _line(ax: Axes, axis: _Axis, x: np.ndarray, y: np.ndarray, **style: object) -> bool:
+def _line(ax: Axes, axis: TimeAxis, x: np.ndarray, y: np.ndarray, **style: object) -> bool:
     """Draw y over x (elapsed s), binned to PLOT_POINTS means; False when nothing to draw."""
     x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
     finite = np.isfinite(y) & np.isfinite(x)
@@ -173,10 +202,18 @@ def _line(ax: Axes, axis: _Axis, x: np.ndarray, y: np.ndarray, **style: object) 
     return True
 
 
-def _finish(figure: Figure, axes: np.ndarray, drawn: bool) -> Figure | None:
+def _finish(figure: Figure, axes: np.ndarray, drawn: bool, axis: TimeAxis) -> Figure | None:
+    """The figure with the run's spans shaded on every panel and legends; None if empty."""
     if not drawn:
         return None
-    for ax in axes.flat:
+    for index, ax in enumerate(axes.flat):
+        if not ax.get_visible():
+            continue
+        for spans, (colour, alpha, label) in ((axis.idle, IDLE_SHADE),
+                                              (axis.saturated, SATURATED_SHADE)):  # fmt: skip
+            _shade(ax, axis, spans, colour, alpha)
+            if len(spans) and index == 0:
+                ax.plot([], [], color=colour, alpha=alpha * 2.5, linewidth=8, label=label)
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=7, loc="best")
     return figure
@@ -187,7 +224,7 @@ def _column(target: TargetAnalysis, column: str) -> tuple[np.ndarray, np.ndarray
     return process["elapsed"].to_numpy(dtype=float), process[column].to_numpy(dtype=float)
 
 
-def _shade(ax: Axes, axis: _Axis, spans: np.ndarray, colour: object, alpha: float) -> None:
+def _shade(ax: Axes, axis: TimeAxis, spans: np.ndarray, colour: object, alpha: float) -> None:
     """Shade (start, end) elapsed spans over the whole height of `ax`."""
     if not len(spans):
         return
@@ -206,11 +243,11 @@ def _shade(ax: Axes, axis: _Axis, spans: np.ndarray, colour: object, alpha: floa
 
 def _trend(
     column: str, ylabel: str, quantity: str = ""
-) -> Callable[[list[Target], _Axis], Figure | None]:
+) -> Callable[[list[Target], TimeAxis], Figure | None]:
     """A process series per target with its verdict fit, the fit's 95% band, the lower
     envelope when fitted on one, and restarts."""
 
-    def make(targets: list[Target], axis: _Axis) -> Figure | None:
+    def make(targets: list[Target], axis: TimeAxis) -> Figure | None:
         figure, axes = _figure(axis)
         ax = axes[0, 0]
         drawn = False
@@ -220,7 +257,7 @@ def _trend(
             trend = target.trends.get(column)
             if trend is not None:
                 fit = trend.fit
-                xs = np.linspace(fit.x_start, fit.x_end, 50)
+                xs, fitted = fit_line(trend)
                 middle = (fit.x_start + fit.x_end) / 2
                 centre = float(fit.at(middle))
                 low = centre + fit.low * (xs - middle)
@@ -228,7 +265,7 @@ def _trend(
                 shape = f" ({trend.shape})" if trend.shape != "growing" else ""
                 ax.plot(
                     axis(xs),
-                    fit.at(xs),
+                    fitted,
                     "--",
                     color=colour,
                     linewidth=1.6,
@@ -247,12 +284,18 @@ def _trend(
             for segment in target.segments[1:]:
                 ax.axvline(axis(segment.t_start), color=colour, linestyle=":", linewidth=1)
         ax.set_ylabel(ylabel)
-        return _finish(figure, axes, drawn)
+        return _finish(figure, axes, drawn, axis)
 
     return make
 
 
-def _families(targets: list[Target], axis: _Axis) -> Figure | None:
+def fit_line(trend: Trend) -> tuple[np.ndarray, np.ndarray]:
+    """(elapsed s, fitted value) of a verdict fit, over only the span it was fitted on."""
+    xs = np.linspace(trend.fit.x_start, trend.fit.x_end, 50)
+    return xs, np.asarray(trend.fit.at(xs), dtype=float)
+
+
+def _families(targets: list[Target], axis: TimeAxis) -> Figure | None:
     rows = [
         (name, target, colour) for name, target, colour in targets if not target.data.families.empty
     ]
@@ -278,20 +321,17 @@ def _families(targets: list[Target], axis: _Axis) -> Figure | None:
         ax.stackplot(axis(xs), np.vstack(layers), labels=labels, alpha=0.85)
         ax.set_title(name, fontsize=9, loc="left")
         ax.set_ylabel("threads")
-    return _finish(figure, axes, True)
+    return _finish(figure, axes, True, axis)
 
 
-def _cpu(targets: list[Target], axis: _Axis) -> Figure | None:
+def _cpu(targets: list[Target], axis: TimeAxis) -> Figure | None:
     figure, axes = _figure(axis)
     ax = axes[0, 0]
     drawn = False
     for name, target, colour in targets:
         drawn |= _line(ax, axis, *_column(target, "cpu_percent"), color=colour, label=name)
-        _shade(ax, axis, _idle_spans(target), colour, 0.12)
-        if (target.cpu_states == IDLE).any():
-            ax.plot([], [], color=colour, alpha=0.3, linewidth=8, label=f"{name} idle")
     ax.set_ylabel("CPU %")
-    return _finish(figure, axes, drawn)
+    return _finish(figure, axes, drawn, axis)
 
 
 def _idle_spans(target: TargetAnalysis) -> np.ndarray:
@@ -307,7 +347,19 @@ def _idle_spans(target: TargetAnalysis) -> np.ndarray:
     return np.column_stack([ends[first] - widths[first], ends[last]])
 
 
-def _drift(targets: list[Target], axis: _Axis) -> Figure | None:
+def _merged(span_sets: list[np.ndarray]) -> np.ndarray:
+    """The union of (start, end) spans, as sorted spans that do not overlap."""
+    spans = sorted(map(tuple, np.concatenate([np.empty((0, 2)), *span_sets])))
+    merged: list[list[float]] = []
+    for start, end in spans:
+        if merged and start <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], end)
+        else:
+            merged.append([start, end])
+    return np.asarray(merged, dtype=float).reshape(-1, 2)
+
+
+def _drift(targets: list[Target], axis: TimeAxis) -> Figure | None:
     rows = [t for t in targets if t[1].drift is not None and t[1].drift.summary["signals"]]
     if not rows:
         return None
@@ -333,15 +385,13 @@ def _drift(targets: list[Target], axis: _Axis) -> Figure | None:
         if stalls.any():
             ax.plot(axis(middle[stalls]), np.full(stalls.sum(), 0.98), "x", color="#9b1c1c",
                     transform=ax.get_xaxis_transform(), markersize=5, label="stalls")  # fmt: skip
-        spans = table.loc[table["soak_saturated"], ["start_s", "end_s"]].to_numpy(dtype=float)
-        _shade(ax, axis, spans, "grey", 0.25)
         _seconds_axis(ax)
         ax.set_ylabel("late by")
         ax.set_title(name, fontsize=9, loc="left")
-    return _finish(figure, axes, True)
+    return _finish(figure, axes, True, axis)
 
 
-def _health(targets: list[Target], axis: _Axis) -> Figure | None:
+def _health(targets: list[Target], axis: TimeAxis) -> Figure | None:
     changing: dict[str, float] = {}
     for _, target, _ in targets:
         health = target.data.health
@@ -366,10 +416,10 @@ def _health(targets: list[Target], axis: _Axis) -> Figure | None:
         ax.set_title(plain(path), fontsize=8, loc="left")
     for ax in list(axes.flat)[len(chosen) :]:
         ax.set_visible(False)
-    return _finish(figure, axes, True)
+    return _finish(figure, axes, True, axis)
 
 
-def _latency(targets: list[Target], axis: _Axis) -> Figure | None:
+def _latency(targets: list[Target], axis: TimeAxis) -> Figure | None:
     figure, axes = _figure(axis, 2, height=2.6)
     drawn = False
     for ax, (column, label) in zip(
@@ -384,7 +434,7 @@ def _latency(targets: list[Target], axis: _Axis) -> Figure | None:
         ax.set_ylabel(label)
         if drawn:
             _seconds_axis(ax)
-    return _finish(figure, axes, drawn)
+    return _finish(figure, axes, drawn, axis)
 
 
 def _seconds_axis(ax: Axes) -> None:
@@ -395,52 +445,70 @@ def _seconds_axis(ax: Axes) -> None:
     ax.yaxis.set_minor_formatter(NullFormatter())
 
 
-def _throughput(targets: list[Target], axis: _Axis) -> Figure | None:
+def _throughput(targets: list[Target], axis: TimeAxis) -> Figure | None:
     """Turns ended per second of each chat interval, ok and not ok."""
     figure, axes = _figure(axis)
     ax, drawn = axes[0, 0], False
     for name, target, colour in targets:
-        chats = target.data.chats
-        if chats.empty:
+        if target.data.chats.empty:
             continue
-        x = chats["elapsed"].to_numpy(dtype=float)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            seconds = np.where(
-                chats["interval_s"].to_numpy(dtype=float) > 0, chats["interval_s"], np.nan
-            )
-            ok = chats["ok"].to_numpy(dtype=float) / seconds
-            failed = (
-                chats["turns"].to_numpy(dtype=float) - chats["ok"].to_numpy(dtype=float)
-            ) / seconds
+        x, ok, failed = turn_rates(target)
         drawn |= _line(ax, axis, x, ok, color=colour, label=f"{name} ok")
         _line(ax, axis, x, failed, color=colour, linestyle="--", label=f"{name} not ok")
     ax.set_ylabel("turns/s")
     ax.set_ylim(bottom=0)
-    return _finish(figure, axes, drawn)
+    return _finish(figure, axes, drawn, axis)
 
 
-def _outcomes(targets: list[Target], axis: _Axis) -> Figure | None:
-    figure, axes = _figure(axis, 3, 2, height=2.0)
-    drawn = False
-    for ax, outcome in zip(axes.flat, _OUTCOME_PANELS, strict=True):
+def turn_rates(target: TargetAnalysis) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(elapsed s, ok turns/s, not-ok turns/s) of each chat interval of a target."""
+    chats = target.data.chats
+    with np.errstate(divide="ignore", invalid="ignore"):
+        seconds = np.where(
+            chats["interval_s"].to_numpy(dtype=float) > 0, chats["interval_s"], np.nan
+        )
+        ok = chats["ok"].to_numpy(dtype=float)
+        failed = chats["turns"].to_numpy(dtype=float) - ok
+        return chats["elapsed"].to_numpy(dtype=float), ok / seconds, failed / seconds
+
+
+def _outcomes(targets: list[Target], axis: TimeAxis) -> Figure | None:
+    """Counts per interval of each outcome other than ok that happened (no empty panels)."""
+    happened = [
+        outcome
+        for outcome in _OUTCOME_PANELS
+        if any(
+            outcome in target.data.chats and target.data.chats[outcome].fillna(0).to_numpy().any()
+            for _, target, _ in targets
+        )
+    ]
+    if not happened:
+        return None
+    cols = 1 if len(happened) == 1 else 2
+    figure, axes = _figure(axis, -(-len(happened) // cols), cols, height=2.0)
+    for ax, outcome in zip(axes.flat, happened, strict=False):
         for name, target, colour in targets:
             chats = target.data.chats
-            if chats.empty:
+            if chats.empty or outcome not in chats:
                 continue
             x = chats["elapsed"].to_numpy(dtype=float)
             counts = chats[outcome].to_numpy(dtype=float)
             xs, ys = downsample(x, counts, PLOT_POINTS, np.nansum)
             ax.step(axis(xs), ys, where="post", color=colour, linewidth=1.1, label=name)
-            drawn = True
-        ax.set_title(outcome.replace("_", " "), fontsize=9, loc="left")
+        if len(happened) == 1:  # one panel: its name by the axis, under the figure's title
+            ax.set_ylabel(f"{outcome.replace('_', ' ')} turns")
+        else:
+            ax.set_title(outcome.replace("_", " "), fontsize=9, loc="left")
         ax.set_ylim(bottom=0, top=max(ax.get_ylim()[1], 1.0))
-    return _finish(figure, axes, drawn)
+    for ax in list(axes.flat)[len(happened) :]:
+        ax.set_visible(False)
+    return _finish(figure, axes, True, axis)
 
 
-def _soak(analysis: Analysis) -> Callable[[list[Target], _Axis], Figure | None]:
+def _soak(analysis: Analysis) -> Callable[[list[Target], TimeAxis], Figure | None]:
     generator = analysis.run.generator
 
-    def make(targets: list[Target], axis: _Axis) -> Figure | None:
+    def make(targets: list[Target], axis: TimeAxis) -> Figure | None:
         if generator.empty:
             return None
         figure, axes = _figure(axis, 2, height=2.4)
@@ -456,8 +524,6 @@ def _soak(analysis: Analysis) -> Callable[[list[Target], _Axis], Figure | None]:
         axes[1, 0].axhline(SATURATED_LAG_S, color="#9b1c1c", linewidth=0.8, alpha=0.6)
         axes[0, 0].set_ylabel("CPU %")
         axes[1, 0].set_ylabel("loop lag max (s)")
-        for ax in axes[:, 0]:
-            _shade(ax, axis, analysis.saturated, "grey", 0.25)
-        return _finish(figure, axes, bool(saturated(generator).size))
+        return _finish(figure, axes, bool(saturated(generator).size), axis)
 
     return make
