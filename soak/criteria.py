@@ -30,6 +30,7 @@ from typing import Any, ClassVar
 
 from soak.formatting import (
     PER_1K,
+    counted,
     format_growth,
     format_hours,
     format_number,
@@ -37,6 +38,7 @@ from soak.formatting import (
     format_seconds,
     growth_sentence,
     is_pair,
+    plural,
     production_clause,
 )
 from soak.model import (
@@ -217,7 +219,7 @@ class SampledMetric(Metric):
         count = self.samples(summary)
         if self.needed and count < self.needed:
             return (
-                f"only {count:,} samples behind it ({self.needed:,} needed for "
+                f"only {plural(count, 'sample')} behind it ({self.needed:,} needed for "
                 f"{self.name}); run longer"
             )
         return None
@@ -343,9 +345,9 @@ class CountMetric(Metric):
     def _describe(self, value: float, summary: TargetSummary) -> str:
         count, turns = int(_num(self.raw(summary)) or 0), summary.chats.count("turns")
         if self.plain:
-            return f"{count:,} {self.label}"
+            return counted(count, self.label)
         share = f" ({format_number(100 * count / turns)}%)" if turns else ""
-        return f"{count:,} {self.label} in {turns:,} turns{share}"
+        return f"{counted(count, self.label)} in {plural(turns, 'turn')}{share}"
 
     def doubt(self, summary: TargetSummary, passed: bool) -> str | None:
         if not self.chat:
@@ -420,7 +422,7 @@ class PercentMetric(SampledMetric):
     def _describe(self, value: float, summary: TargetSummary) -> str:
         basis = ""
         if self.needed > 1:
-            basis = f" (median of {self.samples(summary):,} samples)"
+            basis = f" (median of {plural(self.samples(summary), 'sample')})"
         return f"{self.label} {self.format(value)} of one core{basis}"
 
 
@@ -448,7 +450,7 @@ _TIMEOUT_FIELDS = ("stalls", "first_token_timeouts", "replies")
 
 def _weak_turns(turns: int) -> str:
     return (
-        f"only {turns:,} turns ended ({MIN_TURNS} needed for an outcome rate); run longer "
+        f"only {plural(turns, 'turn')} ended ({MIN_TURNS} needed for an outcome rate); run longer "
         "or with more users"
     )
 

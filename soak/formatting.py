@@ -60,6 +60,22 @@ def plural(count: int, noun: str, many: str | None = None) -> str:
     return f"{count:,} {word}"
 
 
+#: The singular of each plural noun soak's messages count (for `counted`).
+_SINGULAR = {
+    "chats": "chat", "disconnects": "disconnect", "errors": "error", "mismatches": "mismatch",
+    "replies": "reply", "restarts": "restart", "stalls": "stall", "timeouts": "timeout",
+    "turns": "turn", "violations": "violation",
+}  # fmt: skip
+
+
+def counted(count: int, phrase: str) -> str:
+    """A count and a plural phrase that agree: "3 ok replies", "1 ok reply", "1 chat stuck
+    to the end" (the plural nouns of `phrase` become singular for one)."""
+    if count == 1:
+        phrase = " ".join(_SINGULAR.get(word, word) for word in phrase.split(" "))
+    return f"{count:,} {phrase}"
+
+
 def is_pair(value: Any) -> bool:
     """True for a [low, high] interval of numbers."""
     return (
@@ -91,7 +107,7 @@ def growth_sentence(
     else:
         text = f"{series.noun} {series.verb} {rate}"
     if series.envelope:
-        text += f", tooth by tooth (a sawtooth with {series.drops:,} drops)"
+        text += f", tooth by tooth (a sawtooth with {plural(series.drops, 'drop')})"
     text += work_clause(series, replies_per_day)
     if series.hours_to_limit is not None and series.limit is not None:
         source = f" ({series.limit_source})" if series.limit_source else ""

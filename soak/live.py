@@ -15,6 +15,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
+from soak.formatting import plural
 from soak.rundir import CHATS, GENERATOR, HEALTH, PROCESS, JsonlTail, RunDir
 from soak.units import format_duration
 
@@ -166,7 +167,7 @@ class LiveStatus:
             ok, stalls = totals["ok"], totals["stall"]
             if compact:
                 return f"{name} {ok} ok {bad} bad {threads} thr"
-            return f"{name}: {ok} ok, {stalls} stalls, {bad} not ok, {threads} threads"
+            return f"{name}: {ok} ok, {plural(stalls, 'stall')}, {bad} not ok, {threads} threads"
         if not sample:
             return f"{name}: -" if compact else f"{name}: no process sample yet"
         if compact:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from soak.collect.health import field_value
+from soak.formatting import plural
 from soak.rundir import CHATS, EVENTS, HEALTH, PROCESS, THREADS, RunDir, open_run_file, parse_lines
 from soak.units import format_duration
 
@@ -243,7 +244,9 @@ def _format_health_and_chats(target: dict[str, Any]) -> list[str]:
     chats = target["chats"]
     if chats is not None:
         bad = sum(v for k, v in chats.items() if k != "ok")
-        parts.append(f"chats {chats.get('ok', 0)} ok, {chats.get('stall', 0)} stalls, {bad} not ok")
+        parts.append(
+            f"chats {chats.get('ok', 0)} ok, {plural(chats.get('stall', 0), 'stall')}, {bad} not ok"
+        )
     if target["pyspy_dumps"]:
-        parts.append(f"{target['pyspy_dumps']} py-spy dumps")
+        parts.append(plural(target["pyspy_dumps"], "py-spy dump"))
     return ["  " + "; ".join(parts)] if parts else []

@@ -12,6 +12,7 @@ from soak.criteria import (
     parse_criterion,
     parse_target_overrides,
 )
+from soak.formatting import counted
 from soak.model import TargetSummary, read_summary
 
 
@@ -110,6 +111,16 @@ def test_failing_count_message_has_numbers() -> None:
     result = parse_criterion("stalls.count == 0").check(flat_target(SUMMARY))
     assert (result.status, result.passed, result.value) == (FAIL, False, 17)
     assert result.message == "17 stalls in 1,204 turns (1.41%); breaks the limit 0."
+
+
+def test_count_messages_agree_in_number() -> None:
+    one = flat_target({**SUMMARY, "stalls": 1, "turns": 1, "replies": 1})
+    assert parse_criterion("stalls.count == 0").check(one).message == (
+        "1 stall in 1 turn (100%); breaks the limit 0."
+    )
+    assert parse_criterion("replies.count >= 2").check(one).message.startswith("1 reply;")
+    assert counted(1, "chats stuck to the end") == "1 chat stuck to the end"
+    assert counted(2, "first-token timeouts") == "2 first-token timeouts"
 
 
 def test_growth_message_gives_ci_and_time_to_limit() -> None:

@@ -143,7 +143,7 @@ def _idle(summary: TargetSummary) -> str:
         replies = periods[-1]["replies_before"] if periods else 0
         text = (
             f"idle CPU {format_number(early)}% → {format_number(late)}% of one core from the "
-            f"first to the last idle period (after {format_number(replies)} replies"
+            f"first to the last idle period (after {plural(int(replies), 'reply', 'replies')}"
         )
         text += f", {format_number(per_1k)} points per 1,000 replies)" if per_1k else ")"
         if late - early >= max(TICKER_POINTS, early) and (per_1k or 0) > 0:
@@ -159,7 +159,7 @@ def _idle(summary: TargetSummary) -> str:
     if periods:
         when = (
             f" in 1 idle period from +{format_duration(periods[-1]['start_s'])}, after "
-            f"{format_number(periods[-1]['replies_before'])} replies"
+            f"{plural(int(periods[-1]['replies_before']), 'reply', 'replies')}"
         )
     return (
         f"idle CPU {format_number(idle)}% of one core (median of "
@@ -186,7 +186,7 @@ def _drift(summary: TargetSummary) -> str:
             f"(worst {format_seconds(drift.drift_max_s)})."
         )
     text = (
-        f"event loop: {lag}{spikes:,} of {bins:,} intervals ({width} each) answered "
+        f"event loop: {lag}{spikes:,} of {plural(bins, 'interval')} ({width} each) answered "
         f"≥ {threshold} late"
     )
     latency = drift.latency_spike_bins
@@ -221,8 +221,8 @@ def _soak(summary: TargetSummary) -> str:
     stalls = drift.stalls_while_soak_saturated
     if spikes or stalls:
         text += (
-            f": {spikes:,} TTFT spikes and {stalls:,} stalls fell then and may be soak's, not "
-            "the target's; use more load workers or fewer users per worker"
+            f": {plural(spikes, 'TTFT spike')} and {plural(stalls, 'stall')} fell then and may "
+            "be soak's, not the target's; use more load workers or fewer users per worker"
         )
     return text + "."
 

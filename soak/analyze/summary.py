@@ -59,6 +59,7 @@ from soak.criteria import (
     parse_target_overrides,
 )
 from soak.errors import RunDirError
+from soak.formatting import plural
 from soak.limits import Limit, TargetLimits, target_limits
 from soak.model import (
     CHAT_LATENCIES,
@@ -331,16 +332,16 @@ def _target_gaps(summary: TargetSummary, has_chats: bool) -> list[str]:
     turns, replies, excluded = chats.count("turns"), chats.count("replies"), chats.excluded_turns
     if excluded and excluded >= EXCLUDED_SHARE * (turns + excluded):
         gaps.append(
-            f"{excluded:,} of {turns + excluded:,} turns failed while soak's own load process "
-            "stood still (stopped or saturated); they are not counted, so the chats were "
+            f"{excluded:,} of {plural(turns + excluded, 'turn')} failed while soak's own load "
+            "process stood still (stopped or saturated); they are not counted, so the chats were "
             "not measured for that share of the run"
         )
     if not turns and not excluded:
         gaps.append("no chat turn ended for this target, so nothing about its chats was measured")
     elif turns and not replies:
         gaps.append(
-            f"none of its {turns:,} turns got an ok reply: the server did not answer, or the "
-            "profile does not fit its protocol (see the anomalies)"
+            f"none of its {plural(turns, 'turn')} got an ok reply: the server did not answer, "
+            "or the profile does not fit its protocol (see the anomalies)"
         )
     return gaps
 
@@ -717,8 +718,8 @@ def _fit_reason(
     if usable >= MIN_FIT_SAMPLES:
         return f"all {column} samples after the warm-up share one time stamp"
     return (
-        f"only {usable} {column} samples after the {format_duration(warmup_s)} warm-up in the "
-        f"longest process segment ({MIN_FIT_SAMPLES} needed); run longer or lower "
+        f"only {plural(usable, column + ' sample')} after the {format_duration(warmup_s)} "
+        f"warm-up in the longest process segment ({MIN_FIT_SAMPLES} needed); run longer or lower "
         "criteria.warmup"
     )
 

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from soak.formatting import plural
 from soak.histogram import Histogram
 from soak.protocols.turn import (
     DISCONNECT,
@@ -257,7 +258,7 @@ class ChatRecorder:
             "session": clip(session or streak[2], ID_LIMIT),
             "since": round(since, 3),
             "failed_turns": failed,
-            "detail": f"chat {what} {failed} turns failed in a row since "
+            "detail": f"chat {what} {plural(failed, 'turn')} failed in a row since "
             f"{time.strftime('%H:%M:%S', time.gmtime(since))} UTC",
         }
         if self.worker is not None:

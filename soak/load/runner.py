@@ -24,6 +24,7 @@ from gevent.event import Event
 from locust import LoadTestShape
 from locust.env import Environment
 
+from soak.formatting import plural
 from soak.load.distributed import MasterSide, WorkerSide, master_options
 from soak.load.locust_compat import master_port, stop_shape, version_note, worker_main
 from soak.load.monitor import GeneratorMonitor
@@ -101,7 +102,7 @@ def run_load(
             log.info(message)
 
         def on_phase(step: Step) -> None:
-            event("phase", f"phase {step.phase}: {step.users} users", phase=step.phase,
+            event("phase", f"phase {step.phase}: {plural(step.users, 'user')}", phase=step.phase,
                   users=step.users)  # fmt: skip
 
         recorder = ChatRecorder(names, chats.write, anomalies.write)
@@ -120,11 +121,11 @@ def run_load(
             )
             expected = max(workers, 1)
             port = master_port(runner)
-            event("workers", f"master on {host}:{port} waiting for {expected} worker(s)",
+            event("workers", f"master on {host}:{port} waiting for {plural(expected, 'worker')}",
                   workers=expected, port=port)  # fmt: skip
             if not master.wait_for_workers(expected, WORKERS_TIMEOUT_S, stop):
-                event("stop", f"only {runner.worker_count} of {expected} workers connected",
-                      phase="stop")  # fmt: skip
+                connected = f"only {runner.worker_count} of {plural(expected, 'worker')} connected"
+                event("stop", connected, phase="stop")
                 runner.quit()
                 return EXIT_NO_WORKERS
         else:

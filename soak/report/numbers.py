@@ -127,7 +127,7 @@ def _drift(t: TargetSummary) -> str:
     if not drift.signals:
         return MISSING
     return (
-        f"{drift.drift_spike_bins:,} of {drift.bins:,} intervals "
+        f"{drift.drift_spike_bins:,} of {plural(drift.bins, 'interval')} "
         f"≥ {format_seconds(drift.spike_threshold_s or 0)} late"
     )
 
