@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from soak.errors import RunDirError, SoakError, UsageError
+from soak.formatting import plural
 from soak.model import read_summary
 from soak.rundir import MANIFEST, RunDir, iso
 from soak.units import format_duration
@@ -225,8 +226,9 @@ def _matches(spec: str, root: Path) -> list[Path]:
             if back < len(runs):
                 return [runs[-1 - back].path]
             raise UsageError(
-                f"{spec!r}: there are only {len(runs)} readable runs under {root}; "
-                "see soak runs --out " + str(root) + "."
+                f"{spec!r}: there {'are' if len(runs) > 1 else 'is'} "
+                f"{'only ' + plural(len(runs), 'readable run') if runs else 'no readable run'} "
+                f"under {root}; see soak runs --out {root}."
             )
         if _is_glob(spec):
             hits = [e.path for e in runs if fnmatch.fnmatchcase(e.name, spec)]
