@@ -65,10 +65,11 @@ def _name(value: Any) -> str:
     return value
 
 
-def _ws_url(value: Any) -> str:
+def _target_url(value: Any) -> str:
+    """A ws://, wss://, http:// or https:// URL (which of them: the protocol kind says)."""
     text = string(value)
-    if urlsplit(text).scheme not in ("ws", "wss"):
-        raise ValueError(f"expected a ws:// or wss:// URL, got {text!r}")
+    if urlsplit(text).scheme not in ("ws", "wss", "http", "https"):
+        raise ValueError(f"expected a ws://, wss://, http:// or https:// URL, got {text!r}")
     return text
 
 
@@ -168,7 +169,7 @@ def _criteria_targets(value: Any) -> dict[str, dict[str, list[str]]]:
 
 TARGET_FIELDS: dict[str, Spec] = {
     "name": Spec(_name, None, 'name = "patched"', required=True),
-    "url": Spec(_ws_url, None, 'url = "ws://127.0.0.1:8765/ws"'),
+    "url": Spec(_target_url, None, 'url = "ws://127.0.0.1:8765/ws"'),
     "health": Spec(_http_url, None, 'health = "http://127.0.0.1:8765/health"'),
     "pid": Spec(_optional_pid, None, "pid = 4242"),
     "build": Spec(optional_string, None, 'build = "v1.4.2-patched"'),
@@ -372,6 +373,7 @@ def _validated(
         for section, specs in SECTIONS.items()
     }
     targets = _targets(resolved.get("targets", []), source)
+    _check_schemes(targets, sections["protocol"]["kind"], source)
     _check_shape_keys(resolved.get("load", {}), sections["load"], source)
     profile = Profile(
         name=name,
@@ -550,6 +552,22 @@ def _protocol(given: Any, source: str) -> dict[str, Any]:
                 f"Keys for {kind!r}: {', '.join(sorted(specs))}."
             )
     return {key: _field(given, key, spec, source, "protocol") for key, spec in specs.items()}
+
+
+def _check_schemes(targets: list[Target], kind: str, source: str) -> None:
+    """Every target URL must be one the protocol kind speaks (ws:// or http://)."""
+    schemes = registry.adapter_class(kind).schemes
+    for index, target in enumerate(targets):
+        scheme = urlsplit(target.url).scheme if target.url else None
+        if scheme is None or scheme in schemes:
+            continue
+        http_kinds = [k for k, a in registry.ADAPTERS.items() if scheme in a.schemes]
+        instead = f"; for {scheme}:// servers use kind = {' or '.join(map(repr, http_kinds))}"
+        raise ProfileError(
+            f"{_where(source, f'targets[{index}]', 'url')}: {target.url!r} starts {scheme}://, "
+            f"but [protocol] kind = {kind!r} speaks {' and '.join(s + '://' for s in schemes)}. "
+            f"Give the URL as {schemes[0]}://HOST:PORT/...{instead if http_kinds else ''}."
+        )
 
 
 def _check_shape_keys(given: Mapping[str, Any], load: dict[str, Any], source: str) -> None:

@@ -88,7 +88,7 @@ def preflight(profile: Profile, timeout: float = 5.0) -> None:
         if target.spawn:
             continue
         parts = urlsplit(target.url)
-        port = parts.port or (443 if parts.scheme == "wss" else 80)
+        port = parts.port or (443 if parts.scheme in ("wss", "https") else 80)
         try:
             with socket.create_connection((parts.hostname, port), timeout=timeout):
                 pass

@@ -127,6 +127,16 @@ def http_server(respond: Callable[[BaseHTTPRequestHandler], None]) -> Iterator[s
         server.server_close()
 
 
+async def _asgi_body(receive: Callable) -> bytes:
+    """The whole body of an ASGI HTTP request."""
+    body = b""
+    while True:
+        message = await receive()
+        body += message.get("body", b"")
+        if not message.get("more_body"):
+            return body
+
+
 @dataclass
 class Faults:
     """Fault switches shared by the protocol servers; `*_every` = every Nth reply, 0 = off."""
@@ -144,6 +154,9 @@ class Faults:
     block_loop_every: int = 0  # block the event loop before replying ...
     block_loop_s: float = 0.0  # ... for this long (time.sleep on the loop)
     foreign_every: int = 0  # a token of another request/session mid-reply
+    truncate_every: int = 0  # HTTP: the body breaks off mid-stream (no last chunk)
+    http_error_every: int = 0  # HTTP: status 500 with an error body instead of a stream
+    omit_done: bool = False  # SSE: finish_reason, then the body ends without [DONE]
 
     def hits(self, rate: int, n: int) -> bool:
         return bool(rate) and n % rate == 0
@@ -436,12 +449,7 @@ def agent_zero_server(faults: Faults | None = None) -> Iterator[ServerInfo]:
         elif path == "/api/health":
             status, body = 200, {"gitinfo": {"version": "test"}, "error": None}
         elif path == "/api/message_async" and method == "POST":
-            raw = b""
-            while True:
-                message = await receive()
-                raw += message.get("body", b"")
-                if not message.get("more_body"):
-                    break
+            raw = await _asgi_body(receive)
             if headers.get("x-csrf-token") not in tokens:
                 status, body = 403, {"error": "CSRF token missing or invalid"}
             else:
@@ -479,6 +487,121 @@ def agent_zero_server(faults: Faults | None = None) -> Iterator[ServerInfo]:
         time.sleep(0.02)
     info.url = f"ws://127.0.0.1:{port}"
     info.health_url = f"http://127.0.0.1:{port}/api/health"
+    try:
+        yield info
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        sock.close()
+
+
+# --- OpenAI-compatible chat completions (vLLM style: an ASGI app on uvicorn) ------------
+@contextmanager
+def openai_server(
+    faults: Faults | None = None, keep_alive_s: float = 5.0, model: str = "test-model"
+) -> Iterator[ServerInfo]:
+    """`POST /v1/chat/completions` streamed as SSE the way vLLM and llama.cpp do (a role
+    chunk, content chunks, a finish_reason chunk, a usage chunk when asked, `data: [DONE]`)
+    by uvicorn, which closes idle keep-alive connections after `keep_alive_s`; `GET
+    /health`. The reply echoes the last user message word by word. Faults as in `Faults`
+    (swallow: the stream stops with nothing more, until the client goes away)."""
+    import uvicorn
+
+    faults = faults or Faults()
+    info = ServerInfo(url="", health_url="")
+    previous: list[str] = []
+
+    async def respond(send: Callable, status: int, body: dict) -> None:
+        data = json.dumps(body).encode()
+        await send({"type": "http.response.start", "status": status,
+                    "headers": [(b"content-type", b"application/json")]})  # fmt: skip
+        await send({"type": "http.response.body", "body": data})
+
+    async def app(scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] == "lifespan":
+            while (await receive())["type"] != "lifespan.shutdown":
+                await send({"type": "lifespan.startup.complete"})
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        if scope["path"] == "/health":
+            await respond(send, 200, {"status": "ok", "replies": info.replies})
+            return
+        if scope["path"] != "/v1/chat/completions" or scope["method"] != "POST":
+            await respond(send, 404, {"error": {"message": "not found", "type": "not_found"}})
+            return
+        request = json.loads(await _asgi_body(receive))
+        info.prompts += 1
+        n = info.prompts
+        info.extra.setdefault("requests", []).append(request)
+        prompt = request["messages"][-1]["content"]
+        if faults.answer_previous:
+            previous.append(prompt)
+            prompt = previous[-2] if len(previous) > 1 else "(nothing before)"
+        if faults.hits(faults.http_error_every, n):
+            await respond(send, 500, {"error": {"message": "model overloaded", "code": 500}})
+            return
+        stream_type = (b"content-type", b"text/event-stream; charset=utf-8")
+        await send({"type": "http.response.start", "status": 200, "headers": [stream_type]})
+
+        def chunk(delta: dict, finish: str | None = None) -> bytes:
+            choice = {"index": 0, "delta": delta, "finish_reason": finish}
+            event = {"id": f"chatcmpl-{n}", "object": "chat.completion.chunk",
+                     "model": model, "choices": [choice]}  # fmt: skip
+            return f"data: {json.dumps(event)}\n\n".encode()
+
+        async def emit(data: bytes) -> None:
+            await send({"type": "http.response.body", "body": data, "more_body": True})
+
+        await emit(chunk({"role": "assistant", "content": ""}))
+        words = reply_words(prompt, faults.tokens)
+        for index, word in enumerate(words):
+            if index == len(words) // 2:
+                if faults.hits(faults.truncate_every, n):
+                    raise ConnectionAbortedError("test fault: the stream breaks off")
+                if faults.hits(faults.swallow_every, n):
+                    while (await receive())["type"] != "http.disconnect":
+                        pass
+                    return
+                if faults.hits(faults.non_json_every, n):
+                    await emit(b"data: {not json\n\n")
+                if faults.hits(faults.error_every, n):
+                    await emit(b'data: {"error": {"message": "engine died", "code": 500}}\n\n')
+                    await send({"type": "http.response.body", "body": b""})
+                    return
+            await emit(chunk({"content": word + " "}))
+            await asyncio.sleep(faults.token_interval)
+        await emit(chunk({}, "stop"))
+        if (request.get("stream_options") or {}).get("include_usage"):
+            usage = {"prompt_tokens": 5, "completion_tokens": len(words), "total_tokens": 5}
+            await emit(f"data: {json.dumps({'choices': [], 'usage': usage})}\n\n".encode())
+        if not faults.omit_done:
+            await emit(b"data: [DONE]\n\n")
+        if faults.hits(faults.frame_after_done_every, n):
+            await emit(chunk({"content": "late "}))
+        if faults.hits(faults.duplicate_done_every, n):
+            await emit(b"data: [DONE]\n\n")
+        info.replies += 1
+        await send({"type": "http.response.body", "body": b""})
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    config = uvicorn.Config(
+        app,
+        log_level="critical",
+        access_log=False,
+        lifespan="on",
+        timeout_keep_alive=keep_alive_s,
+        timeout_graceful_shutdown=1,
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert server.started, "uvicorn did not start"
+    info.url, info.health_url = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{port}/health"
     try:
         yield info
     finally:

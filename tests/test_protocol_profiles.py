@@ -1,4 +1,4 @@
-"""The three shipped family profiles, unchanged, through `soak run` against servers that follow
+"""The shipped family profiles, unchanged, through `soak run` against servers that follow
 PROTOCOLS.md on loopback; targets and secrets come from the command line and ${ENV}."""
 
 import json
@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from soak.rundir import read_jsonl
-from tests.servers import agent_zero_server, hermes_server, nerve_server
+from tests.servers import agent_zero_server, hermes_server, nerve_server, openai_server
 
 REPO = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.e2e
@@ -66,3 +66,12 @@ def test_socketio_agent_profile_against_an_agent_zero_style_server(tmp_path):
     with agent_zero_server() as server:
         chats, _ = soak_run(tmp_path, "socketio-agent.toml", server.url, server.health_url, 2)
     assert outcomes(chats)["ok"] == sum(r["turns"] for r in chats) >= 2
+
+
+def test_openai_chat_profile_against_a_vllm_style_server(tmp_path):
+    """Through Locust and the gevent-patched load process: keep-alive HTTP streaming."""
+    with openai_server(keep_alive_s=5.0) as server:
+        chats, run_dir = soak_run(tmp_path, "openai-chat.toml", server.url, server.health_url, 8)
+    assert outcomes(chats)["ok"] == sum(r["turns"] for r in chats) >= 8
+    anomalies = list(read_jsonl(run_dir / "anomalies.jsonl"))
+    assert not anomalies, anomalies[:3]

@@ -119,6 +119,8 @@ class Adapter(ABC):
     #: another kind is an error. Your own adapter reads `keepalive` and `options` (its
     #: settings as one table) unless it declares its own.
     settings: ClassVar[dict[str, Spec]] = {"keepalive": KEEPALIVE, "options": OPTIONS}
+    #: The URL schemes of the targets this adapter speaks to (checked when a profile loads).
+    schemes: ClassVar[tuple[str, ...]] = ("ws", "wss")
 
     def __init__(self, config: dict[str, Any]) -> None:
         self.config = config

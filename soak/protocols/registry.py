@@ -22,11 +22,17 @@ from soak.errors import ProfileError
 from soak.protocols.base import Adapter
 from soak.protocols.json_events import JsonEventsAdapter
 from soak.protocols.jsonrpc import JsonRpcAdapter
+from soak.protocols.openai_chat import OpenAiChatAdapter
 from soak.protocols.settings import Spec, boolean, string
 from soak.protocols.socketio_agent import SocketIoAgentAdapter
 
 #: The adapters soak ships, in the order messages list their kinds.
-BUILTIN: tuple[type[Adapter], ...] = (JsonEventsAdapter, JsonRpcAdapter, SocketIoAgentAdapter)
+BUILTIN: tuple[type[Adapter], ...] = (
+    JsonEventsAdapter,
+    JsonRpcAdapter,
+    SocketIoAgentAdapter,
+    OpenAiChatAdapter,
+)
 #: The kind of a profile that names none: the built-in target's protocol.
 DEFAULT_KIND = JsonEventsAdapter.kind
 #: Who reads the settings `Adapter` declares by default (in messages).
