@@ -427,6 +427,23 @@ class PercentMetric(SampledMetric):
 
 
 @dataclass(frozen=True)
+class RateOfTokensMetric(Metric):
+    """Output tokens per second of a reply (streaming speed: 1 / time per output token)."""
+
+    def format(self, value: float) -> str:
+        return f"{format_number(value)} tokens/s"
+
+    def doubt(self, summary: TargetSummary, passed: bool) -> str | None:
+        samples = summary.chats.tpot.samples
+        if samples < MIN_QUANTILE_SAMPLES["p50"]:
+            return (
+                f"only {plural(samples, 'reply', 'replies')} of 2+ token frames behind it "
+                f"({MIN_QUANTILE_SAMPLES['p50']} needed); run longer"
+            )
+        return None
+
+
+@dataclass(frozen=True)
 class PointsMetric(Metric):
     """Idle CPU growth in percentage points of one core per 1,000 replies."""
 
@@ -656,6 +673,8 @@ def _metrics() -> dict[str, Metric]:
         ("chats.reply", "reply time", ("p50", "p95", "p99"), True),
         ("chats.ping", "ping round trip", ("p50", "p95", "p99", "max"), True),
         ("chats.connect", "connect time", ("p50", "p95", "p99"), True),
+        ("chats.itl", "inter-token latency", ("p50", "p95", "p99"), True),
+        ("chats.tpot", "time per output token", ("p50", "p95", "p99"), True),
         ("loop_lag", "loop lag", ("p50", "p95", "p99", "max"), False),
         ("health.latency", "/health latency", ("p50", "p99", "max"), False),
     ):
@@ -677,6 +696,12 @@ def _metrics() -> dict[str, Metric]:
             "gap.max", "chats", "gap_max_s", "longest gap between frames", "s", True, needed=0
         )
     )
+    metrics.append(
+        RateOfTokensMetric(
+            "tokens_per_s.p50", "chats", "tokens_per_s", "output tokens per second of the "
+            "median reply", "tokens/s", True,
+        )
+    )  # fmt: skip
     return {metric.name: metric for metric in metrics}
 
 

@@ -38,7 +38,7 @@ OUTCOME_COUNTS = {
     "first_token_timeouts": "first_token_timeout",
 }
 #: Latency sections of the chats, timed by soak's load.
-CHAT_LATENCIES = ("ttft", "reply", "connect", "ping")
+CHAT_LATENCIES = ("ttft", "reply", "connect", "ping", "itl", "tpot")
 
 Section_T = TypeVar("Section_T")
 
@@ -153,6 +153,12 @@ class ChatSummary(Section):
     reply: Quantiles = field(default_factory=Quantiles)
     connect: Quantiles = field(default_factory=Quantiles)
     ping: Quantiles = field(default_factory=Quantiles)
+    #: Inter-token latency: every gap between two token frames of an ok reply.
+    itl: Quantiles = field(default_factory=Quantiles)
+    #: Time per output token after the first, one per ok reply with 2+ tokens.
+    tpot: Quantiles = field(default_factory=Quantiles)
+    #: Output tokens per second of the median ok reply (1 / tpot.p50).
+    tokens_per_s: float | None = None
 
     def count(self, name: str) -> int:
         """An outcome count (a field name of OUTCOME_COUNTS, or turns), 0 when unknown."""

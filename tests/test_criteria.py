@@ -296,3 +296,19 @@ def test_missing_value_is_skipped_with_reason() -> None:
     assert "no loop-lag field is configured" in result.message
     no_turns = parse_criterion("stalls.rate < 1%").check(flat_target({"stalls": 0, "turns": 0}))
     assert no_turns.status == SKIPPED and "no turns ended" in no_turns.message
+
+
+def test_token_level_latency_criteria() -> None:
+    target = TargetSummary()
+    target.chats.itl.p99, target.chats.itl.samples = 0.35, 4000
+    target.chats.tpot.p50, target.chats.tpot.samples = 0.025, 300
+    target.chats.tokens_per_s = 40.0
+    itl = parse_criterion("itl.p99 < 200ms").check(target)
+    assert itl.status == FAIL and itl.message == (
+        "inter-token latency p99 350 ms; breaks the limit < 200 ms."
+    )
+    assert parse_criterion("tpot.p50 <= 30ms").check(target).status == "pass"
+    speed = parse_criterion("tokens_per_s.p50 > 50").check(target)
+    assert speed.status == FAIL and "40 tokens/s" in speed.message
+    target.chats.tpot.samples = 2
+    assert parse_criterion("tokens_per_s.p50 > 10").check(target).status == "inconclusive"

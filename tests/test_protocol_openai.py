@@ -184,3 +184,18 @@ def test_sse_and_line_decoders_follow_the_event_stream_rules() -> None:
     lines = LineDecoder()
     assert lines.feed(b'{"a": 1}\n\n{"b"') == ['{"a": 1}'] and lines.pending()
     assert lines.feed(b": 2}\n") == ['{"b": 2}']
+
+
+def test_token_level_latency_is_measured_per_gap() -> None:
+    """The server streams a token every 30 ms: every gap and the time per token say so."""
+    with openai_server(Faults(tokens=10, token_interval=0.03)) as server:
+        channel = _channel(server.url)
+        try:
+            result = _turn(channel, 1)
+        finally:
+            channel.conversation.close()
+    assert result.outcome == OK and result.tokens >= 10
+    assert len(result.token_gaps_s) == result.tokens - 1
+    gaps = sorted(result.token_gaps_s)
+    assert 0.02 < gaps[len(gaps) // 2] < 0.1
+    assert 0.02 < result.tpot_s < 0.1

@@ -75,3 +75,5 @@ def test_openai_chat_profile_against_a_vllm_style_server(tmp_path):
     assert outcomes(chats)["ok"] == sum(r["turns"] for r in chats) >= 8
     anomalies = list(read_jsonl(run_dir / "anomalies.jsonl"))
     assert not anomalies, anomalies[:3]
+    gaps = sum(sum(r["itl_hist"].values()) for r in chats)  # token-level latency recorded
+    assert gaps >= 8 * 5 and sum(sum(r["tpot_hist"].values()) for r in chats) >= 8

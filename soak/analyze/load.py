@@ -64,7 +64,9 @@ _CHAT_COLUMNS = (*_CHAT_FIELDS, *OUTCOMES)
 #: excluded because soak itself stood still), as dicts per row.
 CHAT_KINDS = ("violations", "mismatches", "excluded")
 #: Sparse latency histograms of chats.jsonl, kept as dicts per row.
-CHAT_HISTOGRAMS = ("ttft_hist", "reply_hist", "ping_hist", "connect_hist")
+CHAT_HISTOGRAMS = (
+    "ttft_hist", "reply_hist", "ping_hist", "connect_hist", "itl_hist", "tpot_hist",
+)  # fmt: skip
 _ANOMALY_COLUMNS = (
     "target", "kind", "subkind", "session", "request_id", "turn_elapsed_s", "detail",
     "close_code", "close_reason",

@@ -478,6 +478,10 @@ def _chat_summary(data: TargetData, has_chats: bool) -> ChatSummary:
             reason, *(s for s in ("p50", "p95", "p99") if getattr(quantiles, s) is None)
         )
         setattr(summary, kind, quantiles)
+    tpot = summary.tpot.p50
+    summary.tokens_per_s = 1.0 / tpot if tpot else None
+    if summary.tokens_per_s is None:
+        summary.mark_missing(_no_hist("tpot"), "tokens_per_s")
     pings = chats["ping_max_s"].dropna()
     summary.ping.max = float(pings.max()) if len(pings) and summary.ping.p50 else None
     if summary.ping.max is None:
@@ -493,7 +497,12 @@ def _latencies(histograms: list[Any]) -> Quantiles:
 
 
 def _no_hist(kind: str) -> str:
-    what = {"ping": "protocol pings", "connect": "connects"}[kind]
+    what = {
+        "ping": "protocol pings",
+        "connect": "connects",
+        "itl": "gaps between tokens (ok replies of 2+ token frames)",
+        "tpot": "times per output token (ok replies of 2+ token frames)",
+    }[kind]
     return f"no {what} were timed in this run (the chat aggregates have no {kind}_hist)"
 
 

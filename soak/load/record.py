@@ -49,7 +49,7 @@ BLAME_SHARE = 0.25
 #: When in a turn's life an anomaly happened.
 DURING_TURN, DURING_CONNECT, DURING_IDLE = "turn", "connect", "idle"
 
-_HISTOGRAMS = ("ttft", "reply", "ping", "connect")
+_HISTOGRAMS = ("ttft", "reply", "ping", "connect", "itl", "tpot")
 _COUNTERS = ("started", "tokens", "frames", "connects", "pings", "pings_lost")
 
 
@@ -73,6 +73,10 @@ class IntervalStats:
     reply: Histogram = field(default_factory=Histogram)
     ping: Histogram = field(default_factory=Histogram)
     connect: Histogram = field(default_factory=Histogram)
+    #: Inter-token latency (every gap between token frames) and time per output token
+    #: (one per turn) of the ok turns.
+    itl: Histogram = field(default_factory=Histogram)
+    tpot: Histogram = field(default_factory=Histogram)
     anomalies_kept: int = 0
     anomalies_dropped: int = 0
 
@@ -199,6 +203,10 @@ class ChatRecorder:
                 stats.ttft.add(result.ttft_s)
             if result.reply_s is not None:
                 stats.reply.add(result.reply_s)
+            for gap in result.token_gaps_s:
+                stats.itl.add(gap)
+            if (tpot := result.tpot_s) is not None:
+                stats.tpot.add(tpot)
             return
         if result.outcome == VIOLATION and result.subkind:
             stats.violations[result.subkind] += 1
@@ -404,6 +412,8 @@ class ChatRecorder:
                         "reply_hist": stats.reply.to_json(),
                         "ping_hist": stats.ping.to_json(),
                         "connect_hist": stats.connect.to_json(),
+                        "itl_hist": stats.itl.to_json(),
+                        "tpot_hist": stats.tpot.to_json(),
                         "ttft_max_s": _round(stats.ttft.max_s),
                         "reply_max_s": _round(stats.reply.max_s),
                         "ping_max_s": _round(stats.ping.max_s),

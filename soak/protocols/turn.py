@@ -115,6 +115,9 @@ class TurnResult:
     tokens: int = 0
     frames: int = 0
     longest_gap_s: float = 0.0  # longest gap between two frames of the reply
+    #: Seconds between consecutive token frames (inter-token latency, as LLM
+    #: benchmarks report it: one per streamed chunk).
+    token_gaps_s: list[float] = field(default_factory=list)
     elapsed_s: float = 0.0
     detail: str = ""
     close_code: int | None = None
@@ -134,6 +137,13 @@ class TurnResult:
         """Whether the connection can carry the next turn: after a stall, a violation or a
         mismatch the stream cannot be trusted to be in step with our prompts."""
         return self.outcome in (OK, ERRORED)
+
+    @property
+    def tpot_s(self) -> float | None:
+        """Time per output token after the first (s): (reply - TTFT) / (tokens - 1)."""
+        if self.reply_s is None or self.ttft_s is None or self.tokens < 2:
+            return None
+        return (self.reply_s - self.ttft_s) / (self.tokens - 1)
 
     def violate(self, subkind: str, detail: str) -> None:
         self.violations.append((subkind, detail))
@@ -305,6 +315,7 @@ def _read_reply(
     request_id = result.request_id
     started = clock()
     last_frame_at: float | None = None
+    last_token_at = started
     channel.conversation.send_prompt(prompt, request_id)
     while True:
         deadline = started + (reply_timeout if result.tokens else first_token_timeout)
@@ -334,6 +345,9 @@ def _read_reply(
         if frame.kind == TOKEN:
             if result.ttft_s is None:
                 result.ttft_s = now - started
+            else:
+                result.token_gaps_s.append(now - last_token_at)
+            last_token_at = now
             result.tokens += 1
             if watch:
                 watch.feed(frame.text)

@@ -137,6 +137,10 @@ def _saturated(t: TargetSummary) -> str:
     return MISSING if value is None else f"{format_number(value)}% of the run"
 
 
+def _tokens_per_s(value: float | None) -> str:
+    return MISSING if value is None else f"{format_number(value)}/s"
+
+
 #: (label, cell) rows of the key-numbers table, one column per target.
 KEY_NUMBERS: list[Row] = [
     ("Build", lambda t: t.build or MISSING),
@@ -150,6 +154,9 @@ KEY_NUMBERS: list[Row] = [
     ("First-token timeouts", _count("first_token_timeouts")),
     ("TTFT p50 / p95 / p99", _quantiles(lambda t: t.chats.ttft, "p50", "p95", "p99")),
     ("Reply time p50 / p95 / p99", _quantiles(lambda t: t.chats.reply, "p50", "p95", "p99")),
+    ("Inter-token latency p50 / p95 / p99", _quantiles(lambda t: t.chats.itl, "p50", "p95", "p99")),
+    ("Time per output token p50 / p95", _quantiles(lambda t: t.chats.tpot, "p50", "p95")),
+    ("Output tokens/s (median reply)", lambda t: _tokens_per_s(t.chats.tokens_per_s)),
     ("Ping round trip p50 / p99", _quantiles(lambda t: t.chats.ping, "p50", "p99")),
     ("Longest gap between frames", lambda t: _secs(t.chats.gap_max_s)),
     ("Threads start → end", _levels("threads")),
