@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Hashable
 from typing import Any
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
@@ -38,6 +37,14 @@ from soak.protocols.base import (
     Frame,
     fill_placeholders,
 )
+from soak.protocols.matchers import (
+    Matcher,
+    compile_matcher,
+    match,
+    optional_match,
+    optional_template,
+    template,
+)
 from soak.protocols.settings import (
     KEEPALIVE,
     Spec,
@@ -51,62 +58,6 @@ from soak.protocols.wsjson import JsonSocket, as_text, http_base, lookup, lookup
 
 #: Characters of an HTTP answer quoted in an error.
 ANSWER_EXCERPT = 300
-
-
-class Condition:
-    """One compiled `{path, value}` / `{path, absent}` condition (value may be a list;
-    without value or absent: the path exists)."""
-
-    __slots__ = ("absent", "parts", "wanted")
-
-    def __init__(self, condition: dict[str, Any]) -> None:
-        self.parts = tuple(condition["path"].split("."))
-        wanted = condition.get("value")
-        self.wanted = frozenset(wanted) if isinstance(wanted, list) else wanted
-        self.absent = bool(condition.get("absent"))
-
-    def __call__(self, data: Any) -> bool:
-        found = lookup_parts(data, self.parts)
-        if self.absent:
-            return found is None
-        if self.wanted is None:
-            return found is not None
-        if isinstance(self.wanted, frozenset):
-            return isinstance(found, Hashable) and found in self.wanted
-        return found == self.wanted
-
-
-class Matcher:
-    """A compiled matcher: one condition, or a list of conditions that must all hold."""
-
-    __slots__ = ("conditions",)
-
-    def __init__(self, matcher: dict[str, Any] | list[dict[str, Any]]) -> None:
-        items = matcher if isinstance(matcher, list) else [matcher]
-        self.conditions = tuple(Condition(item) for item in items)
-
-    def __call__(self, data: Any) -> bool:
-        return all(condition(data) for condition in self.conditions)
-
-    @staticmethod
-    def describe(matcher: dict[str, Any] | list[dict[str, Any]]) -> str:
-        """`type = 'session_switched'` (and ... for a list): for messages."""
-        items = matcher if isinstance(matcher, list) else [matcher]
-        said = [
-            f"{item['path']} absent"
-            if item.get("absent")
-            else f"{item['path']} = {item.get('value')!r}"
-            for item in items
-        ]
-        return " and ".join(said)
-
-
-def _never(data: Any) -> bool:
-    return False
-
-
-def _compile(matcher: dict[str, Any] | list | None) -> Callable[[Any], bool]:
-    return _never if not matcher else Matcher(matcher)
 
 
 def _parts(path: str | None) -> tuple[str, ...] | None:
@@ -182,39 +133,6 @@ class JsonEventsConversation(Conversation):
 
 
 # --- the [protocol] settings ------------------------------------------------------
-def _condition(value: Any) -> dict[str, Any]:
-    """One matcher condition: {path = "type", value = "token"} (value may be a list), or
-    {path = "parent_tool_use_id", absent = true}."""
-    keys = {"path", "value", "absent"}
-    if not isinstance(value, dict) or set(value) - keys or "path" not in value:
-        raise ValueError(
-            f'expected {{path = "type", value = "token"}} or {{path = "...", absent = true}}, '
-            f"got {value!r}"
-        )
-    string(value["path"])
-    wanted = value.get("value")
-    if isinstance(wanted, dict):
-        raise ValueError(f"value must be a string, number or list, got {wanted!r}")
-    if "absent" in value and (value["absent"] is not True or "value" in value):
-        raise ValueError(f"absent must be true, without a value, got {value!r}")
-    if "absent" in value:
-        return {"path": value["path"], "absent": True}
-    return {"path": value["path"], "value": wanted}
-
-
-def _match(value: Any) -> dict[str, Any] | list[dict[str, Any]]:
-    """A frame matcher: one condition, or a list of conditions that must all hold."""
-    if isinstance(value, list):
-        if not value:
-            raise ValueError("expected at least one condition in the list")
-        return [_condition(item) for item in value]
-    return _condition(value)
-
-
-def _optional_match(value: Any) -> dict[str, Any] | list[dict[str, Any]] | None:
-    return None if value is None else _match(value)
-
-
 def _session_create(value: Any) -> dict[str, Any] | None:
     """An HTTP call that makes a chat, as a web UI does before it sends: its id's path."""
     if value is None:
@@ -248,19 +166,9 @@ def _ready(value: Any) -> dict[str, Any] | list[dict[str, Any]] | bool:
     if value is True:
         raise ValueError("true says nothing; give the frame's matcher, or false for none")
     try:
-        return _match(value)
+        return match(value)
     except ValueError as exc:
         raise ValueError(f"{exc}, or false when the server sends nothing on connect") from None
-
-
-def _template(value: Any) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        raise ValueError(f"expected an inline table (the JSON frame to send), got {value!r}")
-    return value
-
-
-def _optional_template(value: Any) -> dict[str, Any] | None:
-    return None if value is None else _template(value)
 
 
 class JsonEventsAdapter(Adapter):
@@ -268,7 +176,7 @@ class JsonEventsAdapter(Adapter):
     settings = {
         "keepalive": KEEPALIVE,
         "send": Spec(
-            _template,
+            template,
             {
                 "type": "message",
                 "content": "{prompt}",
@@ -283,19 +191,19 @@ class JsonEventsAdapter(Adapter):
             'ready = { path = "type", value = "session_switched" }  (or false: nothing sent)',
         ),
         "session_id_path": Spec(optional_string, "session_id", 'session_id_path = "session_id"'),
-        "token": Spec(_match, {"path": "type", "value": "token"}, 'token = { path = "type", ... }'),
+        "token": Spec(match, {"path": "type", "value": "token"}, 'token = { path = "type", ... }'),
         "token_text_path": Spec(optional_string, "content", 'token_text_path = "content"'),
         "done": Spec(
-            _match, {"path": "type", "value": ["done", "stopped"]}, 'done = { path = "type", ... }'
+            match, {"path": "type", "value": ["done", "stopped"]}, 'done = { path = "type", ... }'
         ),
         "error": Spec(
-            _optional_match, {"path": "type", "value": "error"}, 'error = { path = "type", ... }'
+            optional_match, {"path": "type", "value": "error"}, 'error = { path = "type", ... }'
         ),
         "error_text_path": Spec(optional_string, "error", 'error_text_path = "error"'),
         "request_id_path": Spec(optional_string, "request_id", 'request_id_path = "request_id"'),
         "done_text_path": Spec(optional_string, None, 'done_text_path = "text"'),
         "seq_path": Spec(optional_string, None, 'seq_path = "seq"'),
-        "ping": Spec(_optional_template, {"type": "ping"}, 'ping = { type = "ping" }'),
+        "ping": Spec(optional_template, {"type": "ping"}, 'ping = { type = "ping" }'),
         "session_path": Spec(
             optional_string, None, 'session_path = "session_id"  # frames of other sessions'
         ),
@@ -311,12 +219,12 @@ class JsonEventsAdapter(Adapter):
             optional_string, None, 'resume_query = "session_id"  # ?session_id=... to rejoin'
         ),
         "resume_send": Spec(
-            _optional_template,
+            optional_template,
             None,
             'resume_send = { type = "switch_session", session_id = "{session_id}" }',
         ),
         "pong": Spec(
-            _optional_match,
+            optional_match,
             {"path": "type", "value": "pong"},
             'pong = { path = "type", value = "pong" }',
         ),
@@ -324,10 +232,10 @@ class JsonEventsAdapter(Adapter):
 
     def __init__(self, config: dict[str, Any]) -> None:
         super().__init__(config)
-        self.is_token = _compile(config["token"])
-        self.is_done = _compile(config["done"])
-        self.is_error = _compile(config.get("error"))
-        self.is_pong = _compile(config.get("pong"))
+        self.is_token = compile_matcher(config["token"])
+        self.is_done = compile_matcher(config["done"])
+        self.is_error = compile_matcher(config.get("error"))
+        self.is_pong = compile_matcher(config.get("pong"))
         self.request_path = _parts(config.get("request_id_path"))
         self.session_path = _parts(config.get("session_path"))
         self.seq_path = _parts(config.get("seq_path"))
