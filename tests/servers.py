@@ -162,6 +162,20 @@ class Faults:
         return bool(rate) and n % rate == 0
 
 
+#: (faults, outcome, violation or mismatch subkind) of every reply after the first, the
+#: same on every HTTP streaming family's test server.
+HTTP_FAULTS = [
+    (Faults(truncate_every=1), "disconnect", None),
+    (Faults(swallow_every=1), "stall", None),
+    (Faults(error_every=1), "error", None),
+    (Faults(http_error_every=1), "error", None),
+    (Faults(frame_after_done_every=1), "violation", "frame_after_done"),
+    (Faults(duplicate_done_every=1), "violation", "duplicate_done"),
+    (Faults(non_json_every=1), "violation", "non_json"),
+    (Faults(answer_previous=True), "mismatch", None),
+]
+
+
 @dataclass
 class ServerInfo:
     """A running test server: its URLs and what it did (replies finished with done)."""
@@ -505,29 +519,16 @@ def openai_server(
     by uvicorn, which closes idle keep-alive connections after `keep_alive_s`; `GET
     /health`. The reply echoes the last user message word by word. Faults as in `Faults`
     (swallow: the stream stops with nothing more, until the client goes away)."""
-    import uvicorn
-
     faults = faults or Faults()
     info = ServerInfo(url="", health_url="")
     previous: list[str] = []
 
-    async def respond(send: Callable, status: int, body: dict) -> None:
-        data = json.dumps(body).encode()
-        await send({"type": "http.response.start", "status": status,
-                    "headers": [(b"content-type", b"application/json")]})  # fmt: skip
-        await send({"type": "http.response.body", "body": data})
-
     async def app(scope: dict, receive: Callable, send: Callable) -> None:
-        if scope["type"] == "lifespan":
-            while (await receive())["type"] != "lifespan.shutdown":
-                await send({"type": "lifespan.startup.complete"})
-            await send({"type": "lifespan.shutdown.complete"})
-            return
         if scope["path"] == "/health":
-            await respond(send, 200, {"status": "ok", "replies": info.replies})
+            await _json_answer(send, 200, {"status": "ok", "replies": info.replies})
             return
         if scope["path"] != "/v1/chat/completions" or scope["method"] != "POST":
-            await respond(send, 404, {"error": {"message": "not found", "type": "not_found"}})
+            await _json_answer(send, 404, {"error": {"message": "not found", "type": "nf"}})
             return
         request = json.loads(await _asgi_body(receive))
         info.prompts += 1
@@ -538,41 +539,30 @@ def openai_server(
             previous.append(prompt)
             prompt = previous[-2] if len(previous) > 1 else "(nothing before)"
         if faults.hits(faults.http_error_every, n):
-            await respond(send, 500, {"error": {"message": "model overloaded", "code": 500}})
+            await _json_answer(send, 500, {"error": {"message": "model overloaded", "code": 500}})
             return
-        stream_type = (b"content-type", b"text/event-stream; charset=utf-8")
-        await send({"type": "http.response.start", "status": 200, "headers": [stream_type]})
 
-        def chunk(delta: dict, finish: str | None = None) -> bytes:
+        def chunk(delta: dict | None, finish: str | None = None) -> bytes:
+            if delta is None:
+                return b"data: {not json\n\n"
             choice = {"index": 0, "delta": delta, "finish_reason": finish}
             event = {"id": f"chatcmpl-{n}", "object": "chat.completion.chunk",
                      "model": model, "choices": [choice]}  # fmt: skip
             return f"data: {json.dumps(event)}\n\n".encode()
 
-        async def emit(data: bytes) -> None:
-            await send({"type": "http.response.body", "body": data, "more_body": True})
-
+        emit = await _stream(send, b"text/event-stream; charset=utf-8")
         await emit(chunk({"role": "assistant", "content": ""}))
-        words = reply_words(prompt, faults.tokens)
-        for index, word in enumerate(words):
-            if index == len(words) // 2:
-                if faults.hits(faults.truncate_every, n):
-                    raise ConnectionAbortedError("test fault: the stream breaks off")
-                if faults.hits(faults.swallow_every, n):
-                    while (await receive())["type"] != "http.disconnect":
-                        pass
-                    return
-                if faults.hits(faults.non_json_every, n):
-                    await emit(b"data: {not json\n\n")
-                if faults.hits(faults.error_every, n):
-                    await emit(b'data: {"error": {"message": "engine died", "code": 500}}\n\n')
-                    await send({"type": "http.response.body", "body": b""})
-                    return
-            await emit(chunk({"content": word + " "}))
-            await asyncio.sleep(faults.token_interval)
+
+        def token(word: str | None) -> bytes:
+            return chunk(None if word is None else {"content": word + " "})
+
+        error = b'data: {"error": {"message": "engine died", "code": 500}}\n\n'
+        if not await _faulty_reply(faults, n, prompt, emit, receive, token, error):
+            await send({"type": "http.response.body", "body": b""})
+            return
         await emit(chunk({}, "stop"))
         if (request.get("stream_options") or {}).get("include_usage"):
-            usage = {"prompt_tokens": 5, "completion_tokens": len(words), "total_tokens": 5}
+            usage = {"prompt_tokens": 5, "completion_tokens": faults.tokens, "total_tokens": 5}
             await emit(f"data: {json.dumps({'choices': [], 'usage': usage})}\n\n".encode())
         if not faults.omit_done:
             await emit(b"data: [DONE]\n\n")
@@ -583,14 +573,24 @@ def openai_server(
         info.replies += 1
         await send({"type": "http.response.body", "body": b""})
 
+    with _uvicorn(app, keep_alive_s) as port:
+        info.url, info.health_url = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{port}/health"
+        yield info
+
+
+@contextmanager
+def _uvicorn(app: Callable, keep_alive_s: float = 5.0) -> Iterator[int]:
+    """Serve an ASGI app with uvicorn on a free loopback port, in a thread; yields the port.
+    uvicorn closes keep-alive connections idle for `keep_alive_s`."""
+    import uvicorn
+
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
     config = uvicorn.Config(
         app,
         log_level="critical",
         access_log=False,
-        lifespan="on",
+        lifespan="off",
         timeout_keep_alive=keep_alive_s,
         timeout_graceful_shutdown=1,
     )
@@ -601,13 +601,194 @@ def openai_server(
     while not server.started and time.monotonic() < deadline:
         time.sleep(0.02)
     assert server.started, "uvicorn did not start"
-    info.url, info.health_url = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{port}/health"
     try:
-        yield info
+        yield sock.getsockname()[1]
     finally:
         server.should_exit = True
         thread.join(10)
         sock.close()
+
+
+async def _json_answer(send: Callable, status: int, body: dict) -> None:
+    """A whole JSON response from an ASGI app."""
+    data = json.dumps(body).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json")]})  # fmt: skip
+    await send({"type": "http.response.body", "body": data})
+
+
+async def _stream(send: Callable, content_type: bytes) -> Callable:
+    """Start a streamed ASGI response; returns the function that sends one part."""
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-type", content_type)]})  # fmt: skip
+
+    async def emit(data: bytes) -> None:
+        await send({"type": "http.response.body", "body": data, "more_body": True})
+
+    return emit
+
+
+async def _faulty_reply(
+    faults: Faults,
+    n: int,
+    prompt: str,
+    emit: Callable,
+    receive: Callable,
+    token: Callable,
+    error: bytes,
+) -> bool:
+    """Stream the reply's tokens with the faults of reply `n`; False: it ended early
+    (an error sent, or swallowed until the client went away)."""
+    words = reply_words(prompt, faults.tokens)
+    for index, word in enumerate(words):
+        if index == len(words) // 2:
+            if faults.hits(faults.truncate_every, n):
+                raise ConnectionAbortedError("test fault: the stream breaks off")
+            if faults.hits(faults.swallow_every, n):
+                while (await receive())["type"] != "http.disconnect":
+                    pass
+                return False
+            if faults.hits(faults.non_json_every, n):
+                await emit(token(None))
+            if faults.hits(faults.error_every, n):
+                await emit(error)
+                return False
+        await emit(token(word))
+        await asyncio.sleep(faults.token_interval)
+    return True
+
+
+# --- Trinity-style agent server: POST /api/chat, SSE on /api/executions/{id}/stream --
+@contextmanager
+def trinity_server(faults: Faults | None = None, keep_alive_s: float = 5.0) -> Iterator[ServerInfo]:
+    """An agent server in the style of Trinity's: `POST /api/chat` takes one global lock
+    and answers `{"execution_id"}`; `GET /api/executions/{id}/stream` streams SSE
+    `{"type": "token", "content"}` events ending with `{"type": "stream_end"}`;
+    `GET /health` with `diagnostics` (thread_count, running_executions, ...)."""
+    faults = faults or Faults()
+    info = ServerInfo(url="", health_url="")
+    executions: dict[str, str] = {}
+    previous: list[str] = []
+
+    def sse(event: dict | None) -> bytes:
+        return (
+            b"data: {not json\n\n" if event is None else f"data: {json.dumps(event)}\n\n".encode()
+        )
+
+    async def app(scope: dict, receive: Callable, send: Callable) -> None:
+        path, method = scope["path"], scope["method"]
+        if path == "/health":
+            diagnostics = {"thread_count": threading.active_count(),
+                           "running_executions": len(executions)}  # fmt: skip
+            await _json_answer(send, 200, {"status": "healthy", "diagnostics": diagnostics})
+        elif path == "/api/chat" and method == "POST":
+            request = json.loads(await _asgi_body(receive))
+            info.prompts += 1
+            prompt = request["message"]
+            if faults.answer_previous:
+                previous.append(prompt)
+                prompt = previous[-2] if len(previous) > 1 else "(nothing before)"
+            if faults.hits(faults.http_error_every, info.prompts):
+                await _json_answer(send, 503, {"detail": "agent busy"})
+                return
+            execution = f"exec-{info.prompts}"
+            executions[execution] = prompt
+            await _json_answer(send, 200, {"execution_id": execution, "status": "started"})
+        elif path.startswith("/api/executions/") and path.endswith("/stream"):
+            execution = path.split("/")[3]
+            prompt = executions.pop(execution, None)
+            if prompt is None:
+                await _json_answer(send, 404, {"detail": f"no execution {execution}"})
+                return
+            n = int(execution.split("-")[1])
+            emit = await _stream(send, b"text/event-stream")
+            await emit(b": connected\n\n")
+
+            def token(word: str | None) -> bytes:
+                return sse(None if word is None else {"type": "token", "content": word + " "})
+
+            error = sse({"type": "error", "error": "tool crashed"})
+            if await _faulty_reply(faults, n, prompt, emit, receive, token, error):
+                await emit(sse({"type": "stream_end"}))
+                if faults.hits(faults.frame_after_done_every, n):
+                    await emit(sse({"type": "token", "content": "late "}))
+                if faults.hits(faults.duplicate_done_every, n):
+                    await emit(sse({"type": "stream_end"}))
+                info.replies += 1
+            await send({"type": "http.response.body", "body": b""})
+        else:
+            await _json_answer(send, 404, {"detail": "not found"})
+
+    with _uvicorn(app, keep_alive_s) as port:
+        info.url, info.health_url = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{port}/health"
+        yield info
+
+
+# --- agentex-style JSON-RPC message/send answering NDJSON -----------------------------
+@contextmanager
+def agentex_server(faults: Faults | None = None, keep_alive_s: float = 5.0) -> Iterator[ServerInfo]:
+    """JSON-RPC `message/send` with `stream: true` on `POST /api`, answered as JSON lines
+    `{"jsonrpc", "id", "result": {"type": start|delta|done, "index": 0, ...}}` in the
+    style of agentex (deltas `{"type": "text", "text_delta"}`); `GET /health`."""
+    faults = faults or Faults()
+    info = ServerInfo(url="", health_url="")
+    previous: list[str] = []
+
+    async def app(scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["path"] == "/health":
+            await _json_answer(send, 200, {"status": "ok"})
+            return
+        if scope["path"] != "/api" or scope["method"] != "POST":
+            await _json_answer(send, 404, {"detail": "not found"})
+            return
+        request = json.loads(await _asgi_body(receive))
+        info.prompts += 1
+        n, rpc_id = info.prompts, request.get("id")
+        prompt = request["params"]["content"]
+        if faults.answer_previous:
+            previous.append(prompt)
+            prompt = previous[-2] if len(previous) > 1 else "(nothing before)"
+        if faults.hits(faults.http_error_every, n):
+            failed = {"code": -32603, "message": "worker died"}
+            await _json_answer(send, 500, {"jsonrpc": "2.0", "id": rpc_id, "error": failed})
+            return
+
+        def line(result: dict | None, **extra: Any) -> bytes:
+            if result is None:
+                return b"{not json\n"
+            return (
+                json.dumps({"jsonrpc": "2.0", "id": rpc_id, "result": result, **extra}) + "\n"
+            ).encode()
+
+        emit = await _stream(send, b"application/x-ndjson")
+        await emit(line({"type": "start", "index": 0}))
+
+        def token(word: str | None) -> bytes:
+            delta = {"type": "text", "text_delta": f"{word} "}
+            return line(None if word is None else {"type": "delta", "index": 0, "delta": delta})
+
+        error = (
+            json.dumps(
+                {
+                    "jsonrpc": "2.0",
+                    "id": rpc_id,
+                    "error": {"code": -32000, "message": "stream failed"},
+                }
+            )
+            + "\n"
+        ).encode()
+        if await _faulty_reply(faults, n, prompt, emit, receive, token, error):
+            await emit(line({"type": "done", "index": 0}))
+            if faults.hits(faults.frame_after_done_every, n):
+                await emit(token("late"))
+            if faults.hits(faults.duplicate_done_every, n):
+                await emit(line({"type": "done", "index": 0}))
+            info.replies += 1
+        await send({"type": "http.response.body", "body": b""})
+
+    with _uvicorn(app, keep_alive_s) as port:
+        info.url, info.health_url = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{port}/health"
+        yield info
 
 
 def chat(

@@ -117,7 +117,7 @@ def test_an_adapter_registered_once_is_a_kind_with_its_own_keys(echo_registered)
     )
     with pytest.raises(ProfileError, match=r"greeting does not apply .* \(it is for echo-test\)"):
         profile_from_mapping({"protocol": {"kind": "jsonrpc", "greeting": "hi"}})
-    with pytest.raises(ProfileError, match="socketio-agent, openai-chat, echo-test, or"):
+    with pytest.raises(ProfileError, match=r"ndjson, echo-test, or your own adapter"):
         profile_from_mapping({"protocol": {"kind": "echo"}})
     with pytest.raises(ProfileError, match="Did you mean 'greeting'"):
         profile_from_mapping({"protocol": {"kind": "echo-test", "greting": "hi"}})

@@ -17,20 +17,13 @@ from soak.profile import profile_from_mapping
 from soak.protocols import adapter_for
 from soak.protocols.httpstream import LineDecoder, SseDecoder
 from soak.protocols.turn import (
-    DISCONNECT,
-    DUPLICATE_DONE,
     ERRORED,
     FIRST_TOKEN_TIMEOUT,
-    FRAME_AFTER_DONE,
-    MISMATCH,
-    NON_JSON,
     OK,
-    STALL,
-    VIOLATION,
     Channel,
     run_turn,
 )
-from tests.servers import Faults, chat, openai_server
+from tests.servers import HTTP_FAULTS, Faults, chat, openai_server
 
 FAKE_OPENAI = Path(__file__).resolve().parent / "realservers" / "fake_openai.py"
 OPENAI = {"kind": "openai-chat", "require_nonce": True, "prompt": "Repeat {nonce}"}
@@ -104,20 +97,7 @@ def test_a_healthy_server_closing_idle_connections_is_no_disconnect() -> None:
             channel.conversation.close()
 
 
-@pytest.mark.parametrize(
-    ("faults", "outcome", "subkind"),
-    [
-        (Faults(truncate_every=1), DISCONNECT, None),
-        (Faults(swallow_every=1), STALL, None),
-        (Faults(error_every=1), ERRORED, None),
-        (Faults(http_error_every=1), ERRORED, None),
-        (Faults(frame_after_done_every=1), VIOLATION, FRAME_AFTER_DONE),
-        (Faults(duplicate_done_every=1), VIOLATION, DUPLICATE_DONE),
-        (Faults(non_json_every=1), VIOLATION, NON_JSON),
-        (Faults(answer_previous=True), MISMATCH, None),
-    ],
-    ids=lambda value: getattr(value, "__name__", None) if not isinstance(value, Faults) else None,
-)
+@pytest.mark.parametrize(("faults", "outcome", "subkind"), HTTP_FAULTS)
 def test_each_fault_of_a_vllm_style_server_is_its_outcome(faults, outcome, subkind) -> None:
     with openai_server(faults) as server:
         results = chat(server.url, {**OPENAI}, prompts=3, timeout=1.5)

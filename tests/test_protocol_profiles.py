@@ -12,7 +12,14 @@ from pathlib import Path
 import pytest
 
 from soak.rundir import read_jsonl
-from tests.servers import agent_zero_server, hermes_server, nerve_server, openai_server
+from tests.servers import (
+    agent_zero_server,
+    agentex_server,
+    hermes_server,
+    nerve_server,
+    openai_server,
+    trinity_server,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.e2e
@@ -77,3 +84,15 @@ def test_openai_chat_profile_against_a_vllm_style_server(tmp_path):
     assert not anomalies, anomalies[:3]
     gaps = sum(sum(r["itl_hist"].values()) for r in chats)  # token-level latency recorded
     assert gaps >= 8 * 5 and sum(sum(r["tpot_hist"].values()) for r in chats) >= 8
+
+
+@pytest.mark.parametrize(
+    ("server_of", "profile", "turns"),
+    [(trinity_server, "sse-agent.toml", 4), (agentex_server, "ndjson-rpc.toml", 8)],
+    ids=["sse", "ndjson"],
+)
+def test_http_event_profiles_through_the_load(tmp_path, server_of, profile, turns):
+    with server_of() as server:
+        chats, run_dir = soak_run(tmp_path, profile, server.url, server.health_url, turns)
+    assert outcomes(chats)["ok"] == sum(r["turns"] for r in chats) >= turns
+    assert not list(read_jsonl(run_dir / "anomalies.jsonl"))

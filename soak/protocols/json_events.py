@@ -49,10 +49,8 @@ from soak.protocols.settings import (
     KEEPALIVE,
     Spec,
     boolean,
-    headers,
+    http_call,
     optional_string,
-    string,
-    table,
 )
 from soak.protocols.wsjson import JsonSocket, as_text, http_base, lookup, lookup_parts, parse
 
@@ -135,28 +133,8 @@ class JsonEventsConversation(Conversation):
 # --- the [protocol] settings ------------------------------------------------------
 def _session_create(value: Any) -> dict[str, Any] | None:
     """An HTTP call that makes a chat, as a web UI does before it sends: its id's path."""
-    if value is None:
-        return None
-    keys = {"path", "method", "body", "headers", "id_path"}
-    if not isinstance(value, dict) or "path" not in value or "id_path" not in value:
-        raise ValueError(
-            'expected { path = "/api/sessions", id_path = "id" } (method, body, headers '
-            f"optional), got {value!r}"
-        )
-    unknown = sorted(set(value) - keys)
-    if unknown:
-        raise ValueError(f"unknown key {unknown[0]!r}; valid keys: {', '.join(sorted(keys))}")
-    path = string(value["path"])
-    if not path.startswith("/"):
-        raise ValueError(f"path must start with /, got {path!r}")
-    method = string(value.get("method", "POST")).upper()
-    return {
-        "path": path,
-        "method": method,
-        "body": table(value.get("body", {})),
-        "headers": headers(value.get("headers", {})),
-        "id_path": string(value["id_path"]),
-    }
+    example = '{ path = "/api/sessions", id_path = "id" }'
+    return None if value is None else http_call(value, example, ("id_path",))
 
 
 def _ready(value: Any) -> dict[str, Any] | list[dict[str, Any]] | bool:

@@ -20,26 +20,14 @@ The target URL is the server's base (`http://127.0.0.1:8000`: requests go to
 from __future__ import annotations
 
 import json
-import time
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from soak.protocols.base import (
-    DONE,
-    ERROR,
-    INVALID,
-    OTHER,
-    TOKEN,
-    Adapter,
-    ConnectionLost,
-    Conversation,
-    Frame,
-)
-from soak.protocols.httpstream import END, HttpStream, SseDecoder, SseEvent, Status
+from soak.protocols.base import DONE, ERROR, INVALID, OTHER, TOKEN, Adapter, Conversation, Frame
+from soak.protocols.httpchat import RAW_EXCERPT, StreamedConversation, error_message
+from soak.protocols.httpstream import HttpStream, SseDecoder, SseEvent
 from soak.protocols.settings import Spec, boolean, headers, integer, optional_string, string, table
 
-#: Characters of a raw event or an error body kept for anomaly records.
-RAW_EXCERPT = 300
 DONE_DATA = "[DONE]"
 EVENT_STREAM = "text/event-stream"
 
@@ -51,24 +39,25 @@ def _path(value: Any) -> str:
     return path
 
 
-class OpenAiChatConversation(Conversation):
+class OpenAiChatConversation(StreamedConversation):
     """One chat: a keep-alive connection, one streamed completion per turn."""
+
+    content_types = (EVENT_STREAM,)
 
     def __init__(self, adapter: OpenAiChatAdapter, url: str, timeout: float) -> None:
         self.config = adapter.config
         parts = urlsplit(url)
         endpoint = parts.path if parts.path not in ("", "/") else self.config["path"]
-        self.http = HttpStream(urlunsplit((*parts[:2], endpoint, parts.query, "")), timeout)
-        self.http.headers.update(adapter.request_headers)
-        self.timeout = timeout
+        http = HttpStream(urlunsplit((*parts[:2], endpoint, parts.query, "")), timeout)
+        http.headers.update(adapter.request_headers)
         self.history: list[dict[str, str]] = []
-        self.request_id: str | None = None
-        self.decoder = SseDecoder()
-        self.ready: list[Frame] = []
         self.prompt = ""
         self.reply: list[str] = []
-        self.done = self.finished = False
-        self.http.open()
+        self.finished = False
+        super().__init__(http, timeout)
+
+    def new_decoder(self) -> SseDecoder:
+        return SseDecoder()
 
     def send_prompt(self, prompt: str, request_id: str) -> None:
         config = self.config
@@ -86,8 +75,8 @@ class OpenAiChatConversation(Conversation):
         if config["include_usage"]:
             body["stream_options"] = {"include_usage": True}
         body.update(config["extra_body"])
-        self.request_id, self.prompt, self.reply = request_id, prompt, []
-        self.decoder, self.ready, self.done, self.finished = SseDecoder(), [], False, False
+        self.begin(request_id)
+        self.prompt, self.reply, self.finished = prompt, [], False
         self.http.request(
             "POST",
             json.dumps(body).encode(),
@@ -98,56 +87,20 @@ class OpenAiChatConversation(Conversation):
             },
         )
 
-    def receive(self, timeout: float) -> Frame | None:
-        deadline = time.monotonic() + timeout
-        while not self.ready:
-            part = self.http.read(max(deadline - time.monotonic(), 0.0))
-            if part is None:
-                stray = self.http.take_unsolicited()
-                if not stray:
-                    return None
-                text = stray.decode("utf-8", "replace")[:RAW_EXCERPT]
-                return Frame(INVALID, None, f"data while no request was open: {text!r}", text)
-            if isinstance(part, Status):
-                if not (200 <= part.code < 300 and part.content_type == EVENT_STREAM):
-                    return self._refused(part)
-            elif part == END:
-                if not self.done:
-                    return self._ended()
-            else:
-                try:
-                    self.ready = [self._frame(event) for event in self.decoder.feed(part)]
-                except ValueError as exc:
-                    self.http.close()
-                    raise ConnectionLost(None, str(exc)) from None
-        return self.ready.pop(0)
-
-    def _refused(self, status: Status) -> Frame:
-        """An error status or a body that is not an event stream: the turn's error."""
-        body = self.http.read_body(self.timeout).decode("utf-8", "replace")
-        if self.http.busy:  # the body did not end in time: this connection is out of step
-            self.http.close()
-        what = (
-            f"HTTP {status.code} {status.reason}".strip()
-            if not 200 <= status.code < 300
-            else f"HTTP {status.code} with {status.content_type or 'no content type'}, not "
-            f"{EVENT_STREAM} (was the request streamed?)"
-        )
-        message = _error_message(body) or body[:RAW_EXCERPT]
-        return Frame(ERROR, self.request_id, f"{what}: {message}", body[:RAW_EXCERPT])
-
-    def _ended(self) -> Frame:
+    def ended(self) -> Frame:
         """The body ended before [DONE]: done if a choice finished, else truncated."""
-        if self.finished:
-            self.done = True
-            self.notice(
-                "no_done_event",
-                "the server ends its streams without data: [DONE] (after a finish_reason); "
-                "the end of the body is taken as the terminal frame",
-            )
-            return Frame(DONE, self.request_id, "", "(end of body)")
-        cut = " inside an event" if self.decoder.pending() else ""
-        raise ConnectionLost(None, f"the response ended{cut} before data: [DONE] (truncated)")
+        if not self.finished:
+            raise self.truncated("data: [DONE]")
+        self.done = True
+        self.notice(
+            "no_done_event",
+            "the server ends its streams without data: [DONE] (after a finish_reason); "
+            "the end of the body is taken as the terminal frame",
+        )
+        return Frame(DONE, self.request_id, "", "(end of body)")
+
+    def frames(self, event: SseEvent) -> list[Frame]:
+        return [self._frame(event)]
 
     def _frame(self, event: SseEvent) -> Frame:
         data = event.data.strip()
@@ -167,7 +120,7 @@ class OpenAiChatConversation(Conversation):
         if not isinstance(chunk, dict):
             return Frame(INVALID, self.request_id, f"not a JSON object: {data[:80]!r}", raw)
         if chunk.get("error") is not None or event.event == "error":
-            return Frame(ERROR, self.request_id, _error_message(data) or data[:RAW_EXCERPT], raw)
+            return Frame(ERROR, self.request_id, error_message(data) or data[:RAW_EXCERPT], raw)
         text = []
         for choice in chunk.get("choices") or ():
             if not isinstance(choice, dict):
@@ -185,21 +138,6 @@ class OpenAiChatConversation(Conversation):
             return Frame(OTHER, None, "", raw)  # role, finish_reason or usage chunks
         self.reply += text
         return Frame(TOKEN, self.request_id, "".join(text), raw)
-
-    def close(self) -> None:
-        self.http.close()
-
-
-def _error_message(text: str) -> str | None:
-    """The message of an OpenAI-style error body {"error": {"message": ...}}, if it is one."""
-    try:
-        body = json.loads(text)
-    except ValueError:
-        return None
-    error = body.get("error") if isinstance(body, dict) else None
-    if isinstance(error, dict) and error.get("message"):
-        return str(error["message"])[:RAW_EXCERPT]
-    return str(error)[:RAW_EXCERPT] if error else None
 
 
 class OpenAiChatAdapter(Adapter):

@@ -20,6 +20,7 @@ from typing import Any
 
 from soak.errors import ProfileError
 from soak.protocols.base import Adapter
+from soak.protocols.http_events import HttpEventsAdapter, NdjsonAdapter
 from soak.protocols.json_events import JsonEventsAdapter
 from soak.protocols.jsonrpc import JsonRpcAdapter
 from soak.protocols.openai_chat import OpenAiChatAdapter
@@ -32,6 +33,8 @@ BUILTIN: tuple[type[Adapter], ...] = (
     JsonRpcAdapter,
     SocketIoAgentAdapter,
     OpenAiChatAdapter,
+    HttpEventsAdapter,
+    NdjsonAdapter,
 )
 #: The kind of a profile that names none: the built-in target's protocol.
 DEFAULT_KIND = JsonEventsAdapter.kind

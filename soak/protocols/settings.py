@@ -98,6 +98,27 @@ def headers(value: Any) -> dict[str, str]:
     return dict(value)
 
 
+def http_call(value: Any, example: str, extra: tuple[str, ...] = ()) -> dict[str, Any]:
+    """An HTTP call a profile describes: {path, method = "POST", body = {...}, headers =
+    {...}} and the `extra` keys it requires (strings); `example` says what to write."""
+    keys = {"path", "method", "body", "headers", *extra}
+    if not isinstance(value, dict) or not {"path", *extra} <= set(value):
+        raise ValueError(f"expected {example} (method, body, headers optional), got {value!r}")
+    unknown = sorted(set(value) - keys)
+    if unknown:
+        raise ValueError(f"unknown key {unknown[0]!r}; valid keys: {', '.join(sorted(keys))}")
+    path = string(value["path"])
+    if not path.startswith("/"):
+        raise ValueError(f"path must start with /, got {path!r}")
+    return {
+        "path": path,
+        "method": string(value.get("method", "POST")).upper(),
+        "body": table(value.get("body", {})),
+        "headers": headers(value.get("headers", {})),
+        **{key: string(value[key]) for key in extra},
+    }
+
+
 #: WebSocket keepalive pings (the json-events and jsonrpc transports, and your own adapter's).
 KEEPALIVE = Spec(duration(), 20.0, 'keepalive = "20s"  # WebSocket pings; 0: off')
 #: Your own adapter's settings as one table, when it declares none of its own.
