@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import json
 import os
 import signal
@@ -60,6 +61,10 @@ DEFAULT_MASTER_PORT = 5557
 STATUS_EVERY_S = 2.0
 #: Receives the live status after each refresh (the line, the warnings that started).
 StatusSink = Callable[[LiveStatus], None]
+#: How a run ends on SIGINT/SIGTERM.
+RUN_ABORTED = "stopped by signal; the run directory is complete so far"
+#: How a collect with --duration ends on SIGINT/SIGTERM (without one, that is its end).
+COLLECT_ABORTED = "stopped by signal before --duration; the run directory is complete so far"
 
 
 class Interrupted(Exception):
@@ -121,26 +126,19 @@ def execute_run(
     local worker processes run the users; `web_port` serves Locust's web UI
     on 127.0.0.1.
     """
-    install_redactor(profile.secrets)  # from now on every writer here masks them
-    require_targets(profile)
-    preflight(profile)
-    if metrics_port is not None:
-        check_metrics_port(metrics_port)
-    started_at = time.time()
+    _prepare(profile, metrics_port, reach=True)
     load_args, master_address = _load_args(workers, master_bind, web_port)
     distributed = {"local": workers, "master": master_address} if master_address else None
     manifest = {
-        **run_manifest(profile, profile.planned_duration_s),
         **({"load_workers": distributed} if distributed else {}),
         **(extra_manifest or {}),
     }
-    run = RunDir.create(out_root, profile.name, label, manifest, started_at=started_at)
-    events = JsonlWriter(run.file(EVENTS))
-    events.write({"t": started_at, "source": "run", "kind": "run_start", "message": run.path.name})
-    return _drive(
-        run, events, profile, started_at, on_status, metrics_port, workers, master_address,
-        load_args,
-    )  # fmt: skip
+    session = RunSession.create(
+        profile, out_root, label, profile.planned_duration_s, manifest, on_status=on_status
+    )
+    with session:
+        _drive(session, metrics_port, load_args, workers, master_address)
+    return session.outcome
 
 
 def resume_run(
@@ -169,11 +167,7 @@ def resume_run(
             f"cannot resume {run.path}: it recorded targets {recorded}, the profile now gives "
             f"{[t.name for t in profile.targets]}; pass the same profile and --target options."
         )
-    install_redactor(profile.secrets)  # from now on every writer here masks them
-    require_targets(profile)
-    preflight(profile)
-    if metrics_port is not None:
-        check_metrics_port(metrics_port)
+    _prepare(profile, metrics_port, reach=True)
     done = load_time_recorded(run)
     remaining = max(profile.load["duration"] - done, 0.0)
     if remaining == 0 and not profile.load["idle_after"]:
@@ -190,16 +184,60 @@ def resume_run(
         resumed=[*manifest.get("resumed", []), {"at": resumed_at, "load_done_s": round(done, 1)}],
     )
     run.keep_reserve()
-    events = JsonlWriter(run.file(EVENTS))
-    events.write(
-        {
-            "t": resumed_at,
-            "source": "run",
-            "kind": "run_resume",
-            "message": f"resumed after {done:.0f} s of recorded load; {remaining:.0f} s to go",
-        }
+    session = RunSession(run, profile, resumed_at, profile.planned_duration_s, on_status=on_status)
+    session.event(
+        "run_resume",
+        f"resumed after {done:.0f} s of recorded load; {remaining:.0f} s to go",
+        t=resumed_at,
     )
-    return _drive(run, events, profile, resumed_at, on_status, metrics_port, 0, None, [])
+    with session:
+        _drive(session, metrics_port)
+    return session.outcome
+
+
+def execute_collect(
+    profile: Profile,
+    *,
+    out_root: Path,
+    label: str,
+    duration_s: float | None = None,
+    metrics_port: int | None = None,
+    on_status: StatusSink | None = None,
+) -> RunOutcome:
+    """`soak collect`: sample the targets with no load of soak's own, into a run directory.
+
+    The collector runs in this process until `duration_s` (None: until SIGINT or
+    SIGTERM, which then end the run as completed). The run directory has the
+    same format as a run's, without chats.jsonl and anomalies.jsonl.
+    """
+    from soak.collect.collector import Collector
+
+    _prepare(profile, metrics_port, reach=False)  # no load of soak's own: nothing to reach
+    session = RunSession.create(
+        profile,
+        out_root,
+        label,
+        duration_s,
+        {"mode": "collect"},
+        on_status=on_status,
+        interrupted=(STATUS_ABORTED, COLLECT_ABORTED) if duration_s else (STATUS_COMPLETED, ""),
+        last_look=False,
+    )
+    with session:
+        stop = threading.Event()
+        session.at_end(stop.set)
+        collector = Collector(session.run.path, profile.to_dict(), metrics_port)
+        thread = threading.Thread(target=collector.run_until, args=(stop,), name="soak-collector")
+        thread.start()
+        session.at_end(thread.join)
+        deadline = session.started_at + duration_s if duration_s else float("inf")
+        while time.time() < deadline:
+            if storage_failure():
+                raise unwritable(session.run.path)
+            session.refresh()
+            time.sleep(max(0.0, min(STATUS_EVERY_S, deadline - time.time())))
+        session.refresh()
+    return session.outcome
 
 
 def resumable_profile(run: RunDir) -> Profile:
@@ -236,79 +274,206 @@ def load_time_recorded(run: RunDir) -> float:
     return sum(max(end - start, 0.0) for start, end in last_chat.items() if end)
 
 
+def _prepare(profile: Profile, metrics_port: int | None, *, reach: bool) -> None:
+    """Checks and process state every entry point needs before its run directory exists.
+
+    `reach`: also check that the targets accept TCP (a run chats with them; collect
+    only watches).
+    """
+    install_redactor(profile.secrets)  # from now on every writer here masks them
+    require_targets(profile)
+    if reach:
+        preflight(profile)
+    if metrics_port is not None:
+        check_metrics_port(metrics_port)
+    forget_storage_failures()  # an earlier run of this process says nothing about this one
+
+
+class RunSession:
+    """One run's life in this process: its directory, events writer, spawned targets and
+    stop signals.
+
+    As a context manager it starts the spawned targets and installs StopSignals on
+    entry; on exit it turns how the body stopped into the run's status and message
+    (once, for every entry point), stops what was started in the order given to
+    `at_end`, then the spawned targets, and ends the run exactly once. The exceptions
+    a run ends on (Interrupted, RunError and its kinds) do not leave the block;
+    anything else still ends the run (as crashed) and is raised on.
+    """
+
+    def __init__(
+        self,
+        run: RunDir,
+        profile: Profile,
+        started_at: float,
+        planned_s: float | None,
+        *,
+        on_status: StatusSink | None = None,
+        interrupted: tuple[str, str] = (STATUS_ABORTED, RUN_ABORTED),
+        last_look: bool = True,
+    ) -> None:
+        """`interrupted`: the status and message a SIGINT/SIGTERM ends the run with;
+        `last_look`: refresh the live status once more after everything stopped."""
+        self.run = run
+        self.profile = profile
+        self.started_at = started_at
+        self.status, self.message = STATUS_COMPLETED, ""
+        self.events = JsonlWriter(run.file(EVENTS))
+        self.live = LiveStatus(run, [t.name for t in profile.targets], planned_s, started_at)
+        self.spawned: list[SpawnedTarget] = []
+        self._on_status = on_status
+        self._interrupted = interrupted
+        self._last_look = last_look
+        self._at_end: list[Callable[[], object]] = []
+        self._signals = StopSignals()
+        self._ended = False
+
+    @classmethod
+    def create(
+        cls,
+        profile: Profile,
+        out_root: Path,
+        label: str,
+        planned_s: float | None,
+        manifest: dict[str, Any],
+        **options: Any,
+    ) -> RunSession:
+        """A new run directory for `profile` (its manifest: the shared fields, then
+        `manifest`), with its run_start event written."""
+        started_at = time.time()
+        full = {**run_manifest(profile, planned_s), **manifest}
+        run = RunDir.create(out_root, profile.name, label, full, started_at=started_at)
+        session = cls(run, profile, started_at, planned_s, **options)
+        session.event("run_start", run.path.name, t=started_at)
+        return session
+
+    @property
+    def outcome(self) -> RunOutcome:
+        return RunOutcome(self.run, self.status, self.message)
+
+    def event(self, kind: str, message: str, *, t: float | None = None, **fields: Any) -> None:
+        """Append one event of the run itself (source "run") to events.jsonl."""
+        when = time.time() if t is None else t
+        self.events.write({"t": when, "source": "run", "kind": kind, **fields, "message": message})
+
+    def refresh(self) -> None:
+        """Read the run directory's news; warnings that start or clear become events."""
+        self.live.update()
+        for warning in self.live.started:
+            self.events.write(warning.event(started=True))
+        for warning in self.live.cleared:
+            self.events.write(warning.event(started=False))
+        if self._on_status:
+            self._on_status(self.live)
+
+    def at_end(self, *stops: Callable[[], object]) -> None:
+        """Call `stops` when the session ends, in this order (before the spawned targets
+        are stopped), whatever ended it."""
+        self._at_end.extend(stops)
+
+    def stop_at_end(self, *processes: subprocess.Popen) -> None:
+        """Stop these child processes (SIGTERM, then SIGKILL) when the session ends, in order."""
+        self.at_end(*(functools.partial(_stop, p, STOP_GRACE_S) for p in processes))
+
+    def end(self, status: str, message: str) -> None:
+        """Record the end in events.jsonl and the manifest, as far as the disk still lets it;
+        only the first call counts."""
+        if self._ended:
+            return
+        self._ended = True
+        self.run.release_reserve()
+        with contextlib.suppress(StorageError):
+            self.event("run_end", message or status, status=status)
+        self.events.close()
+        with contextlib.suppress(StorageError):  # unwritable: it reads as crashed, the CLI says why
+            self.run.finish(status, message)
+
+    def __enter__(self) -> RunSession:
+        self._start_targets()
+        self._signals.install()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object
+    ) -> bool:
+        self._signals.stopping = True  # from here a second Ctrl-C is only noted
+        try:
+            if exc is not None:
+                self.status, self.message = self._ended_by(exc)
+            for stop in self._at_end:
+                stop()
+            stop_spawned(self.spawned)
+            if self._last_look:
+                with contextlib.suppress(RunError):  # the last look: the end is recorded whatever
+                    self.refresh()
+        finally:
+            self.end(self.status, self.message)
+            self._signals.restore()
+        return isinstance(exc, Interrupted | RunError)
+
+    def _ended_by(self, exc: BaseException) -> tuple[str, str]:
+        """The status and message of a run whose body raised `exc`."""
+        if isinstance(exc, Interrupted):
+            return self._interrupted
+        if isinstance(exc, StorageError):
+            return STATUS_FAILED, unwritable(self.run.path).message
+        if isinstance(exc, OutputClosed):
+            return STATUS_FAILED, exc.message
+        if isinstance(exc, RunError):
+            return STATUS_CRASHED, exc.message
+        return STATUS_CRASHED, f"soak stopped on an unexpected error: {type(exc).__name__}: {exc}"
+
+    def _start_targets(self) -> None:
+        """Start the targets that have `spawn`; record their pids, or end the run as crashed."""
+        if not any(t.spawn for t in self.profile.targets):
+            return
+        try:
+            self.spawned = start_spawned(
+                self.profile, self.run, self.profile.collector["spawn_timeout"]
+            )
+        except RunError as exc:
+            self.end(STATUS_CRASHED, exc.message)
+            raise
+        self.run.update_manifest(targets=_target_entries(self.profile))
+        for target in self.spawned:
+            self.event(
+                "target_spawned",
+                f"{target.name}: started pid {target.pid}",
+                target=target.name,
+                pid=target.pid,
+            )
+
+
 def _drive(
-    run: RunDir,
-    events: JsonlWriter,
-    profile: Profile,
-    started_at: float,
-    on_status: StatusSink | None,
+    session: RunSession,
     metrics_port: int | None,
-    workers: int,
-    master_address: str | None,
-    load_args: list[str],
-) -> RunOutcome:
-    """Start targets, collector and load for `run`; watch them to the end; close the run."""
-    spawned = _start_targets(profile, run, events)
+    load_args: Sequence[str] = (),
+    workers: int = 0,
+    master_address: str | None = None,
+) -> None:
+    """Start collector, load and its local workers for the session; watch them until the
+    load ends. How it ends (a child's failure, a signal) is the session's to record."""
+    run, profile = session.run, session.profile
     payload = json.dumps({**profile.to_dict(), PAYLOAD_SECRETS: profile.secrets})
     metrics_args = [] if metrics_port is None else ["--metrics-port", str(metrics_port)]
     collector = _spawn("soak.collect", run, payload, metrics_args)
     load = _spawn("soak.load", run, payload, load_args)
     load_workers = [_spawn_worker(run, master_address, n) for n in range(1, workers + 1)]
-    live = LiveStatus(
-        run, [t.name for t in profile.targets], profile.planned_duration_s, started_at
-    )
-
-    status, message = STATUS_COMPLETED, ""
-    signals = StopSignals().install()
-    try:
-        while load.poll() is None:
-            if collector.poll() == EXIT_CHILD_STORAGE:
-                raise unwritable(run.path)
-            if collector.poll() is not None:
-                raise RunError(f"the collector stopped unexpectedly; see {run.file('collect.log')}")
-            _refresh(live, events, on_status)
-            _wait(load, STATUS_EVERY_S)
-        if load.returncode == EXIT_CHILD_STORAGE:
+    # the master first: it asks its workers for their final reports; the collector last
+    session.stop_at_end(load, *load_workers, collector)
+    while load.poll() is None:
+        if collector.poll() == EXIT_CHILD_STORAGE:
             raise unwritable(run.path)
-        if load.returncode != 0:
-            status = STATUS_CRASHED
-            message = (
-                f"the load process failed (exit {load.returncode}); see {run.file('load.log')}"
-            )
-    except Interrupted:
-        status, message = STATUS_ABORTED, "stopped by signal; the run directory is complete so far"
-        _stop(load, STOP_GRACE_S)
-    except StorageError:
-        status, message = STATUS_FAILED, unwritable(run.path).message
-        _stop(load, STOP_GRACE_S)
-    except OutputClosed as exc:
-        status, message = STATUS_FAILED, exc.message
-        _stop(load, STOP_GRACE_S)
-    except RunError as exc:
-        status, message = STATUS_CRASHED, exc.message
-        _stop(load, STOP_GRACE_S)
-    finally:
-        signals.stopping = True
-        for worker in load_workers:
-            _stop(worker, STOP_GRACE_S)
-        _stop(collector, STOP_GRACE_S)
-        stop_spawned(spawned)
-        with contextlib.suppress(RunError):  # the last look: the end is recorded whatever
-            _refresh(live, events, on_status)
-        _end_run(run, events, status, message)
-        signals.restore()
-    return RunOutcome(run, status, message)
-
-
-def _refresh(live: LiveStatus, events: JsonlWriter, on_status: StatusSink | None) -> None:
-    """Read the run directory's news; warnings that start or clear become events."""
-    live.update()
-    for warning in live.started:
-        events.write(warning.event(started=True))
-    for warning in live.cleared:
-        events.write(warning.event(started=False))
-    if on_status:
-        on_status(live)
+        if collector.poll() is not None:
+            raise RunError(f"the collector stopped unexpectedly; see {run.file('collect.log')}")
+        session.refresh()
+        _wait(load, STATUS_EVERY_S)
+    if load.returncode == EXIT_CHILD_STORAGE:
+        raise unwritable(run.path)
+    if load.returncode != 0:
+        raise RunError(
+            f"the load process failed (exit {load.returncode}); see {run.file('load.log')}"
+        )
 
 
 def _load_args(
@@ -347,71 +512,6 @@ def _spawn_worker(run: RunDir, master: str | None, number: int) -> subprocess.Po
     )
 
 
-def execute_collect(
-    profile: Profile,
-    *,
-    out_root: Path,
-    label: str,
-    duration_s: float | None = None,
-    metrics_port: int | None = None,
-    on_status: StatusSink | None = None,
-) -> RunOutcome:
-    """`soak collect`: sample the targets with no load of soak's own, into a run directory.
-
-    The collector runs in this process until `duration_s` (None: until SIGINT or
-    SIGTERM, which then end the run as completed). The run directory has the
-    same format as a run's, without chats.jsonl and anomalies.jsonl.
-    """
-    from soak.collect.collector import Collector
-
-    install_redactor(profile.secrets)  # from now on every writer here masks them
-    require_targets(profile)
-    if metrics_port is not None:
-        check_metrics_port(metrics_port)
-    forget_storage_failures()
-    started_at = time.time()
-    manifest = {**run_manifest(profile, duration_s), "mode": "collect"}
-    run = RunDir.create(out_root, profile.name, label, manifest, started_at=started_at)
-    events = JsonlWriter(run.file(EVENTS))
-    events.write({"t": started_at, "source": "run", "kind": "run_start", "message": run.path.name})
-    spawned = _start_targets(profile, run, events)
-    status, message = STATUS_COMPLETED, ""
-    stop = threading.Event()
-    signals = StopSignals().install()
-    thread = None
-    try:
-        collector = Collector(run.path, profile.to_dict(), metrics_port)
-        thread = threading.Thread(target=collector.run_until, args=(stop,), name="soak-collector")
-        thread.start()
-        live = LiveStatus(run, [t.name for t in profile.targets], duration_s, started_at)
-        deadline = started_at + duration_s if duration_s else float("inf")
-        while time.time() < deadline:
-            if storage_failure():
-                raise unwritable(run.path)
-            _refresh(live, events, on_status)
-            time.sleep(max(0.0, min(STATUS_EVERY_S, deadline - time.time())))
-        _refresh(live, events, on_status)
-    except Interrupted:
-        if duration_s:
-            status = STATUS_ABORTED
-            message = "stopped by signal before --duration; the run directory is complete so far"
-    except StorageError:
-        status, message = STATUS_FAILED, unwritable(run.path).message
-    except OutputClosed as exc:
-        status, message = STATUS_FAILED, exc.message
-    except RunError as exc:
-        status, message = STATUS_CRASHED, exc.message
-    finally:
-        signals.stopping = True
-        stop.set()
-        if thread is not None:
-            thread.join()
-        stop_spawned(spawned)
-        _end_run(run, events, status, message)
-        signals.restore()
-    return RunOutcome(run, status, message)
-
-
 def run_manifest(profile: Profile, planned_duration_s: float | None) -> dict[str, Any]:
     """The manifest fields a run and a collect-only run share: profile and targets."""
     return {
@@ -439,41 +539,6 @@ def _target_entries(profile: Profile) -> list[dict[str, Any]]:
         }
         for t in profile.targets
     ]
-
-
-def _start_targets(profile: Profile, run: RunDir, events: JsonlWriter) -> list[SpawnedTarget]:
-    """Start the targets that have `spawn`; record their pids, or end the run as crashed."""
-    if not any(t.spawn for t in profile.targets):
-        return []
-    try:
-        spawned = start_spawned(profile, run, profile.collector["spawn_timeout"])
-    except RunError as exc:
-        _end_run(run, events, STATUS_CRASHED, exc.message)
-        raise
-    run.update_manifest(targets=_target_entries(profile))
-    for target in spawned:
-        events.write(
-            {
-                "t": time.time(),
-                "source": "run",
-                "kind": "target_spawned",
-                "target": target.name,
-                "pid": target.pid,
-                "message": f"{target.name}: started pid {target.pid}",
-            }
-        )
-    return spawned
-
-
-def _end_run(run: RunDir, events: JsonlWriter, status: str, message: str) -> None:
-    """Record the end in events.jsonl and the manifest, as far as the disk still lets it."""
-    run.release_reserve()
-    end = {"t": time.time(), "source": "run", "kind": "run_end", "status": status}
-    with contextlib.suppress(StorageError):
-        events.write({**end, "message": message or status})
-    events.close()
-    with contextlib.suppress(StorageError):  # unwritable: it reads as crashed, the CLI says why
-        run.finish(status, message)
 
 
 def _spawn(module: str, run: RunDir, payload: str, args: Sequence[str] = ()) -> subprocess.Popen:
