@@ -12,6 +12,7 @@ import pytest
 
 from soak.analyze.summary import analyze_run
 from soak.report.charts import CHART_POINTS, chart_data, charts_script, charts_style
+from soak.report.html import render_html
 from soak.report.plots import TimeAxis, render_plots
 from tests.rundir_factory import FakeRun, FakeTarget, write_run
 
@@ -161,3 +162,69 @@ def test_png_plots_share_the_axis_and_leave_out_outcomes_that_never_happened(
     assert "outcomes" not in names  # every turn was ok: no six empty panels
     assert {"threads", "rss", "cpu", "latency", "throughput", "soak"} <= set(names)
     assert sorted(p.stem for p in (tmp_path / "plots").glob("*.png")) == sorted(names)
+
+
+def test_report_html_embeds_the_charts_safely(tmp_path: Path) -> None:
+    """The page carries the chart data and script inline (offline, one file); a target
+    name that tries to close the script element stays data."""
+    hostile = "</script><script>alert(1)</script>"
+    run = FakeRun(targets=[FakeTarget(name=hostile)], duration_s=600.0, idle_from_s=500.0)
+    run_dir = write_run(tmp_path, run)
+    analysis = analyze_run(run_dir)
+    page = render_html(analysis, render_plots(analysis, tmp_path / "plots"))
+    assert "<script>alert(1)" not in page and page.count("</script>") == 2
+    start = page.index('id="soak-chart-data">') + len('id="soak-chart-data">')
+    embedded = json.loads(page[start : page.index("</script>", start)])
+    assert embedded == json.loads(json.dumps(chart_data(analysis)))
+    assert embedded["charts"][0]["series"][0]["label"] == hostile
+    assert charts_script() in page and 'id="soak-charts"' in page
+
+
+DOM_STUB = Path(__file__).resolve().parent / "data" / "dom_stub.js"
+
+
+@pytest.mark.skipif(NODE is None, reason="Node.js is not installed")
+def test_the_page_script_builds_every_chart_and_zooms_them_together(
+    data: dict, tmp_path: Path
+) -> None:
+    """charts.js as the page runs it (on a small DOM): one figure per chart, a line per
+    series; a drag on one chart zooms all of them, a double-click restores them."""
+    check = tmp_path / "page.js"
+    check.write_text(
+        f"""
+require({json.dumps(str(DOM_STUB))});
+const fs = require("fs");
+const root = new Node("div");
+byId["soak-charts"] = root;
+const data = fs.readFileSync({json.dumps(str(tmp_path / "d.json"))}, "utf8");
+byId["soak-chart-data"] = {{ textContent: data }};
+require("vm").runInThisContext(fs.readFileSync({json.dumps(str(SCRIPT))}, "utf8"));  // as the page
+const figures = root.children.filter((n) => n.tag === "figure");
+const paths = () => figures.map((f) => f.all("path").map((p) => p.attrs.d));
+const before = paths();
+const svg = figures[0].all("svg")[0];
+svg.fire("mousedown", {{ clientX: 400, preventDefault() {{}} }});
+svg.fire("mousemove", {{ clientX: 500 }});
+const tip = figures[0].children.find((n) => n.tag === "div" && !n.hidden && n.textContent);
+svg.fire("mouseup", {{ clientX: 500 }});
+const zoomed = paths();
+svg.fire("dblclick", {{}});
+console.log(JSON.stringify({{
+  figures: figures.length,
+  lines: before.map((p) => p.length),
+  changed: zoomed.map((p, i) => p.some((d, j) => d !== before[i][j])),
+  restored: JSON.stringify(paths()) === JSON.stringify(before),
+  tip: tip ? tip.textContent : null,
+  shaded: figures[0].all("rect").filter((r) => r.attrs.fill).length,
+}}));
+"""
+    )
+    (tmp_path / "d.json").write_text(json.dumps(data))
+    result = subprocess.run([NODE, str(check)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    out = json.loads(result.stdout)
+    assert out["figures"] == len(data["charts"])
+    assert out["lines"] == [len(chart["series"]) for chart in data["charts"]]
+    assert all(out["changed"]) and out["restored"]
+    assert out["tip"] and "leaky" in out["tip"] and "h" in out["tip"]
+    assert out["shaded"] == 2  # the idle tail and the saturated hour

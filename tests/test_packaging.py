@@ -39,6 +39,13 @@ def test_the_wheel_carries_the_grafana_dashboard(wheel):
     assert [i["name"] for i in shipped["__inputs"]] == ["DS_PROMETHEUS"]
 
 
+def test_the_wheel_carries_the_chart_script_the_report_inlines(wheel):
+    archive = zipfile.ZipFile(wheel)
+    for name in ("charts.js", "charts.css"):
+        shipped = archive.read(f"soak/report/assets/{name}")
+        assert shipped == (REPO / "soak" / "report" / "assets" / name).read_bytes()
+
+
 def test_an_installed_soak_finds_its_profiles_outside_a_clone(wheel, tmp_path):
     """Lay the wheel out as an installer would (`soak-*.data/data/` under the prefix, the
     rest in site-packages), by hand: pip would uninstall the soak of this virtualenv."""

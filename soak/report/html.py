@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import html
+import json
 from collections.abc import Iterable
 from typing import Any
 
@@ -16,6 +17,7 @@ import pandas as pd
 from soak.analyze.summary import Analysis
 from soak.formatting import format_number, format_rate, format_seconds
 from soak.model import RunSummary
+from soak.report.charts import chart_data, charts_script, charts_style
 from soak.report.numbers import MISSING, key_numbers, verdict_notes, verdict_rows
 from soak.report.plots import Plot
 from soak.rundir import safe_name
@@ -75,6 +77,7 @@ def render_html(analysis: Analysis, plots: list[Plot]) -> str:
         _findings(summary),
         _criteria(summary),
         _numbers(summary),
+        _charts(analysis),
         _plots(plots),
         _drift(summary),
         _soak(summary),
@@ -168,7 +171,28 @@ def _plots(plots: list[Plot]) -> str:
             f'<figure><img alt="{e(plot.title)}" src="data:image/png;base64,{data}">'
             f"<figcaption>{e(plot.title)}</figcaption></figure>"
         )
-    return f'<section id="plots"><h2>Plots</h2>{"".join(figures)}</section>'
+    return (
+        '<section id="plots"><details><summary><h2>Plots (PNG)</h2></summary>'
+        f"{''.join(figures)}</details></section>"
+    )
+
+
+def _charts(analysis: Analysis) -> str:
+    """The interactive charts: their data as JSON and the script that draws it, inline,
+    so the page stays one file that opens offline."""
+    data = json.dumps(chart_data(analysis), separators=(",", ":"), allow_nan=False)
+    data = data.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+    return (
+        '<section id="charts"><h2>Charts</h2>'
+        '<p class="muted">One time axis for every chart: drag across any chart to zoom all '
+        "of them, double-click to see the whole run; hover for values; click a legend "
+        "entry to hide it. Blue: idle (no load); grey: soak itself saturated.</p>"
+        '<noscript><p class="muted">The charts need JavaScript; the PNG plots below '
+        "show the same series.</p></noscript>"
+        f'<div id="soak-charts"></div><style>{charts_style()}</style>'
+        f'<script type="application/json" id="soak-chart-data">{data}</script>'
+        f"<script>{charts_script()}</script></section>"
+    )
 
 
 def _clock(elapsed: Any) -> str:

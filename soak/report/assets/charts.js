@@ -1,6 +1,6 @@
 /* soak interactive charts: zoom and hover for report.html, offline, no library.
  *
- * Reads the JSON in <script id="soak-chart-data"> (written by soak/report/charts.py):
+ * Reads the JSON of the element #soak-chart-data (written by soak/report/charts.py):
  * {x_label, x_scale, x_end, idle: [[s, s]], saturated: [[s, s]], charts: [{id, title,
  * unit, log, zero, series: [{label, colour, dash, x: [s], y: [v|null]}]}]}; x is elapsed
  * seconds. Every chart shares one x range: drag across any chart to zoom all of them,
