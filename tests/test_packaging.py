@@ -46,10 +46,20 @@ def test_the_wheel_carries_the_chart_script_the_report_inlines(wheel):
         assert shipped == (REPO / "soak" / "report" / "assets" / name).read_bytes()
 
 
-def test_an_installed_soak_finds_its_profiles_outside_a_clone(wheel, tmp_path):
-    """Lay the wheel out as an installer would (`soak-*.data/data/` under the prefix, the
-    rest in site-packages), by hand: pip would uninstall the soak of this virtualenv."""
-    prefix = tmp_path / "prefix"
+def test_the_wheel_carries_the_html_templates(wheel):
+    """report.html, compare.html and release.html are rendered from package data."""
+    archive = zipfile.ZipFile(wheel)
+    shipped = {Path(n).name for n in archive.namelist() if n.startswith("soak/templates/")}
+    assert shipped == {p.name for p in (REPO / "soak" / "templates").glob("*.html")}
+    assert {"base.html", "macros.html", "report.html", "compare.html", "release.html"} <= shipped
+
+
+@pytest.fixture(scope="module")
+def installed(wheel, tmp_path_factory) -> tuple[Path, Path]:
+    """(prefix, site-packages) of the wheel laid out as an installer would
+    (`soak-*.data/data/` under the prefix, the rest in site-packages), by hand: pip would
+    uninstall the soak of this virtualenv."""
+    prefix = tmp_path_factory.mktemp("installed") / "prefix"
     site = Path(sysconfig.get_path("purelib", vars={"base": str(prefix)}))
     with zipfile.ZipFile(wheel) as archive:
         for name in archive.namelist():
@@ -60,19 +70,46 @@ def test_an_installed_soak_finds_its_profiles_outside_a_clone(wheel, tmp_path):
                 destination = site / name
             destination.parent.mkdir(parents=True, exist_ok=True)
             destination.write_bytes(archive.read(name))
+    return prefix, site
+
+
+def _probe(installed: tuple[Path, Path], cwd: Path, code: str) -> list[str]:
+    """The output lines of `code` run by the installed soak, outside a clone."""
+    prefix, site = installed
     probe = (
         f"import sys; sys.prefix = {str(prefix)!r}\n"
-        "from soak.profile import load_profile\n"
-        "from soak.demo import default_profile\n"
-        "import soak; assert soak.__file__.startswith(sys.prefix), soak.__file__\n"
-        "print(default_profile())\n"
-        "print(load_profile('nerve').name, load_profile('profiles/jsonrpc-gateway.toml').name)\n"
+        "import soak; assert soak.__file__.startswith(sys.prefix), soak.__file__\n" + code
     )
     done = subprocess.run(
-        [sys.executable, "-c", probe], cwd=tmp_path, capture_output=True, text=True,
+        [sys.executable, "-c", probe], cwd=cwd, capture_output=True, text=True,
         env={"PYTHONPATH": site, "PATH": "/usr/bin:/bin"}, timeout=60,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
-    first, second = done.stdout.splitlines()
+    return done.stdout.splitlines()
+
+
+def test_an_installed_soak_finds_its_profiles_outside_a_clone(installed, tmp_path):
+    prefix, _ = installed
+    first, second = _probe(
+        installed,
+        tmp_path,
+        "from soak.profile import load_profile\n"
+        "from soak.demo import default_profile\n"
+        "print(default_profile())\n"
+        "print(load_profile('nerve').name, load_profile('profiles/jsonrpc-gateway.toml').name)\n",
+    )
     assert first == str(prefix / "share" / "soak" / "profiles" / "demo.toml")
     assert second.split() == ["nerve", "jsonrpc-gateway"]
+
+
+def test_an_installed_soak_renders_its_templates(installed, tmp_path):
+    _, site = installed
+    [where, page] = _probe(
+        installed,
+        tmp_path,
+        "from soak.report.templating import environment, render\n"
+        "print(environment().get_template('release.html').filename)\n"
+        "print(render('base.html', soak_version='<b>').replace('\\n', ' '))\n",
+    )
+    assert where == str(site / "soak" / "templates" / "release.html")
+    assert "Written by soak &lt;b&gt;." in page and "<style>" in page

@@ -35,13 +35,10 @@ from soak.compare.core import (
     compare_sides,
 )
 from soak.compare.render import (
-    badge,
-    html_figures,
-    html_page,
-    html_table,
     side_json,
     table_rows,
     value_text,
+    verdict_badge,
     verdict_line,
 )
 from soak.criteria import FAIL
@@ -49,10 +46,10 @@ from soak.errors import RunDirError, UsageError
 from soak.formatting import format_number
 from soak.model import RunSummary, to_json
 from soak.report import ReportResult, build_report, verdict_exit_code
-from soak.report.html import e
 from soak.report.markdown import cell, images, table
 from soak.report.numbers import MISSING
 from soak.report.plots import Plot
+from soak.report.templating import figures, render
 from soak.rundir import safe_name, write_text_atomic
 from soak.runs import resolve_run, resolve_runs, split_target
 from soak.units import format_duration
@@ -394,29 +391,35 @@ def render_release_markdown(release: Release) -> str:
 
 
 def render_release_html(release: Release) -> str:
+    """release.html: the executive summary on top (soak/templates/release.html)."""
     out = release.out_dir
-    body = [f"<h1>soak release report {badge(release.verdict)}</h1>"]
-    for heading, items in _summary_lines(release):
-        body.append(f"<h3>{e(heading)}</h3><ul>{''.join(f'<li>{e(i)}</li>' for i in items)}</ul>")
-    rows = [tuple(e(c) for c in row) for row in key_rows(release)]
-    body += ['<h2 id="numbers">Key numbers</h2>', html_table(KEY_HEADERS, rows, numeric=0)]
-    for result in release.comparisons:
-        comparison = result.comparison
-        link = e(result.html_path.relative_to(out).as_posix())
-        changed = [(*(e(c) for c in row[:-1]), badge(row[-1])) for row in _change_cells(result)]
-        body += [
-            f"<h2>{e(comparison.candidate.name)} vs {e(comparison.base.name)}</h2>",
-            f"<p>{badge(comparison.verdict)} {e(verdict_line(comparison))} · "
-            f'<a href="{link}">full comparison</a></p>',
-            *(f'<p class="warn">warning: {e(note.message)}</p>' for note in comparison.warnings),
-        ]
-        if changed:
-            body.append(html_table(CHANGE_HEADERS, changed, numeric=3))
-    for part in release.runs:
-        link = e(part.report.html_path.relative_to(out).as_posix())
-        body += [
-            f"<h2>Run {e(part.run_id)}</h2>",
-            f'<p><a href="{link}">full report</a></p>',
-            html_figures(_plots(part)),
-        ]
-    return html_page(f"soak release report: {release.verdict}", body)
+    comparisons = [
+        {
+            "title": f"{result.comparison.candidate.name} vs {result.comparison.base.name}",
+            "verdict": verdict_badge(result.comparison.verdict),
+            "verdict_line": verdict_line(result.comparison),
+            "link": result.html_path.relative_to(out).as_posix(),
+            "warnings": [note.message for note in result.comparison.warnings],
+            "rows": [(*row[:-1], verdict_badge(row[-1])) for row in _change_cells(result)],
+        }
+        for result in release.comparisons
+    ]
+    runs = [
+        {
+            "run_id": part.run_id,
+            "link": part.report.html_path.relative_to(out).as_posix(),
+            "plots": figures(_plots(part)),
+        }
+        for part in release.runs
+    ]
+    return render(
+        "release.html",
+        verdict=verdict_badge(release.verdict),
+        summary=_summary_lines(release),
+        key_headers=KEY_HEADERS,
+        key_rows=key_rows(release),
+        change_headers=CHANGE_HEADERS,
+        comparisons=comparisons,
+        runs=runs,
+        soak_version=__version__,
+    )

@@ -1,13 +1,11 @@
 """compare.md, compare.html, compare.json and the terminal table of a Comparison.
 
 Cells are built once as plain text (`table_rows`); each format escapes them its own
-way (Markdown via soak.report.markdown.cell, HTML via soak.report.html.e).
+way (Markdown via soak.report.markdown.cell, HTML by the autoescaping templates).
 """
 
 from __future__ import annotations
 
-import base64
-from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,9 +26,9 @@ from soak.compare.core import (
 )
 from soak.criteria import METRICS
 from soak.formatting import format_number
-from soak.report.html import e
 from soak.report.markdown import cell, images, table
 from soak.report.plots import Plot
+from soak.report.templating import Cell, figures, render
 from soak.runs import text_table
 from soak.units import format_duration
 
@@ -47,23 +45,8 @@ _TESTS = {
 _BADGE = {
     **dict.fromkeys((FIXED, IMPROVED, "pass"), "good"),
     **dict.fromkeys((REGRESSED, NEW_FAILURE, "mixed", "fail"), "bad"),
+    "inconclusive": "inconclusive",  # a release verdict: yellow, as in report.html
 }
-
-CSS = """
-body { font: 14px/1.45 system-ui, sans-serif; color: #1d2330; max-width: 1180px;
-       margin: 0 auto; padding: 1.5rem; }
-h1 { font-size: 1.45rem; } h2 { font-size: 1.15rem; margin-top: 1.8rem;
-     border-bottom: 1px solid #dde1e8; }
-table { border-collapse: collapse; width: 100%; margin: .5rem 0 1rem; }
-th, td { border: 1px solid #dde1e8; padding: .3rem .5rem; text-align: left; vertical-align: top; }
-th { background: #f3f5f8; } td.num { white-space: nowrap; font-variant-numeric: tabular-nums; }
-.badge { border-radius: 4px; padding: .05rem .45rem; font-weight: 700; white-space: nowrap; }
-.good { background: #dff3e4; color: #17612d; } .bad { background: #fbe1e1; color: #9b1c1c; }
-.same { background: #eef0f4; color: #4b5563; }
-.warn { background: #fff6db; border: 1px solid #f0d68a; padding: .5rem .8rem; }
-figure { margin: 1rem 0; } figure img { max-width: 100%; border: 1px solid #dde1e8; }
-.muted { color: #5b6475; }
-"""
 
 
 # --- cells -----------------------------------------------------------------------
@@ -233,75 +216,25 @@ def render_markdown(comparison: Comparison, plots: list[Plot], out_dir: Path) ->
 
 
 # --- HTML ----------------------------------------------------------------------------
-def badge(text: str) -> str:
-    return f'<span class="badge {_BADGE.get(text, "same")}">{e(text)}</span>'
-
-
-def html_table(headers: Sequence[str], rows: Iterable[Sequence[str]], numeric: int = 0) -> str:
-    """A table of already-escaped cells; columns 1..numeric get the num style."""
-    head = "".join(f"<th>{h}</th>" for h in headers)
-    body = "".join(
-        "<tr>"
-        + "".join(
-            f'<td class="num">{c}</td>' if 0 < i <= numeric else f"<td>{c}</td>"
-            for i, c in enumerate(row)
-        )
-        + "</tr>"
-        for row in rows
-    )
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-
-
-def html_figures(plots: list[Plot]) -> str:
-    """Plots embedded as base64 PNG data URIs (a self-contained page)."""
-    return "".join(
-        f'<figure><img alt="{e(plot.title)}" src="data:image/png;base64,'
-        f'{base64.b64encode(plot.path.read_bytes()).decode("ascii")}">'
-        f"<figcaption>{e(plot.title)}</figcaption></figure>"
-        for plot in plots
-    )
-
-
-def html_page(title: str, body: list[str]) -> str:
-    return "\n".join(
-        [
-            "<!doctype html>",
-            '<html lang="en"><head><meta charset="utf-8">',
-            '<meta name="viewport" content="width=device-width, initial-scale=1">',
-            f"<title>{e(title)}</title><style>{CSS}</style></head><body>",
-            *body,
-            f'<p class="muted">Written by soak {e(__version__)}.</p>',
-            "</body></html>",
-            "",
-        ]
-    )
+def verdict_badge(verdict: str) -> Cell:
+    """A verdict as a badge cell: green better, red worse, grey same."""
+    return Cell(verdict, "badge", _BADGE.get(verdict, "same"))
 
 
 def render_html(comparison: Comparison, plots: list[Plot]) -> str:
-    """compare.html: one self-contained page, verdict first."""
-    title = f"soak compare: {comparison.base.name} → {comparison.candidate.name}"
-    rows = [
-        (*(e(c) for c in cells[:4]), badge(cells[4]), e(cells[5]))
-        for cells in detail_rows(comparison)
-    ]
-    intro = "".join(
-        f"<li>{e(label.capitalize())}: {e(text)}</li>" for label, text in intro_lines(comparison)
+    """compare.html: one self-contained page, verdict first (soak/templates/compare.html)."""
+    return render(
+        "compare.html",
+        title=f"soak compare: {comparison.base.name} → {comparison.candidate.name}",
+        verdict=verdict_badge(comparison.verdict),
+        verdict_line=verdict_line(comparison),
+        intro=[f"{label.capitalize()}: {text}" for label, text in intro_lines(comparison)],
+        warnings=[note.message for note in comparison.warnings],
+        metric_headers=DETAIL_HEADERS,
+        metric_rows=[
+            (*cells[:4], verdict_badge(cells[4]), cells[5]) for cells in detail_rows(comparison)
+        ],
+        plots=figures(plots),
+        method_rows=method_rows(),
+        soak_version=__version__,
     )
-    body = [
-        f"<h1>{e(title)}</h1>",
-        f"<p>{badge(comparison.verdict)} {e(verdict_line(comparison))}</p>",
-        f"<ul>{intro}</ul>",
-    ]
-    if comparison.warnings:
-        notes = "".join(f"<li>{e(note.message)}</li>" for note in comparison.warnings)
-        body.append(f'<div class="warn"><b>Not quite comparable</b><ul>{notes}</ul></div>')
-    method = [tuple(e(c) for c in row) for row in method_rows()]
-    body += [
-        '<h2 id="metrics">Metrics</h2>',
-        html_table(DETAIL_HEADERS, rows, numeric=3),
-        '<h2 id="plots">Plots</h2>',
-        html_figures(plots),
-        '<h2 id="method">Method</h2>',
-        html_table(("Metric", "Test", "Minimum effect"), method),
-    ]
-    return html_page(title, body)
