@@ -91,14 +91,14 @@ class HttpEventsConversation(StreamedConversation):
         super().__init__(http, timeout)
 
     def new_decoder(self) -> Decoder:
-        return SseDecoder() if self.adapter.kind == "sse" else LineDecoder()
+        return self.adapter.decoder()
 
     def send_prompt(self, prompt: str, request_id: str) -> None:
         start = self.config["start"]
         values = {"prompt": prompt, "request_id": request_id, "session_id": self.session_id or ""}
         body = json.dumps(fill_placeholders(start["body"], values)).encode()
         self.begin(request_id)
-        accept = "text/event-stream" if self.adapter.kind == "sse" else "application/x-ndjson"
+        accept = self.adapter.accept
         request_headers = {"Content-Type": "application/json", **start["headers"]}
         if not self.config["stream_path"]:
             request_headers["Accept"] = accept
@@ -146,11 +146,8 @@ class HttpEventsConversation(StreamedConversation):
             return [Frame(ERROR, request_id, str(text)[:RAW_EXCERPT], excerpt)]
         if adapter.is_token(data):
             texts = (lookup(data, path) for path in config["token_text_path"])
-            return [
-                Frame(
-                    TOKEN, request_id, str(next((t for t in texts if t is not None), "")), excerpt
-                )
-            ]
+            text = next((t for t in texts if t is not None), "")
+            return [Frame(TOKEN, request_id, str(text), excerpt)]
         if adapter.is_done(data) and config["end"] == "done":
             self.done = True
             return [Frame(DONE, request_id, "", excerpt)]
@@ -169,6 +166,9 @@ class HttpEventsAdapter(Adapter):
     kind = "sse"
     schemes = ("http", "https")
     content_types: ClassVar[tuple[str, ...]] = ("text/event-stream",)
+    #: The body's decoder, and the Accept header of the stream request.
+    decoder: ClassVar[type[Decoder]] = SseDecoder
+    accept: ClassVar[str] = "text/event-stream"
     settings = {
         "start": Spec(
             _start,
@@ -206,6 +206,8 @@ class NdjsonAdapter(HttpEventsAdapter):
 
     kind = "ndjson"
     content_types: ClassVar[tuple[str, ...]] = ()
+    decoder: ClassVar[type[Decoder]] = LineDecoder
+    accept: ClassVar[str] = "application/x-ndjson"
     settings = {
         **HttpEventsAdapter.settings,
         "start": Spec(

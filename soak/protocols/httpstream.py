@@ -258,47 +258,45 @@ class SseDecoder:
         self.event, self.data, self.id = "", [], None
 
     def feed(self, chunk: bytes) -> list[SseEvent]:
-        """The events that `chunk` completes."""
-        self.buffer += chunk
-        events = []
-        while True:
-            line, found = _split_line(self.buffer)
-            if found is None:
-                if len(self.buffer) > MAX_EVENT_BYTES:
-                    raise ValueError(f"an event-stream line longer than {MAX_EVENT_BYTES} bytes")
-                return events
-            self.buffer = found
-            text = line.decode("utf-8", "replace")
+        """The events that `chunk` completes (the buffer is cut once per chunk, not per line)."""
+        buffer = self.buffer + chunk
+        events, start = [], 0
+        while (line_end := _line_end(buffer, start)) is not None:
+            end, after = line_end
+            text = buffer[start:end].decode("utf-8", "replace")
+            start = after
             if not text:
                 if self.data:
                     events.append(SseEvent(self.event or "message", "\n".join(self.data), self.id))
                 self._reset()
-                continue
-            if text.startswith(":"):
-                continue
-            name, _, value = text.partition(":")
-            value = value[1:] if value.startswith(" ") else value
-            if name == "data":
-                self.data.append(value)
-            elif name == "event":
-                self.event = value
-            elif name == "id":
-                self.id = value
+            elif not text.startswith(":"):
+                name, _, value = text.partition(":")
+                value = value[1:] if value.startswith(" ") else value
+                if name == "data":
+                    self.data.append(value)
+                elif name == "event":
+                    self.event = value
+                elif name == "id":
+                    self.id = value
+        self.buffer = buffer[start:]
+        if len(self.buffer) > MAX_EVENT_BYTES:
+            raise ValueError(f"an event-stream line longer than {MAX_EVENT_BYTES} bytes")
+        return events
 
     def pending(self) -> bool:
         """Whether an event was begun but not ended (a body cut inside an event)."""
         return bool(self.data or self.buffer.strip())
 
 
-def _split_line(buffer: bytes) -> tuple[bytes, bytes | None]:
-    """(the first line, the rest) of `buffer` split at \\r\\n, \\n or \\r; rest None if
+def _line_end(buffer: bytes, start: int) -> tuple[int, int] | None:
+    """(end of the line from `start`, start of the next) at \\r\\n, \\n or \\r; None if
     no line is complete (a \\r at the very end may still be followed by \\n)."""
-    lf, cr = buffer.find(b"\n"), buffer.find(b"\r")
+    lf, cr = buffer.find(b"\n", start), buffer.find(b"\r", start)
     if cr == -1 or -1 < lf < cr:
-        return (b"", None) if lf == -1 else (buffer[:lf], buffer[lf + 1 :])
+        return None if lf == -1 else (lf, lf + 1)
     if cr + 1 == len(buffer):
-        return b"", None
-    return buffer[:cr], buffer[cr + (2 if buffer[cr + 1] == 0x0A else 1) :]
+        return None
+    return cr, cr + (2 if buffer[cr + 1] == 0x0A else 1)
 
 
 class LineDecoder:
