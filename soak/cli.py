@@ -616,20 +616,33 @@ def demo(
         Path | None,
         typer.Option(metavar="PROFILE", help="Demo profile (default: profiles/demo.toml)."),
     ] = None,
+    protocol: Annotated[
+        str,
+        typer.Option(
+            metavar="KIND",
+            help="What the load speaks to the targets: json-events (WebSocket chat, the "
+            "default), openai-chat, sse or ndjson (HTTP streaming, with the [protocol] of "
+            "the shipped openai-chat, sse-agent or ndjson-rpc profile).",
+        ),
+    ] = "json-events",
 ) -> None:
     """Start the built-in target twice (with faults, and --patched), soak both, report.
 
     Exit code 0 when the demo ran as intended: the faulty build fails its
     criteria and the patched build passes them. Takes about 2.5 minutes.
 
-    Example: soak demo
+    Example: soak demo --protocol openai-chat
     """
 
     def body() -> int:
         from soak.demo import run_demo
 
         return run_demo(
-            out_root=out, duration=duration, profile_path=profile, on_status=_status_printer()
+            out_root=out,
+            duration=duration,
+            profile_path=profile,
+            protocol=protocol,
+            on_status=_status_printer(),
         )
 
     _guarded(body)
@@ -804,7 +817,9 @@ def _target_command() -> Callable[..., None]:
         )
     target.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
     target.__doc__ = (
-        "Serve the built-in target: a WebSocket chat server with switchable slow failures.\n\n"
+        "Serve the built-in target: a chat server with switchable slow failures, speaking "
+        "WebSocket chat on /ws and, on the same port, OpenAI-compatible chat completions, "
+        "Trinity-style SSE and agentex-style NDJSON over HTTP.\n\n"
         "Faults (thread leak, silent stalls, event-loop blocks, orphaned tickers, unbounded "
         "history) are on by default; --patched turns them all off.\n\n"
         "Example: soak target --port 8765 --stall-every 20"

@@ -6,14 +6,16 @@ Example: `python -m soak.target --port 0 --patched --ready-file /tmp/target.json
 import argparse
 
 from soak.errors import UsageError
-from soak.target.server import OPTIONS, TargetConfig, run
+from soak.target.config import OPTIONS, TargetConfig
+from soak.target.server import run
 
 
 def parse_args(argv: list[str] | None = None) -> TargetConfig:
     """Build a `TargetConfig` from command-line arguments (one flag per config field)."""
     parser = argparse.ArgumentParser(
         prog="python -m soak.target",
-        description="Built-in soak target: WebSocket chat server with switchable slow failures.",
+        description="Built-in soak target: a chat server (WebSocket, OpenAI-compatible, SSE, "
+        "NDJSON) with switchable slow failures.",
         epilog="Example: python -m soak.target --port 0 --patched --ready-file ready.json",
     )
     for option in OPTIONS:

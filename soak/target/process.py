@@ -32,6 +32,7 @@ class TargetProcess:
         self.host: str = info["host"]
         self.port: int = info["port"]
         self.ws_url: str = info["ws_url"]
+        self.http_url: str = info["http_url"]
         self.health_url: str = info["health_url"]
         self.build: str = info["build"]
         self._workdir = workdir
