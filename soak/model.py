@@ -155,7 +155,8 @@ class ChatSummary(Section):
     ping: Quantiles = field(default_factory=Quantiles)
     #: Inter-token latency: every gap between two token frames of an ok reply.
     itl: Quantiles = field(default_factory=Quantiles)
-    #: Time per output token after the first, one per ok reply with 2+ tokens.
+    #: Time per output token after the first, one per ok reply with 2+ tokens (the
+    #: server's completion tokens when it reported usage, else token frames).
     tpot: Quantiles = field(default_factory=Quantiles)
     #: Output tokens per second of the median ok reply (1 / tpot.p50).
     tokens_per_s: float | None = None

@@ -157,6 +157,8 @@ class Faults:
     truncate_every: int = 0  # HTTP: the body breaks off mid-stream (no last chunk)
     http_error_every: int = 0  # HTTP: status 500 with an error body instead of a stream
     omit_done: bool = False  # SSE: finish_reason, then the body ends without [DONE]
+    words_per_frame: int = 1  # HTTP: this many words packed into one token frame
+    ignore_usage: bool = False  # OpenAI: no usage chunk even when include_usage is asked
 
     def hits(self, rate: int, n: int) -> bool:
         return bool(rate) and n % rate == 0
@@ -561,8 +563,11 @@ def openai_server(
             await send({"type": "http.response.body", "body": b""})
             return
         await emit(chunk({}, "stop"))
-        if (request.get("stream_options") or {}).get("include_usage"):
-            usage = {"prompt_tokens": 5, "completion_tokens": faults.tokens, "total_tokens": 5}
+        asked = (request.get("stream_options") or {}).get("include_usage")
+        if asked and not faults.ignore_usage:
+            made, given = len(reply_words(prompt, faults.tokens)), len(prompt.split())
+            usage = {"prompt_tokens": given, "completion_tokens": made,
+                     "total_tokens": given + made}  # fmt: skip
             await emit(f"data: {json.dumps({'choices': [], 'usage': usage})}\n\n".encode())
         if not faults.omit_done:
             await emit(b"data: [DONE]\n\n")
@@ -637,9 +642,10 @@ async def _faulty_reply(
     token: Callable,
     error: bytes,
 ) -> bool:
-    """Stream the reply's tokens with the faults of reply `n`; False: it ended early
-    (an error sent, or swallowed until the client went away)."""
-    words = reply_words(prompt, faults.tokens)
+    """Stream the reply's words (`words_per_frame` a frame) with the faults of reply `n`;
+    False: it ended early (an error sent, or swallowed until the client went away)."""
+    words, k = reply_words(prompt, faults.tokens), max(1, faults.words_per_frame)
+    words = [" ".join(words[i : i + k]) for i in range(0, len(words), k)]
     for index, word in enumerate(words):
         if index == len(words) // 2:
             if faults.hits(faults.truncate_every, n):

@@ -20,6 +20,8 @@ def turns():
             result.outcome, result.close_code, result.close_reason = DISCONNECT, 1011, "keepalive"
         else:
             result.ttft_s, result.reply_s = 0.01 + n / 1000, 0.2 + n / 100
+        if n % 2 == 0:  # the server said how many tokens it made (OpenAI usage)
+            result.usage_prompt_tokens, result.usage_completion_tokens = 7, 28
         results.append(result)
     return results
 
@@ -53,6 +55,10 @@ def test_worker_deltas_merged_by_a_master_equal_one_process():
     assert one["outcomes"] == {"ok": 42, "stall": 6, "first_token_timeout": 0, "error": 0,
                                "disconnect": 6, "violation": 6, "mismatch": 0}  # fmt: skip
     assert one["pings_lost"] == 6 and one["ping_hist"] and one["gap_max_s"] == 0.59
+    assert (one["usage_turns"], one["usage_prompt_tokens"], one["usage_completion_tokens"]) == (
+        30, 30 * 7, 30 * 28,
+    )  # fmt: skip
+    assert one["tokens"] == 600  # token frames, as before
     assert quantile(merged["reply_hist"], 0.5) == quantile(one["reply_hist"], 0.5)
     assert len(master_anomalies) == len(alone_anomalies) == 18
     lost = [a for a in master_anomalies if a["kind"] == "disconnect"]
@@ -61,6 +67,19 @@ def test_worker_deltas_merged_by_a_master_equal_one_process():
         "frame_after_done"
     }
     assert master.totals == alone.totals
+
+
+def test_time_per_output_token_uses_the_servers_count_when_it_reported_one():
+    chats = []
+    recorder = ChatRecorder(["a"], chats.append, None)
+    for usage in (None, 21):  # 3 frames over 2 s: 1 s a token by frames, 0.1 s by usage
+        result = TurnResult(request_id="r", ttft_s=0.5, reply_s=2.5, tokens=3, frames=4,
+                            usage_completion_tokens=usage)  # fmt: skip
+        feed(recorder, [result])
+        recorder.flush()
+    by_frames, by_usage = (quantile(chat["tpot_hist"], 0.5) for chat in chats)
+    assert 0.95 < by_frames < 1.05 and 0.095 < by_usage < 0.105
+    assert [chat["usage_completion_tokens"] for chat in chats] == [0, 21]
 
 
 def test_anomalies_are_capped_per_interval_and_counts_stay_exact():

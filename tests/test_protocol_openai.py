@@ -179,3 +179,49 @@ def test_token_level_latency_is_measured_per_gap() -> None:
     gaps = sorted(result.token_gaps_s)
     assert 0.02 < gaps[len(gaps) // 2] < 0.1
     assert 0.02 < result.tpot_s < 0.1
+
+
+def test_usage_counts_the_tokens_a_server_packs_into_each_frame() -> None:
+    """3 words a frame, 30 ms apart: time per output token counts the server's 12 tokens,
+    not its 4 frames (which would make it 11/3 times as long)."""
+    faults = Faults(tokens=12, words_per_frame=3, token_interval=0.03)
+    with openai_server(faults) as server:
+        channel = _channel(server.url, include_usage=True)
+        try:
+            result = _turn(channel, 1)  # "say NONCE please": 12 words with the filler
+        finally:
+            channel.conversation.close()
+    assert result.outcome == OK, result.detail
+    assert result.tokens == 4 and len(result.token_gaps_s) == 3  # frames, for ITL
+    assert (result.usage_prompt_tokens, result.usage_completion_tokens) == (3, 12)
+    span = result.reply_s - result.ttft_s
+    assert span >= 3 * 0.03 and min(result.token_gaps_s) >= 0.03
+    assert result.tpot_s == pytest.approx(span / 11)
+    assert span / (result.tokens - 1) > 3 * result.tpot_s  # what counting frames would say
+
+
+def test_a_server_that_ignores_include_usage_is_no_error() -> None:
+    with openai_server(Faults(words_per_frame=3, ignore_usage=True)) as server:
+        channel = _channel(server.url, include_usage=True)
+        try:
+            result = _turn(channel, 1)
+        finally:
+            channel.conversation.close()
+        assert server.extra["requests"][0]["stream_options"] == {"include_usage": True}
+    assert result.outcome == OK and result.usage_completion_tokens is None
+    assert result.tpot_s == pytest.approx((result.reply_s - result.ttft_s) / (result.tokens - 1))
+
+
+def test_usage_of_the_stdlib_fake_server_with_more_frames_than_tokens(fake_openai: str) -> None:
+    """fake_openai.py cuts its reply into 8 pieces of characters and counts words."""
+    channel = _channel(fake_openai, include_usage=True)
+    try:
+        results = [_turn(channel, n) for n in range(2)]
+    finally:
+        channel.conversation.close()
+    for result in results:
+        assert result.outcome == OK and result.tokens == 8
+        assert result.usage_prompt_tokens == 3  # "say NONCE please"
+        assert result.usage_completion_tokens == 4  # "echo: say NONCE please"
+        span = result.reply_s - result.ttft_s
+        assert result.tpot_s == pytest.approx(span / 3)

@@ -19,6 +19,7 @@ from soak.protocols.turn import (
     WRONG_REQUEST,
     Channel,
     NonceWatch,
+    TurnResult,
     run_turn,
 )
 from soak.target import start_target
@@ -240,3 +241,13 @@ def test_an_adapter_that_chokes_ends_the_turn_as_a_disconnect_that_says_so():
     result = run_turn(Choking(), "hi", "r1", first_token_timeout=1, reply_timeout=1)
     assert result.outcome == DISCONNECT
     assert "soak could not read what the server sent (KeyError" in result.close_reason
+
+
+def test_time_per_output_token_counts_the_servers_tokens_when_it_said():
+    frames_only = TurnResult(request_id="r", ttft_s=0.1, reply_s=1.3, tokens=4)
+    assert frames_only.output_tokens == 4 and frames_only.tpot_s == pytest.approx(0.4)
+    counted = TurnResult(request_id="r", ttft_s=0.1, reply_s=1.3, tokens=4,
+                         usage_completion_tokens=13)  # fmt: skip
+    assert counted.output_tokens == 13 and counted.tpot_s == pytest.approx(0.1)
+    one = TurnResult(request_id="r", ttft_s=0.1, reply_s=0.2, tokens=1, usage_completion_tokens=1)
+    assert one.tpot_s is None

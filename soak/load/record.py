@@ -49,8 +49,10 @@ BLAME_SHARE = 0.25
 #: When in a turn's life an anomaly happened.
 DURING_TURN, DURING_CONNECT, DURING_IDLE = "turn", "connect", "idle"
 
+#: Sums of the token counts servers reported (OpenAI `usage`), and the turns that did.
+_USAGE = ("usage_prompt_tokens", "usage_completion_tokens", "usage_turns")
 _HISTOGRAMS = ("ttft", "reply", "ping", "connect", "itl", "tpot")
-_COUNTERS = ("started", "tokens", "frames", "connects", "pings", "pings_lost")
+_COUNTERS = ("started", "tokens", "frames", "connects", "pings", "pings_lost", *_USAGE)
 
 
 @dataclass
@@ -65,6 +67,9 @@ class IntervalStats:
     excluded: Counter[str] = field(default_factory=Counter)
     tokens: int = 0
     frames: int = 0
+    usage_prompt_tokens: int = 0
+    usage_completion_tokens: int = 0
+    usage_turns: int = 0
     connects: int = 0
     pings: int = 0
     pings_lost: int = 0
@@ -194,6 +199,10 @@ class ChatRecorder:
         stats.outcomes[result.outcome] += 1
         stats.tokens += result.tokens
         stats.frames += result.frames
+        if result.usage_completion_tokens is not None or result.usage_prompt_tokens is not None:
+            stats.usage_turns += 1
+            stats.usage_prompt_tokens += result.usage_prompt_tokens or 0
+            stats.usage_completion_tokens += result.usage_completion_tokens or 0
         stats.gap_max_s = max(stats.gap_max_s, result.longest_gap_s)
         self.totals[result.outcome] += 1
         for listener in self.listeners:
@@ -408,6 +417,7 @@ class ChatRecorder:
                         "excluded": dict(stats.excluded),
                         "tokens": stats.tokens,
                         "frames": stats.frames,
+                        **{name: getattr(stats, name) for name in _USAGE},
                         "ttft_hist": stats.ttft.to_json(),
                         "reply_hist": stats.reply.to_json(),
                         "ping_hist": stats.ping.to_json(),

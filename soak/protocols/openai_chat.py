@@ -13,6 +13,13 @@ without `[DONE]` after a `finish_reason` counts as done (noted once: the server 
 second `[DONE]` are violations. Chat completions are stateless: each turn sends the
 system prompt, the last `history_turns` exchanges and the prompt.
 
+With `include_usage` the request asks for `stream_options.include_usage`; a server that
+honours it sends a chunk with `usage` (prompt_tokens, completion_tokens) and empty
+`choices` before `[DONE]`. The terminal frame then carries those counts (the last
+`usage` seen: vLLM's continuous usage stats repeat it per chunk), so time per output
+token counts the server's tokens, not its frames (several tokens per frame are common).
+A server that ignores the option is no error: the turn counts frames.
+
 The target URL is the server's base (`http://127.0.0.1:8000`: requests go to
 [protocol] path) or the endpoint itself (`https://gw.example/api/v1/chat/completions`).
 """
@@ -27,6 +34,7 @@ from soak.protocols.base import DONE, ERROR, INVALID, OTHER, TOKEN, Adapter, Con
 from soak.protocols.httpchat import RAW_EXCERPT, StreamedConversation, error_message
 from soak.protocols.httpstream import HttpStream, SseDecoder, SseEvent
 from soak.protocols.settings import Spec, boolean, headers, integer, optional_string, string, table
+from soak.protocols.turn import UsageDone
 
 DONE_DATA = "[DONE]"
 EVENT_STREAM = "text/event-stream"
@@ -54,6 +62,8 @@ class OpenAiChatConversation(StreamedConversation):
         self.prompt = ""
         self.reply: list[str] = []
         self.finished = False
+        #: The turn's `usage` counts so far: (prompt_tokens, completion_tokens), or None.
+        self.usage: tuple[int | None, int | None] | None = None
         super().__init__(http, timeout)
 
     def new_decoder(self) -> SseDecoder:
@@ -76,7 +86,7 @@ class OpenAiChatConversation(StreamedConversation):
             body["stream_options"] = {"include_usage": True}
         body.update(config["extra_body"])
         self.begin(request_id)
-        self.prompt, self.reply, self.finished = prompt, [], False
+        self.prompt, self.reply, self.finished, self.usage = prompt, [], False, None
         self.http.request(
             "POST",
             json.dumps(body).encode(),
@@ -97,7 +107,14 @@ class OpenAiChatConversation(StreamedConversation):
             "the server ends its streams without data: [DONE] (after a finish_reason); "
             "the end of the body is taken as the terminal frame",
         )
-        return Frame(DONE, self.request_id, "", "(end of body)")
+        return self._done("(end of body)")
+
+    def _done(self, raw: str) -> Frame:
+        """The terminal frame, with the server's token counts when it reported them."""
+        if self.usage is None:
+            return Frame(DONE, self.request_id, "", raw)
+        prompt, completion = self.usage
+        return UsageDone(DONE, self.request_id, "", raw, None, prompt, completion)
 
     def frames(self, event: SseEvent) -> list[Frame]:
         return [self._frame(event)]
@@ -112,7 +129,7 @@ class OpenAiChatConversation(StreamedConversation):
                     {"role": "assistant", "content": "".join(self.reply)},
                 ]
             self.done = True
-            return Frame(DONE, self.request_id, "", raw)
+            return self._done(raw)
         try:
             chunk = json.loads(data)
         except ValueError:
@@ -121,6 +138,9 @@ class OpenAiChatConversation(StreamedConversation):
             return Frame(INVALID, self.request_id, f"not a JSON object: {data[:80]!r}", raw)
         if chunk.get("error") is not None or event.event == "error":
             return Frame(ERROR, self.request_id, error_message(data) or data[:RAW_EXCERPT], raw)
+        if isinstance(chunk.get("usage"), dict):
+            self.usage = (_count(chunk["usage"], "prompt_tokens"),
+                          _count(chunk["usage"], "completion_tokens"))  # fmt: skip
         text = []
         for choice in chunk.get("choices") or ():
             if not isinstance(choice, dict):
@@ -138,6 +158,13 @@ class OpenAiChatConversation(StreamedConversation):
             return Frame(OTHER, None, "", raw)  # role, finish_reason or usage chunks
         self.reply += text
         return Frame(TOKEN, self.request_id, "".join(text), raw)
+
+
+def _count(usage: dict[str, Any], key: str) -> int | None:
+    """A token count of a `usage` object, None when it is not a whole number >= 0."""
+    value = usage.get(key)
+    ok = isinstance(value, int) and not isinstance(value, bool) and value >= 0
+    return value if ok else None
 
 
 class OpenAiChatAdapter(Adapter):

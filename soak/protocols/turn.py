@@ -23,10 +23,18 @@ frames that broke the protocol is a violation: the server did answer, but
 nothing it sent was a token (garbage instead of a reply).
 An exception while reading (a protocol adapter that chokes on what the server sent)
 ends the turn as a disconnect that says so, and the chat hangs up and backs off.
+An adapter that sees the protocol broken in ways only it can tell (a delta for a
+message the server already closed) hands a `ViolationFrame` saying which violation.
 Violations seen between turns (while thinking or probing) are charged to the
 next turn on that connection. Frames of a request whose turn already ended without its
 terminal frame (a stall, a first-token timeout) are its late tail, not a new problem:
 they are ignored. Times are seconds from the moment the prompt was sent.
+
+Token counts: `tokens` counts token frames (what inter-token latency and the outcomes
+rest on). Servers that pack several tokens into one frame and say how many they made
+(OpenAI-compatible `usage`) end the reply with a `UsageDone` frame; the turn then keeps
+their counts, and time per output token uses the server's completion tokens, as LLM
+benchmarks (genai-perf, vLLM's benchmark_serving) do.
 """
 
 from __future__ import annotations
@@ -103,6 +111,23 @@ REPLY_KINDS = (TOKEN, DONE, ERROR)
 Clock = Callable[[], float]
 
 
+@dataclass(frozen=True, slots=True)
+class ViolationFrame(Frame):
+    """A frame the adapter knows breaks the protocol (kind INVALID): `subkind` says how
+    (one of VIOLATION_KINDS), `text` the detail."""
+
+    subkind: str = NON_JSON
+
+
+@dataclass(frozen=True, slots=True)
+class UsageDone(Frame):
+    """A terminal frame (kind DONE) with the token counts the server reported for the
+    reply (None: not said)."""
+
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+
+
 @dataclass
 class TurnResult:
     """What one turn did; the per-turn measurements soak aggregates per interval."""
@@ -112,8 +137,11 @@ class TurnResult:
     subkind: str | None = None  # violation or mismatch kind
     ttft_s: float | None = None
     reply_s: float | None = None
-    tokens: int = 0
+    tokens: int = 0  # token frames
     frames: int = 0
+    #: Token counts the server reported for the reply (OpenAI `usage`), None when not.
+    usage_prompt_tokens: int | None = None
+    usage_completion_tokens: int | None = None
     longest_gap_s: float = 0.0  # longest gap between two frames of the reply
     #: Seconds between consecutive token frames (inter-token latency, as LLM
     #: benchmarks report it: one per streamed chunk).
@@ -139,11 +167,20 @@ class TurnResult:
         return self.outcome in (OK, ERRORED)
 
     @property
+    def output_tokens(self) -> int:
+        """Output tokens of the reply: the server's completion tokens when it said, else
+        token frames."""
+        if self.usage_completion_tokens is not None:
+            return self.usage_completion_tokens
+        return self.tokens
+
+    @property
     def tpot_s(self) -> float | None:
-        """Time per output token after the first (s): (reply - TTFT) / (tokens - 1)."""
-        if self.reply_s is None or self.ttft_s is None or self.tokens < 2:
+        """Time per output token after the first (s): (reply - TTFT) / (output_tokens - 1)."""
+        tokens = self.output_tokens
+        if self.reply_s is None or self.ttft_s is None or tokens < 2:
             return None
-        return (self.reply_s - self.ttft_s) / (self.tokens - 1)
+        return (self.reply_s - self.ttft_s) / (tokens - 1)
 
     def violate(self, subkind: str, detail: str) -> None:
         self.violations.append((subkind, detail))
@@ -238,7 +275,8 @@ class Channel:
             ended = f" of request {frame.request_id}" if frame.request_id else ""
             self.held.append((FRAME_AFTER_DONE, f"{frame.kind} frame{ended} between turns", raw))
         elif frame.kind == INVALID:
-            self.held.append((NON_JSON, f"unparseable frame between turns: {frame.text}", raw))
+            subkind, detail = invalid(frame)
+            self.held.append((subkind, f"{detail} between turns", raw))
 
     def take_held(self) -> Iterator[tuple[str, str, str]]:
         while self.held:
@@ -297,6 +335,13 @@ def run_turn(
     return result
 
 
+def invalid(frame: Frame) -> tuple[str, str]:
+    """The violation subkind and detail of an INVALID frame."""
+    if isinstance(frame, ViolationFrame):
+        return frame.subkind, frame.text
+    return NON_JSON, f"unparseable frame: {frame.text}"
+
+
 def unreadable(exc: BaseException) -> str:
     """What to say when reading what the server sent raised: soak hangs up on the stream."""
     return f"soak could not read what the server sent ({type(exc).__name__}: {str(exc)[:200]})"
@@ -331,7 +376,7 @@ def _read_reply(
         if seq_problem:
             result.violate(*seq_problem)
         if frame.kind == INVALID:
-            result.violate(NON_JSON, f"unparseable frame: {frame.text}")
+            result.violate(*invalid(frame))
             continue
         if frame.kind in (PONG, OTHER) and frame.request_id is None:
             continue  # status events, a late pong: not part of the reply
@@ -353,6 +398,9 @@ def _read_reply(
                 watch.feed(frame.text)
         elif frame.kind == DONE:
             result.reply_s = now - started
+            if isinstance(frame, UsageDone):
+                result.usage_prompt_tokens = frame.prompt_tokens
+                result.usage_completion_tokens = frame.completion_tokens
             if watch:
                 watch.feed(frame.text)
             return True
@@ -410,7 +458,8 @@ def _linger(channel: Channel, result: TurnResult, linger: float, clock: Clock) -
         if seq_problem:
             result.violate(*seq_problem)
         if frame.kind == INVALID:
-            result.violate(NON_JSON, f"unparseable frame after done: {frame.text}")
+            subkind, detail = invalid(frame)
+            result.violate(subkind, f"{detail} after done")
         elif frame.kind in REPLY_KINDS:
             if frame.request_id not in (None, result.request_id):
                 _foreign(channel, result, frame)
