@@ -88,6 +88,7 @@ def test_health_has_the_diagnostics_shape_and_other_paths_are_404(
         "loop_lag_ms",
         "loop_lag_max_ms",
         "orphaned_tickers",
+        "stale_replies",
         "leaked_executors",
     }
     with pytest.raises(urllib.error.HTTPError) as error:
@@ -133,6 +134,26 @@ def test_a_stalled_reply_never_ends_silently_and_the_connection_stays_usable(
             assert json.loads(ws.recv(timeout=5)) == {"type": "pong"}
         assert health(target)["diagnostics"]["active_chats"] == 0
     assert "never retrieved" not in log.read_text()
+
+
+def test_a_stale_reply_answers_the_chats_previous_prompt_a_turn_late() -> None:
+    args = [*FAST, *ONLY, "--stale-reply-every", "2"]
+    with start_target(patched=False, extra_args=args) as target:
+        with connect(target.ws_url) as ws:
+            greet(ws)
+            replies = [turn(ws, f"question {n}", str(n)) for n in (1, 2, 3)]
+        with connect(target.ws_url) as other:  # prompt 4: no previous one in this chat
+            greet(other)
+            replies.append(turn(other, "question 4", "4"))
+        texts = ["".join(f["content"] for f in frames[:-1]) for frames in replies]
+        assert [t.split()[2:4] for t in texts] == [
+            ["question", "1"],
+            ["question", "1"],  # prompt 2 answered as prompt 1
+            ["question", "3"],
+            ["question", "4"],
+        ]
+        assert [frames[-1]["request_id"] for frames in replies] == ["1", "2", "3", "4"]
+        assert health(target)["diagnostics"]["stale_replies"] == 1
 
 
 def test_the_thread_leak_adds_one_thread_per_reply() -> None:

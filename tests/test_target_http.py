@@ -195,6 +195,22 @@ def test_http_replies_carry_the_same_faults_and_the_target_survives_garbage() ->
         assert health(target)["replies"] == 3
 
 
+def test_a_stale_reply_over_http_answers_the_connections_previous_prompt() -> None:
+    with start_target(patched=False, extra_args=[*FAST, *ONLY, "--stale-reply-every", "2"]) as t:
+        conn = client(t)
+        texts = []
+        for n in (1, 2, 3):
+            whole = json.loads(post(conn, "/v1/chat/completions", chat(f"q{n}")).read())
+            texts.append(whole["choices"][0]["message"]["content"].split()[2])
+        rpc = {"jsonrpc": "2.0", "id": 4, "method": "message/send", "params": {"content": "q4"}}
+        other = client(t)  # prompt 4 on a new connection: nothing before it there
+        texts.append(json.loads(post(other, "/rpc", rpc).read())["result"]["content"].split()[2])
+        assert texts == ["q1", "q1", "q3", "q4"]
+        assert health(t)["stale_replies"] == 1
+        conn.close()
+        other.close()
+
+
 def test_sigterm_stops_the_target_with_a_stalled_stream_and_an_idle_keep_alive_open() -> None:
     with start_target(patched=False, extra_args=[*FAST, *ONLY, "--stall-every", "2"]) as target:
         idle = client(target)

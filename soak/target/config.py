@@ -13,6 +13,7 @@ FAULTY_DEFAULTS: dict[str, int] = {
     "stall_every": 40,
     "block_loop_every": 150,
     "orphan_ticker_every": 1,
+    "stale_reply_every": 50,
     "history_limit": 0,
 }
 PATCHED_DEFAULTS: dict[str, int] = {
@@ -20,6 +21,7 @@ PATCHED_DEFAULTS: dict[str, int] = {
     "stall_every": 0,
     "block_loop_every": 0,
     "orphan_ticker_every": 0,
+    "stale_reply_every": 0,
     "history_limit": 100,
 }
 
@@ -84,6 +86,11 @@ class TargetConfig:
     max_orphans: int = field(
         default=3000, metadata={"help": "Cap on orphaned tickers (bounds idle CPU)."}
     )
+    stale_reply_every: int | None = _fault(
+        "stale_reply_every",
+        "Every Nth prompt is answered as if it were the chat's previous prompt (its connection's, "
+        "on HTTP): a reply for the previous question (0 = off).",
+    )
     history_bytes_per_reply: int = field(
         default=20000, metadata={"help": "Bytes each reply appends to the global history."}
     )
@@ -93,8 +100,8 @@ class TargetConfig:
     ready_file: str | None = field(
         default=None,
         metadata={
-            "help": "Once listening, write JSON {pid, host, port, ws_url, health_url, "
-            "build} to this file (atomically)."
+            "help": "Once listening, write JSON {pid, host, port, ws_url, http_url, "
+            "health_url, build} to this file (atomically)."
         },
     )
 
@@ -117,6 +124,7 @@ class TargetConfig:
             self.stall_every,
             self.block_loop_every,
             self.orphan_ticker_every,
+            self.stale_reply_every,
         )
         if any(rates) or self.history_limit == 0:
             return "faults"

@@ -31,11 +31,12 @@ import json
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import h11
 
-from soak.target.replies import SimulatedFault, TargetState, reply_words, stream_reply
+from soak.target.replies import ChatMemory, SimulatedFault, TargetState, stream_reply
 
 MAX_BODY_BYTES = 1 << 20
 EXECUTION_TTL_S = 300.0
@@ -107,6 +108,7 @@ class HttpConnection(asyncio.Protocol):
         self.writable.set()
         self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.worker: asyncio.Task[None] | None = None
+        self.memory = ChatMemory()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:  # noqa: D102
         assert isinstance(transport, asyncio.Transport)
@@ -258,12 +260,21 @@ def _last_user_text(request: dict[str, Any]) -> str:
     raise _openai_error("'messages' has no user message", "messages")
 
 
+@dataclass
+class Execution:
+    """A Trinity-style execution started by `POST /api/chat`, waiting to be streamed."""
+
+    created: float  # monotonic seconds
+    prompt: str
+    words: list[str]
+
+
 class Endpoints:
     """The HTTP routes of one target process, sharing its state with the WebSocket chat."""
 
     def __init__(self, state: TargetState) -> None:
         self.state = state
-        self.executions: dict[str, tuple[float, str]] = {}
+        self.executions: dict[str, Execution] = {}
         self.open: set[HttpConnection] = set()
         self.routes: dict[tuple[str, str], Handler] = {
             ("GET", "/health"): Endpoints.health,
@@ -327,7 +338,7 @@ class Endpoints:
         max_tokens = query.get("max_tokens", query.get("max_completion_tokens"))
         if max_tokens is not None and (not isinstance(max_tokens, int) or max_tokens < 1):
             raise _openai_error("'max_tokens' must be a positive integer", "max_tokens")
-        words = reply_words(prompt, self.state.config.tokens)
+        words = self.state.reply_words(prompt, response.connection.memory)
         finish = "length" if max_tokens and len(words) > max_tokens else "stop"
         words = words[:max_tokens] if max_tokens else words
         completion_id = f"chatcmpl-{uuid.uuid4().hex[:24]}"
@@ -368,30 +379,30 @@ class Endpoints:
         if not isinstance(message, str):
             raise _detail("field 'message' must be a string")
         now = time.monotonic()
-        for key, (created, _) in list(self.executions.items()):
-            if now - created > EXECUTION_TTL_S:
+        for key, execution in list(self.executions.items()):
+            if now - execution.created > EXECUTION_TTL_S:
                 del self.executions[key]
-        execution = f"exec-{uuid.uuid4().hex[:16]}"
-        self.executions[execution] = (now, message)
-        await response.json(200, {"execution_id": execution, "status": "started"})
+        execution_id = f"exec-{uuid.uuid4().hex[:16]}"
+        words = self.state.reply_words(message, response.connection.memory)
+        self.executions[execution_id] = Execution(now, message, words)
+        await response.json(200, {"execution_id": execution_id, "status": "started"})
 
     async def stream_execution(self, request: h11.Request, body: bytes, response: Response) -> None:
         """`GET /api/executions/{id}/stream`: the execution's reply as SSE, then stream_end."""
-        execution = request.target.decode().split("?", 1)[0].split("/")[3]
-        started = self.executions.pop(execution, None)
-        if started is None:
-            raise HttpError(404, {"detail": f"no execution {execution}"})
-        prompt = started[1]
-        words = reply_words(prompt, self.state.config.tokens)
+        execution_id = request.target.decode().split("?", 1)[0].split("/")[3]
+        execution = self.executions.pop(execution_id, None)
+        if execution is None:
+            raise HttpError(404, {"detail": f"no execution {execution_id}"})
         await response.start(200, SSE)
-        event = {"execution_id": execution}
-        context = {**event, "prompt": prompt}
+        event = {"execution_id": execution_id}
+        context = {**event, "prompt": execution.prompt}
 
         def frame(token: str) -> bytes:
             return _sse({**event, "type": "token", "content": token})
 
-        await self.streamed(words, response, frame, context)
-        await response.send(_sse({**event, "type": "stream_end", "tokens": len(words)}))
+        await self.streamed(execution.words, response, frame, context)
+        end = {**event, "type": "stream_end", "tokens": len(execution.words)}
+        await response.send(_sse(end))
         await response.end()
 
     async def json_rpc(self, request: h11.Request, body: bytes, response: Response) -> None:
@@ -412,7 +423,7 @@ class Endpoints:
             content = content.get("content")
         if not isinstance(content, str):
             raise failed(-32602, "params.content must be text or {'content': text}")
-        words = reply_words(content, self.state.config.tokens)
+        words = self.state.reply_words(content, response.connection.memory)
         context = {"id": rpc_id, "prompt": content}
 
         def line(result: dict[str, Any]) -> bytes:

@@ -13,6 +13,7 @@ import json
 import threading
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import soak
@@ -47,6 +48,13 @@ async def _ticker(buffer: dict[str, Any], interval: float) -> None:
         json.dumps(buffer)
 
 
+@dataclass
+class ChatMemory:
+    """What the target remembers of one chat (a WebSocket or a keep-alive HTTP connection)."""
+
+    last_prompt: str | None = None
+
+
 class TargetState:
     """Process-wide state of the target: counters, fault debris and loop-lag heartbeat."""
 
@@ -57,6 +65,8 @@ class TargetState:
         self.connections = 0
         self.active_chats = 0
         self.replies = 0
+        self.prompts = 0
+        self.stale_replies = 0
         self.history: list[bytes] | collections.deque[bytes] = (
             collections.deque(maxlen=config.history_limit) if config.history_limit else []
         )
@@ -64,6 +74,16 @@ class TargetState:
         self.leaked_executors: list[concurrent.futures.ThreadPoolExecutor] = []
         self.orphans: set[asyncio.Task[None]] = set()
         self.loop_lags: collections.deque[tuple[float, float]] = collections.deque(maxlen=256)
+
+    def reply_words(self, prompt: str, chat: ChatMemory) -> list[str]:
+        """The words of the reply to `prompt` in `chat`: usually its own; with the stale-reply
+        fault, every Nth time those of the chat's previous prompt (it answers a turn late)."""
+        self.prompts += 1
+        previous, chat.last_prompt = chat.last_prompt, prompt
+        if previous is not None and _every(self.config.stale_reply_every, self.prompts):
+            self.stale_replies += 1
+            prompt = previous
+        return reply_words(prompt, self.config.tokens)
 
     def remember(self, record: bytes) -> None:
         """Append one reply's record to the global history (bounded only if patched)."""
@@ -103,6 +123,7 @@ class TargetState:
                 "loop_lag_ms": round(latest * 1000, 3),
                 "loop_lag_max_ms": round(max(recent, default=0.0) * 1000, 3),
                 "orphaned_tickers": len(self.orphans),
+                "stale_replies": self.stale_replies,
                 "leaked_executors": len(self.leaked_executors),
             },
         }

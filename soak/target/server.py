@@ -43,7 +43,7 @@ from websockets.http11 import Request, Response
 
 from soak.target.config import OPTIONS, TargetConfig, TargetOption
 from soak.target.http import Endpoints, HttpConnection
-from soak.target.replies import SimulatedFault, TargetState, reply_words, stream_reply
+from soak.target.replies import ChatMemory, SimulatedFault, TargetState, stream_reply
 
 __all__ = ["OPTIONS", "TargetConfig", "TargetOption", "run", "serve"]
 
@@ -59,6 +59,7 @@ class Chat:
         self.ws = ws
         self.session_id = uuid.uuid4().hex
         self.turn: asyncio.Task[None] | None = None
+        self.memory = ChatMemory()
 
     async def send(self, frame: dict[str, Any]) -> None:
         """Send one JSON frame."""
@@ -110,7 +111,7 @@ class Chat:
     async def reply(self, content: str, request_id: Any) -> None:
         """Stream one reply as token frames, then done (unless a fault stalls it)."""
         frame = {"type": "token", "session_id": self.session_id, "request_id": request_id}
-        words = reply_words(content, self.state.config.tokens)
+        words = self.state.reply_words(content, self.memory)
 
         async def send_token(token: str) -> None:
             await self.send({**frame, "content": token})
