@@ -222,6 +222,10 @@ def test_anomalies_are_grouped_by_kind_and_message(tmp_path: Path) -> None:
                     "detail": f"no terminal frame within {n} s",
                 }
             )
+        for nonce, previous in (("f58a73e6", "c5acbcc3"), ("2d8641fa", "34bc7ba8")):
+            out.write({"t": STARTED_AT + 9, "target": "app", "kind": "mismatch",
+                       "subkind": "stale_reply", "detail": f"the reply carries the nonce "
+                       f"'{previous}' of the previous prompt, not '{nonce}'"})  # fmt: skip
         for n in range(60):  # a message of its own each ('x' * n): past MAX_GROUPS, "other"
             out.write(
                 {
@@ -239,6 +243,10 @@ def test_anomalies_are_grouped_by_kind_and_message(tmp_path: Path) -> None:
     stalls = next(g for g in groups if g["message"] == "no terminal frame within N s")
     assert stalls["kind"] == "stall" and stalls["count"] >= 40
     assert stalls["first_s"] == 0 and stalls["last_s"] >= 39
+    stale = [g for g in groups if g["kind"] == "mismatch/stale_reply"]  # nonces fold to ID
+    assert [(g["message"], g["count"]) for g in stale] == [
+        ("the reply carries the nonce 'ID' of the previous prompt, not 'ID'", 2)
+    ]
     assert len(groups) == 20  # summary.json: the largest groups
     html = (run_dir / "report.html").read_text().split("By kind and message")[1]
     html = html.split("The first records")[0]

@@ -2,8 +2,9 @@
 instead of 412 rows that differ only in their numbers.
 
 A group's message is the record's detail (with the close code and reason of a disconnect)
-with every number folded to N, so the same failure at other times, lengths or ids is one
-group. At most MAX_GROUPS groups per target are told apart, the first ones seen; later
+with every id (a word of 6+ letters and digits mixed: nonces, request and completion ids)
+folded to ID and every number to N, so the same failure at other times, lengths or ids is
+one group. At most MAX_GROUPS groups per target are told apart, the first ones seen; later
 messages count in one "(other messages)" group per kind, so the cost is bounded whatever a
 server writes.
 """
@@ -21,6 +22,7 @@ OTHER = "(other messages)"
 #: Characters of a group's message kept.
 MESSAGE_CHARS = 160
 
+_ID = re.compile(r"\b(?=[A-Za-z_]*\d)(?=\w*[A-Za-z])\w{6,}\b")
 _NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
 _SPACE = re.compile(r"\s+")
 
@@ -33,14 +35,15 @@ def kind_of(record: dict[str, Any]) -> str:
 
 
 def message_of(record: dict[str, Any]) -> str:
-    """The record's detail, a disconnect's close code and reason first, numbers as N."""
+    """The record's detail, a disconnect's close code and reason first, ids as ID, numbers
+    as N."""
     detail = record.get("detail")
     text = str(detail) if isinstance(detail, str) else ""
     if record.get("kind") == "disconnect":
         code, reason = record.get("close_code"), record.get("close_reason")
         close = " ".join(str(part) for part in (code, reason) if part not in (None, ""))
         text = f"close {close or 'without a close frame'}; {text}".rstrip("; ")
-    text = _SPACE.sub(" ", _NUMBER.sub("N", text)).strip()
+    text = _SPACE.sub(" ", _NUMBER.sub("N", _ID.sub("ID", text))).strip()
     return text[:MESSAGE_CHARS] + ("…" if len(text) > MESSAGE_CHARS else "")
 
 
