@@ -731,26 +731,43 @@ def trinity_server(faults: Faults | None = None, keep_alive_s: float = 5.0) -> I
 
 
 # --- agentex-style JSON-RPC message/send answering NDJSON -----------------------------
+#: What an agentex reply can open with besides its text (agentex_server `reasoning`).
+REASONING = ("", "delta", "full", "interleaved")
+
+
 @contextmanager
-def agentex_server(faults: Faults | None = None, keep_alive_s: float = 5.0) -> Iterator[ServerInfo]:
-    """JSON-RPC `message/send` with `stream: true` on `POST /api`, answered as JSON lines
-    `{"jsonrpc", "id", "result": {"type": start|delta|done, "index": 0, ...}}` in the
-    style of agentex (deltas `{"type": "text", "text_delta"}`); `GET /health`."""
+def agentex_server(
+    faults: Faults | None = None, keep_alive_s: float = 5.0, reasoning: str = ""
+) -> Iterator[ServerInfo]:
+    """JSON-RPC `message/send` with `stream: true` on `POST /agents/name/NAME/rpc` (as
+    agentex; `POST /api` too), answered as JSON lines `{"jsonrpc", "id", "result":
+    {"type": start|delta|full|done, "index", ...}, "error": null}` (params.content a
+    string or agentex's `{type: text, author, content}`; text deltas `{"type": "text",
+    "text_delta"}`); `GET /health`. The url is `http://HOST:PORT/agents/name/soak-agent`.
+
+    `reasoning`: the text comes at index 1 after a reasoning message at index 0, streamed
+    (`"delta"`: start, reasoning_content deltas, done), sent whole (`"full"`), or left
+    open until the text is over (`"interleaved"`: its done comes just before the
+    text's). Faults after done (a late delta, a second done) hit the reasoning message
+    when it was closed first, else the text."""
+    assert reasoning in REASONING, reasoning
     faults = faults or Faults()
     info = ServerInfo(url="", health_url="")
     previous: list[str] = []
 
     async def app(scope: dict, receive: Callable, send: Callable) -> None:
-        if scope["path"] == "/health":
+        path = scope["path"]
+        if path == "/health":
             await _json_answer(send, 200, {"status": "ok"})
             return
-        if scope["path"] != "/api" or scope["method"] != "POST":
+        if not (path == "/api" or path.endswith("/rpc")) or scope["method"] != "POST":
             await _json_answer(send, 404, {"detail": "not found"})
             return
         request = json.loads(await _asgi_body(receive))
         info.prompts += 1
         n, rpc_id = info.prompts, request.get("id")
-        prompt = request["params"]["content"]
+        content = request["params"]["content"]
+        prompt = content["content"] if isinstance(content, dict) else content
         if faults.answer_previous:
             previous.append(prompt)
             prompt = previous[-2] if len(previous) > 1 else "(nothing before)"
@@ -759,41 +776,69 @@ def agentex_server(faults: Faults | None = None, keep_alive_s: float = 5.0) -> I
             await _json_answer(send, 500, {"jsonrpc": "2.0", "id": rpc_id, "error": failed})
             return
 
-        def line(result: dict | None, **extra: Any) -> bytes:
+        def line(result: dict | None) -> bytes:
             if result is None:
                 return b"{not json\n"
-            return (
-                json.dumps({"jsonrpc": "2.0", "id": rpc_id, "result": result, **extra}) + "\n"
-            ).encode()
+            body = {"jsonrpc": "2.0", "id": rpc_id, "result": result, "error": None}
+            return (json.dumps(body) + "\n").encode()
+
+        async def after_done(index: int) -> None:
+            """The faults of agentex's stream ticker: a delta after done, a second done."""
+            if faults.hits(faults.frame_after_done_every, n):
+                delta = {"type": "text", "text_delta": "late "}
+                await emit(line({"type": "delta", "index": index, "delta": delta}))
+            if faults.hits(faults.duplicate_done_every, n):
+                await emit(line({"type": "done", "index": index}))
 
         emit = await _stream(send, b"application/x-ndjson")
-        await emit(line({"type": "start", "index": 0}))
+        text_index = 1 if reasoning else 0
+        if reasoning:
+            thought = {"type": "reasoning", "author": "agent", "summary": [], "content": []}
+            if reasoning == "full":
+                whole = {**thought, "content": ["The user wants the code back."]}
+                await emit(line({"type": "full", "index": 0, "content": whole}))
+            else:
+                await emit(line({"type": "start", "index": 0, "content": thought}))
+                for word in ("The", "user", "wants", "the", "code."):
+                    delta = {"type": "reasoning_content", "content_index": 0,
+                             "content_delta": word + " "}  # fmt: skip
+                    await emit(line({"type": "delta", "index": 0, "delta": delta}))
+                    await asyncio.sleep(faults.token_interval)
+            if reasoning == "delta":
+                await emit(line({"type": "done", "index": 0}))
+            if reasoning != "interleaved":
+                await after_done(0)
+        text = {"type": "text", "author": "agent", "content": ""}
+        await emit(line({"type": "start", "index": text_index, "content": text}))
 
         def token(word: str | None) -> bytes:
             delta = {"type": "text", "text_delta": f"{word} "}
-            return line(None if word is None else {"type": "delta", "index": 0, "delta": delta})
+            return line(None if word is None else {"type": "delta", "index": text_index,
+                                                   "delta": delta})  # fmt: skip
 
         error = (
             json.dumps(
                 {
                     "jsonrpc": "2.0",
                     "id": rpc_id,
-                    "error": {"code": -32000, "message": "stream failed"},
+                    "result": None,
+                    "error": {"code": -32603, "message": "stream failed"},
                 }
             )
             + "\n"
         ).encode()
         if await _faulty_reply(faults, n, prompt, emit, receive, token, error):
-            await emit(line({"type": "done", "index": 0}))
-            if faults.hits(faults.frame_after_done_every, n):
-                await emit(token("late"))
-            if faults.hits(faults.duplicate_done_every, n):
+            if reasoning == "interleaved":
                 await emit(line({"type": "done", "index": 0}))
+            await emit(line({"type": "done", "index": text_index}))
+            if reasoning in ("", "interleaved"):
+                await after_done(text_index)
             info.replies += 1
         await send({"type": "http.response.body", "body": b""})
 
     with _uvicorn(app, keep_alive_s) as port:
-        info.url, info.health_url = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{port}/health"
+        base = f"http://127.0.0.1:{port}"
+        info.url, info.health_url = f"{base}/agents/name/soak-agent", f"{base}/health"
         yield info
 
 

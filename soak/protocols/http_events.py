@@ -15,7 +15,20 @@ request_id_path = "id").
 The turn ends at the terminal event (`end = "done"`), or at the end of the response
 body (`end = "body"`: a server whose streams simply end); a body that ends before
 its terminal event is a disconnect (truncated). Events after the terminal one are
-violations, as are events that name another request (`request_id_path`).
+violations, as are events that name another request (`request_id_path`). An event
+that is both a token and the terminal event (a last chunk with text) is both.
+
+Several messages per reply (`index_path`): agentex streams one turn as several
+messages, each numbered by `index` (a reasoning message at 0, the answer at 1, possibly
+interleaved), each ending with its own `done` (or sent whole as one `full`, which the
+profile's `done` matcher may also match); the response ends when the turn is over.
+With `index_path`, a terminal event that carries an index closes that message only,
+and the end of the body ends the turn once any indexed event came (messages still
+open then are closed by the end, as agentex's server flushes them); a terminal event
+without an index still ends the turn (`end = "done"`). Any event for a closed index
+is a violation, as agentex's server drops such events itself: a second `done` is
+`duplicate_done`, a delta (or anything else) `frame_after_done`. A `done` for an
+index that never had an event is no violation (agentex accepts it: an empty message).
 """
 
 from __future__ import annotations
@@ -40,6 +53,7 @@ from soak.protocols.httpchat import RAW_EXCERPT, Decoder, StreamedConversation
 from soak.protocols.httpstream import HttpStream, LineDecoder, SseDecoder, SseEvent, Status
 from soak.protocols.matchers import compile_matcher, match, optional_match
 from soak.protocols.settings import Spec, headers, http_call, optional_string, string, string_list
+from soak.protocols.turn import DUPLICATE_DONE, FRAME_AFTER_DONE, ViolationFrame
 from soak.protocols.wsjson import lookup
 
 #: Where a turn ends: at the terminal event, or at the end of the response body.
@@ -69,6 +83,18 @@ def _text_paths(value: Any) -> list[str]:
     return [string(value)] if isinstance(value, str) else string_list(value)
 
 
+def _optional_path(value: Any) -> str | None:
+    """A dotted JSON path into an event ("result.index"), or None."""
+    if value is None:
+        return None
+    path = string(value)
+    if not path or any(not part.strip() or part != part.strip() for part in path.split(".")):
+        raise ValueError(
+            f'expected a dotted path into an event, such as "result.index", got {path!r}'
+        )
+    return path
+
+
 def _end(value: Any) -> str:
     text = string(value)
     if text not in ENDS:
@@ -88,6 +114,9 @@ class HttpEventsConversation(StreamedConversation):
         http = HttpStream(urlunsplit((*parts[:2], self.prefix or "/", parts.query, "")), timeout)
         http.headers.update(self.config["headers"])
         self.content_types = adapter.content_types
+        #: With index_path: the message indexes of this turn seen, and those closed.
+        self.indexes: set[Any] = set()
+        self.closed: set[Any] = set()
         super().__init__(http, timeout)
 
     def new_decoder(self) -> Decoder:
@@ -98,6 +127,7 @@ class HttpEventsConversation(StreamedConversation):
         values = {"prompt": prompt, "request_id": request_id, "session_id": self.session_id or ""}
         body = json.dumps(fill_placeholders(start["body"], values)).encode()
         self.begin(request_id)
+        self.indexes, self.closed = set(), set()
         accept = self.adapter.accept
         request_headers = {"Content-Type": "application/json", **start["headers"]}
         if not self.config["stream_path"]:
@@ -144,17 +174,37 @@ class HttpEventsConversation(StreamedConversation):
         if adapter.is_error(data):
             text = lookup(data, config["error_text_path"]) or excerpt
             return [Frame(ERROR, request_id, str(text)[:RAW_EXCERPT], excerpt)]
-        if adapter.is_token(data):
+        token, done = adapter.is_token(data), adapter.is_done(data)
+        index = lookup(data, config["index_path"])
+        if index is not None and request_id == self.request_id:  # another's: the turn's call
+            index = index if isinstance(index, int | str) else json.dumps(index)
+            if index in self.closed:
+                return [self._after_close(index, done and not token, request_id, excerpt)]
+            self.indexes.add(index)
+            if done:
+                self.closed.add(index)
+        frames = []
+        if token:
             texts = (lookup(data, path) for path in config["token_text_path"])
             text = next((t for t in texts if t is not None), "")
-            return [Frame(TOKEN, request_id, str(text), excerpt)]
-        if adapter.is_done(data) and config["end"] == "done":
+            frames.append(Frame(TOKEN, request_id, str(text), excerpt))
+        if done and index is None and config["end"] == "done":
             self.done = True
-            return [Frame(DONE, request_id, "", excerpt)]
-        return [Frame(OTHER, None, "", excerpt)]
+            frames.append(Frame(DONE, request_id, "", excerpt))
+        elif not frames:  # a message's start or done, a status event: not a reply frame
+            frames.append(Frame(OTHER, None if index is None else request_id, "", excerpt))
+        return frames
+
+    def _after_close(self, index: Any, done: bool, request_id: str | None, raw: str) -> Frame:
+        """An event for a message index its terminal event already closed: a violation."""
+        if done:
+            text = f"a second terminal event for message index {index!r}"
+            return ViolationFrame(INVALID, request_id, text, raw, None, DUPLICATE_DONE)
+        text = f"an event for message index {index!r} after its terminal event"
+        return ViolationFrame(INVALID, request_id, text, raw, None, FRAME_AFTER_DONE)
 
     def ended(self) -> Frame:
-        if self.config["end"] == "body":
+        if self.config["end"] == "body" or self.indexes:
             self.done = True
             return Frame(DONE, self.request_id, "", "(end of body)")
         raise self.truncated("the terminal event")
@@ -187,6 +237,9 @@ class HttpEventsAdapter(Adapter):
         ),
         "error_text_path": Spec(optional_string, "error", 'error_text_path = "error"'),
         "request_id_path": Spec(optional_string, None, 'request_id_path = "id"'),
+        "index_path": Spec(
+            _optional_path, None, 'index_path = "result.index"  # several messages per reply'
+        ),
         "end": Spec(_end, "done", 'end = "done"  # or "body": the end of the response'),
         "headers": Spec(headers, {}, 'headers = { Authorization = "Bearer ${TOKEN}" }'),
     }
