@@ -198,6 +198,10 @@ def test_sse_and_line_decoders_follow_the_event_stream_rules() -> None:
         ("message", "x", "7"),
     ]
     assert not decoder.pending()
+    whole = SseDecoder()  # \n-only chunks take the one-split path; a chunk ends mid-event
+    first = whole.feed(b"data:x\ndata\n\n: c\ndata: {\"a\": 1}\n\ndata: par")
+    assert [e.data for e in first] == ["x\n", '{"a": 1}'] and whole.pending()
+    assert [e.data for e in whole.feed(b"tial\n\n")] == ["partial"] and not whole.pending()
     lines = LineDecoder()
     assert lines.feed(b'{"a": 1}\n\n{"b"') == ['{"a": 1}'] and lines.pending()
     assert lines.feed(b": 2}\n") == ['{"b": 2}']

@@ -79,6 +79,8 @@ class HttpStream:
         self.connections = 0
         #: Bytes the server sent while no request was open (see take_unsolicited).
         self.unsolicited = b""
+        #: An event read past the body bytes `read` returned, to be returned next.
+        self.held: h11.Event | None = None
 
     # -- connection ------------------------------------------------------------------
     def open(self) -> None:
@@ -99,7 +101,7 @@ class HttpStream:
         if self.sock is not None:
             with contextlib.suppress(OSError):
                 self.sock.close()
-        self.sock, self.protocol, self.busy = None, None, False
+        self.sock, self.protocol, self.busy, self.held = None, None, False, None
 
     # -- one exchange ----------------------------------------------------------------
     def request(
@@ -141,7 +143,7 @@ class HttpStream:
                 return None
             assert self.protocol is not None
             try:
-                event = self.protocol.next_event()
+                event, self.held = self.held or self.protocol.next_event(), None
             except h11.RemoteProtocolError as exc:
                 self.close()
                 raise ConnectionLost(None, f"the response broke off: {exc}") from None
@@ -157,7 +159,7 @@ class HttpStream:
                 }
                 return Status(event.status_code, event.reason.decode("latin-1"), headers)
             if isinstance(event, h11.Data):
-                return bytes(event.data)
+                return self._buffered_body(bytes(event.data))
             if isinstance(event, h11.EndOfMessage):
                 self._next_cycle()
                 return END
@@ -177,6 +179,20 @@ class HttpStream:
             if isinstance(part, bytes) and len(kept) < limit:
                 kept += part[: limit - len(kept)]
         return kept
+
+    def _buffered_body(self, data: bytes) -> bytes:
+        """`data` and every body chunk h11 already holds after it, as one part (a server
+        sends each event as its own chunk: one call per recv, not per event)."""
+        assert self.protocol is not None
+        while True:
+            try:
+                event = self.protocol.next_event()
+            except h11.RemoteProtocolError:
+                return data  # raised again by the next read, after these bytes are used
+            if not isinstance(event, h11.Data):
+                self.held = None if event is h11.NEED_DATA else event
+                return data
+            data += event.data
 
     # -- socket ----------------------------------------------------------------------
     def _send(self, data: bytes) -> None:
@@ -259,28 +275,27 @@ class SseDecoder:
 
     def feed(self, chunk: bytes) -> list[SseEvent]:
         """The events that `chunk` completes (the buffer is cut once per chunk, not per line)."""
-        buffer = self.buffer + chunk
-        events, start = [], 0
-        while (line_end := _line_end(buffer, start)) is not None:
-            end, after = line_end
-            text = buffer[start:end].decode("utf-8", "replace")
-            start = after
-            if not text:
+        lines, self.buffer = _complete_lines(self.buffer + chunk)
+        if len(self.buffer) > MAX_EVENT_BYTES:
+            raise ValueError(f"an event-stream line longer than {MAX_EVENT_BYTES} bytes")
+        events = []
+        for line in lines:
+            if not line:
                 if self.data:
                     events.append(SseEvent(self.event or "message", "\n".join(self.data), self.id))
                 self._reset()
-            elif not text.startswith(":"):
-                name, _, value = text.partition(":")
-                value = value[1:] if value.startswith(" ") else value
-                if name == "data":
+            elif line.startswith(b"data:"):
+                value = line[6:] if line.startswith(b"data: ") else line[5:]
+                self.data.append(value.decode("utf-8", "replace"))
+            elif not line.startswith(b":"):
+                name, _, raw = line.decode("utf-8", "replace").partition(":")
+                value = raw[1:] if raw.startswith(" ") else raw
+                if name == "data":  # a bare "data" line: an empty data value
                     self.data.append(value)
                 elif name == "event":
                     self.event = value
                 elif name == "id":
                     self.id = value
-        self.buffer = buffer[start:]
-        if len(self.buffer) > MAX_EVENT_BYTES:
-            raise ValueError(f"an event-stream line longer than {MAX_EVENT_BYTES} bytes")
         return events
 
     def pending(self) -> bool:
@@ -288,15 +303,26 @@ class SseDecoder:
         return bool(self.data or self.buffer.strip())
 
 
-def _line_end(buffer: bytes, start: int) -> tuple[int, int] | None:
-    """(end of the line from `start`, start of the next) at \\r\\n, \\n or \\r; None if
-    no line is complete (a \\r at the very end may still be followed by \\n)."""
-    lf, cr = buffer.find(b"\n", start), buffer.find(b"\r", start)
-    if cr == -1 or -1 < lf < cr:
-        return None if lf == -1 else (lf, lf + 1)
-    if cr + 1 == len(buffer):
-        return None
-    return cr, cr + (2 if buffer[cr + 1] == 0x0A else 1)
+def _complete_lines(buffer: bytes) -> tuple[list[bytes], bytes]:
+    """The complete lines of `buffer` (ended by \r\n, \n or \r) and what follows them; a
+    \r at the very end may still be followed by \n, so it waits."""
+    if b"\r" not in buffer:  # the usual case: one split
+        *lines, rest = buffer.split(b"\n")
+        return lines, rest
+    lines, start = [], 0
+    while True:
+        lf, cr = buffer.find(b"\n", start), buffer.find(b"\r", start)
+        if cr == -1 or -1 < lf < cr:
+            if lf == -1:
+                break
+            end, after = lf, lf + 1
+        elif cr + 1 == len(buffer):
+            break
+        else:
+            end, after = cr, cr + (2 if buffer[cr + 1] == 0x0A else 1)
+        lines.append(buffer[start:end])
+        start = after
+    return lines, buffer[start:]
 
 
 class LineDecoder:
