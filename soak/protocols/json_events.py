@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
+from functools import partial
 from typing import Any
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
@@ -60,6 +62,20 @@ ANSWER_EXCERPT = 300
 
 def _parts(path: str | None) -> tuple[str, ...] | None:
     return None if path is None else tuple(path.split("."))
+
+
+def _key(parts: tuple[str, ...] | None) -> str | None:
+    """The one key of a one-part path (None for none)."""
+    return None if parts is None else parts[0]
+
+
+def _lookup_key(data: Any, key: str | None) -> Any:
+    """The value at a one-key path (None: no path) of a frame that is not a plain dict."""
+    return None if key is None else lookup_parts(data, (key,))
+
+
+def _lookup_parts(data: Any, parts: tuple[str, ...] | None) -> Any:
+    return None if parts is None else lookup_parts(data, parts)
 
 
 def _optional_str(value: Any) -> str | None:
@@ -214,12 +230,24 @@ class JsonEventsAdapter(Adapter):
         self.is_done = compile_matcher(config["done"])
         self.is_error = compile_matcher(config.get("error"))
         self.is_pong = compile_matcher(config.get("pong"))
-        self.request_path = _parts(config.get("request_id_path"))
-        self.session_path = _parts(config.get("session_path"))
-        self.seq_path = _parts(config.get("seq_path"))
-        self.token_path = _parts(config.get("token_text_path"))
-        self.done_path = _parts(config.get("done_text_path"))
-        self.error_path = _parts(config.get("error_text_path"))
+        paths = [
+            _parts(config.get(name))
+            for name in (
+                "request_id_path",
+                "session_path",
+                "seq_path",
+                "token_text_path",
+                "done_text_path",
+                "error_text_path",
+            )
+        ]
+        #: Every path one key or none: then a frame that is a JSON object (nearly all) has
+        #: each read with one dict.get of that key, and paths are kept as their keys.
+        self.flat = all(parts is None or len(parts) == 1 for parts in paths)
+        at = [_key(parts) for parts in paths] if self.flat else paths
+        self.request_at, self.session_at, self.seq_at = at[:3]
+        self.token_at, self.done_at, self.error_at = at[3:]
+        self._lookup = _lookup_key if self.flat else _lookup_parts
         sends_session = "{session_id}" in json.dumps(config["send"])
         self.can_resume = sends_session or bool(
             config.get("resume_query") or config.get("resume_send")
@@ -268,32 +296,38 @@ class JsonEventsAdapter(Adapter):
         """Recognise one frame as token, done, error, pong, invalid or other.
 
         A frame that names another session than `session_id` (at `session_path`) is
-        other: not this chat's.
+        other: not this chat's. Runs for every frame of the load: `parse` takes json.loads'
+        scanner straight, the matchers are compiled, and when every path is one key (the
+        usual profile) each is one dict.get on the frame's object.
         """
-        text = as_text(raw)
+        text = raw if raw.__class__ is str else as_text(raw)
         data = parse(raw)
-        if not isinstance(data, dict | list):
+        get: Callable[[Any], Any]
+        if self.flat and data.__class__ is dict:
+            get = data.get  # keys, or None for a path not set: JSON keys are never None
+        elif isinstance(data, dict | list):
+            get = partial(self._lookup, data)
+        else:
             return Frame(INVALID, None, "not a JSON object", text)
-        if session_id and self.session_path is not None:
-            session = lookup_parts(data, self.session_path)
+        if session_id and self.session_at is not None:
+            session = get(self.session_at)
             if session is not None and str(session) != session_id:
                 return Frame(OTHER, None, "", text)
-        request_id = _optional_str(self._get(data, self.request_path))
-        seq = self._get(data, self.seq_path)
-        seq = seq if isinstance(seq, int) and not isinstance(seq, bool) else None
+        request_id = get(self.request_at)
+        if request_id is not None:
+            request_id = str(request_id)
+        seq = get(self.seq_at)
+        if seq is not None and (seq.__class__ is bool or not isinstance(seq, int)):
+            seq = None
         if self.is_token(data):
-            token = self._get(data, self.token_path)
+            token = get(self.token_at)
             return Frame(TOKEN, request_id, "" if token is None else str(token), text, seq)
         if self.is_done(data):
-            final = self._get(data, self.done_path)
+            final = get(self.done_at)
             return Frame(DONE, request_id, "" if final is None else str(final), text, seq)
         if self.is_error(data):
-            error = self._get(data, self.error_path)
+            error = get(self.error_at)
             return Frame(ERROR, request_id, str(error or text), text, seq)
         if self.is_pong(data):
             return Frame(PONG, None, "", text, seq)
         return Frame(OTHER, request_id, "", text, seq)
-
-    @staticmethod
-    def _get(data: Any, parts: tuple[str, ...] | None) -> Any:
-        return None if parts is None else lookup_parts(data, parts)
