@@ -20,6 +20,7 @@ from soak.protocols import adapter_for
 from soak.protocols.base import DONE, ERROR, INVALID, OTHER, PONG, TOKEN, Frame
 from soak.protocols.json_events import JsonEventsAdapter
 from soak.protocols.matchers import Matcher, compile_matcher
+from soak.protocols.turn import NonceWatch
 from soak.protocols.wsjson import as_text, lookup_parts, parse
 
 SEED = 20260515
@@ -225,3 +226,32 @@ def test_compiled_matchers_are_the_matcher_classes():
         compiled, reference = compile_matcher(matcher), Matcher(matcher)
         for data in datas:
             assert bool(compiled(data)) == bool(reference(data)), (matcher, data)
+
+
+def reference_watch(nonce: str, earlier: tuple[str, ...], pieces: list[str]):
+    """found, stale: the whole reply searched after every piece."""
+    reply = ""
+    stale = None
+    for piece in pieces:
+        reply += piece
+        if stale is None:
+            stale = next((n for n in earlier if n != nonce and n in reply), None)
+    return nonce in reply, stale
+
+
+def test_nonce_watch_is_a_search_of_the_whole_reply():
+    rng = random.Random(SEED)
+    alphabet = "ab01"  # few letters: nonces turn up, split anywhere, overlapping
+    for _ in range(3000):
+        nonce = "".join(rng.choices(alphabet, k=rng.randrange(1, 6)))
+        earlier = tuple("".join(rng.choices(alphabet, k=rng.randrange(1, 7))) for _ in range(3))
+        reply = "".join(rng.choices(alphabet + " ", k=rng.randrange(30)))
+        cuts = sorted(rng.sample(range(len(reply) + 1), min(len(reply) + 1, rng.randrange(6))))
+        pieces = [reply[a:b] for a, b in zip([0, *cuts], [*cuts, len(reply)], strict=True)]
+        watch = NonceWatch(nonce, earlier)
+        for piece in pieces:
+            watch.feed(piece)
+        found, stale = reference_watch(nonce, earlier, pieces)
+        assert watch.found == found, (nonce, pieces)
+        if not found:  # the stale nonce only counts while the reply lacks this one
+            assert watch.stale == stale, (nonce, earlier, pieces)

@@ -196,16 +196,24 @@ class NonceWatch:
         self.width = max(len(n) for n in (nonce, *self.earlier))
         self.tail = ""
         self.found = False
-        self.stale: str | None = None  # the earlier nonce seen, if any
+        self.stale: str | None = None  # the earlier nonce seen, while the nonce is not
 
     def feed(self, text: str) -> None:
-        if not text or (self.found and self.stale is not None):
+        """Look for the nonces in `text`, the reply's next piece, plus the tail kept from
+        before it (a nonce split across pieces): work in the piece's length, not the
+        reply's. Once the nonce is found nothing more is looked at: an earlier nonce
+        (`stale`) only matters while this one is missing."""
+        if self.found or not text:
             return
         joined = self.tail + text
-        if not self.found:
-            self.found = self.nonce in joined
+        if self.nonce in joined:
+            self.found = True
+            return
         if self.stale is None:
-            self.stale = next((n for n in self.earlier if n in joined), None)
+            for earlier in self.earlier:
+                if earlier in joined:
+                    self.stale = earlier
+                    break
         self.tail = joined[-self.width :]
 
 
@@ -361,10 +369,11 @@ def _read_reply(
     started = clock()
     last_frame_at: float | None = None
     last_token_at = started
+    deadline = started + first_token_timeout  # then reply_timeout, from the first token
+    next_frame, keep_frame = channel.next_frame, result.last_frames.append
     channel.conversation.send_prompt(prompt, request_id)
     while True:
-        deadline = started + (reply_timeout if result.tokens else first_token_timeout)
-        frame, seq_problem = channel.next_frame(deadline - clock())
+        frame, seq_problem = next_frame(deadline - clock())
         now = clock()
         if frame is None:
             if now < deadline:
@@ -372,39 +381,42 @@ def _read_reply(
             if result.outcome != ERRORED:  # an error said is the outcome, done or not
                 _timed_out(result, now, last_frame_at, first_token_timeout, reply_timeout)
             return False
-        result.last_frames.append(frame.raw)
+        keep_frame(frame.raw)
         if seq_problem:
             result.violate(*seq_problem)
-        if frame.kind == INVALID:
+        kind, frame_request = frame.kind, frame.request_id
+        if kind == INVALID:
             result.violate(*invalid(frame))
             continue
-        if frame.kind in (PONG, OTHER) and frame.request_id is None:
-            continue  # status events, a late pong: not part of the reply
-        if frame.request_id is not None and frame.request_id != request_id:
+        if frame_request is None:
+            if kind in (PONG, OTHER):
+                continue  # status events, a late pong: not part of the reply
+        elif frame_request != request_id:
             _foreign(channel, result, frame)
             continue
         result.frames += 1
-        if last_frame_at is not None:
-            result.longest_gap_s = max(result.longest_gap_s, now - last_frame_at)
+        if last_frame_at is not None and now - last_frame_at > result.longest_gap_s:
+            result.longest_gap_s = now - last_frame_at
         last_frame_at = now
-        if frame.kind == TOKEN:
+        if kind == TOKEN:
             if result.ttft_s is None:
                 result.ttft_s = now - started
+                deadline = started + reply_timeout
             else:
                 result.token_gaps_s.append(now - last_token_at)
             last_token_at = now
             result.tokens += 1
-            if watch:
+            if watch is not None and not watch.found:
                 watch.feed(frame.text)
-        elif frame.kind == DONE:
+        elif kind == DONE:
             result.reply_s = now - started
             if isinstance(frame, UsageDone):
                 result.usage_prompt_tokens = frame.prompt_tokens
                 result.usage_completion_tokens = frame.completion_tokens
-            if watch:
+            if watch is not None:
                 watch.feed(frame.text)
             return True
-        elif frame.kind == ERROR:
+        elif kind == ERROR:
             result.outcome = ERRORED
             result.detail = f"server error: {frame.text[:FRAME_EXCERPT]}"
             if channel.conversation.error_ends_turn:
