@@ -185,6 +185,7 @@ class ChatUser(User):
                 pings = load["ping_every"] and channel.conversation.supports_ping
                 if pings and now >= self.next_ping_at:
                     self.next_ping_at = now + load["ping_every"]
+                    channel.conversation.plan_ping(self.next_ping_at)
                     rtt = channel.probe(load["connect_timeout"])
                     self._notices(channel)
                     if channel.conversation.supports_ping:  # not: found to have no ping
@@ -229,6 +230,8 @@ class ChatUser(User):
         self.session_id = conversation.session_id or self.session_id
         self.channel = Channel(conversation, self.nonces)
         self.next_ping_at = time.monotonic() + random.uniform(0, settings.load["ping_every"])
+        if settings.load["ping_every"] and conversation.supports_ping:
+            conversation.plan_ping(self.next_ping_at)
         return True
 
     def _back_off(self) -> None:

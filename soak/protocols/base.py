@@ -101,6 +101,12 @@ class Conversation(ABC):
         ConnectionLost."""
         return None  # a message-based protocol leaves nothing half-read
 
+    def plan_ping(self, at: float) -> None:
+        """soak will send a protocol ping at monotonic time `at` (s): a transport keepalive
+        due a little before it waits for it, so an idle chat wakes once, not twice. Default:
+        nothing to fold."""
+        return None  # no transport keepalive of its own
+
     def send_ping(self) -> None:
         """Send one protocol ping; its answer comes as a PONG frame. Raises ConnectionLost."""
         raise NotImplementedError(f"{type(self).__name__} has no ping")

@@ -142,6 +142,9 @@ class JsonEventsConversation(Conversation):
         raw = self.socket.recv(timeout)
         return None if raw is None else self.adapter.classify(raw, self.session_id)
 
+    def plan_ping(self, at: float) -> None:
+        self.socket.plan_send(at)
+
     def close(self) -> None:
         self.socket.close()
 

@@ -183,6 +183,9 @@ class JsonRpcConversation(Conversation):
             return Frame(ERROR, request_id, reason, text)
         return Frame(OTHER, request_id, "", text)
 
+    def plan_ping(self, at: float) -> None:
+        self.socket.plan_send(at)
+
     def close(self) -> None:
         self.socket.close()
 
