@@ -199,7 +199,7 @@ def test_sse_and_line_decoders_follow_the_event_stream_rules() -> None:
     ]
     assert not decoder.pending()
     whole = SseDecoder()  # \n-only chunks take the one-split path; a chunk ends mid-event
-    first = whole.feed(b"data:x\ndata\n\n: c\ndata: {\"a\": 1}\n\ndata: par")
+    first = whole.feed(b'data:x\ndata\n\n: c\ndata: {"a": 1}\n\ndata: par')
     assert [e.data for e in first] == ["x\n", '{"a": 1}'] and whole.pending()
     assert [e.data for e in whole.feed(b"tial\n\n")] == ["partial"] and not whole.pending()
     lines = LineDecoder()
