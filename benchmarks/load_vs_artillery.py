@@ -423,6 +423,26 @@ def start_load(run_dir: Path, profile: dict[str, Any], *args: str) -> subprocess
     return popen
 
 
+class BurstServer:
+    """benchmarks/burst_server.py in a subprocess: where it listens, its pid; stop() ends it."""
+
+    def __init__(self, tokens: int) -> None:
+        script = Path(__file__).with_name("burst_server.py")
+        self.popen = subprocess.Popen(
+            [sys.executable, str(script), "--tokens", str(tokens)], stdout=subprocess.PIPE
+        )
+        assert self.popen.stdout is not None
+        line = self.popen.stdout.readline()
+        if not line:
+            raise BenchError(f"the burst server did not start (exit {self.popen.wait()})")
+        info = json.loads(line)
+        self.pid: int = info["pid"]
+        self.url = f"ws://127.0.0.1:{info['port']}/ws"
+
+    def stop(self) -> None:
+        stop_tree(self.popen)
+
+
 def turns_done(run_dir: Path) -> int:
     """Turns soak finished so far (chats.jsonl)."""
     path = run_dir / "chats.jsonl"
@@ -465,11 +485,18 @@ class Throughput:
     chats: int
     replies_per_s: float
     frames_per_s: float
+    #: CPU of the load processes (master and workers) and of the server, % of one core
+    load_cpu_percent: float
+    server_cpu_percent: float
 
 
-def soak_workers(url: str, chats: int, seconds: float, workers: int, folder: Path) -> Throughput:
-    """soak busy as a Locust master with `workers` local workers (as `soak run --workers`
-    starts them); rates over the intervals after the first (the ramp)."""
+def soak_workers(
+    server: BurstServer, chats: int, seconds: float, workers: int, folder: Path
+) -> Throughput:
+    """soak busy against the burst server as a Locust master with `workers` local workers (as
+    `soak run --workers` starts them); rates over the intervals after the first (the ramp),
+    CPU of load and server over the whole run."""
+    url = server.url
     profile = load_profile(
         url,
         users=chats,
@@ -484,6 +511,7 @@ def soak_workers(url: str, chats: int, seconds: float, workers: int, folder: Pat
     with socket.socket() as probe:  # a free loopback port for the master
         probe.bind(("127.0.0.1", 0))
         address = f"127.0.0.1:{probe.getsockname()[1]}"
+    server_cpu0, started = tree_cpu_s(server.pid), time.monotonic()
     master = start_load(folder, profile, "--workers", str(workers), "--master-bind", address)
     local = [
         subprocess.Popen(
@@ -502,9 +530,13 @@ def soak_workers(url: str, chats: int, seconds: float, workers: int, folder: Pat
         )
         for n in range(1, workers + 1)
     ]
+    load_cpu_s = 0.0
     try:
         try:
-            code = master.wait(timeout=seconds + 120)
+            while master.poll() is None and time.monotonic() - started < seconds + 120:
+                load_cpu_s = max(load_cpu_s, sum(tree_cpu_s(p.pid) for p in (master, *local)))
+                time.sleep(0.5)
+            code = master.wait(timeout=1)
         except subprocess.TimeoutExpired:
             raise BenchError(f"the master did not finish; see {folder}/load.log") from None
         if code != 0:
@@ -515,12 +547,41 @@ def soak_workers(url: str, chats: int, seconds: float, workers: int, folder: Pat
     records = list(read_jsonl(folder / "chats.jsonl"))
     steady = records[1:] or records
     span = sum(r["interval_s"] for r in steady) or 1.0
+    wall_s = time.monotonic() - started
     return Throughput(
         workers,
         max((r["connections"] for r in records), default=0),
         sum(r["turns"] for r in steady) / span,
         sum(r["frames"] for r in steady) / span,
+        load_cpu_s / wall_s * 100,
+        (tree_cpu_s(server.pid) - server_cpu0) / wall_s * 100,
     )
+
+
+def measure_workers(
+    server: BurstServer, chats: int, seconds: float, counts: list[int], folder: Path,
+    notes: list[str],
+) -> list[Throughput]:  # fmt: skip
+    """soak_workers for each worker count, printed as they come."""
+    throughput = []
+    for count in counts:
+        result = attempt(
+            f"soak --workers {count}",
+            notes,
+            lambda count=count: soak_workers(
+                server, chats, seconds, count, folder / f"workers-{count}"
+            ),
+        )
+        if result is not None:
+            throughput.append(result)
+            print(
+                f"  --workers {count}: {result.chats} chats, {result.replies_per_s:,.0f} "
+                f"replies/s, {result.frames_per_s:,.0f} frames/s; load "
+                f"{result.load_cpu_percent:.0f}% of a core, server "
+                f"{result.server_cpu_percent:.0f}%",
+                flush=True,
+            )
+    return throughput
 
 
 # -- the report ---------------------------------------------------------------------------
@@ -651,22 +712,18 @@ def main() -> None:
                     flush=True,
                 )
 
-        print(f"workers: soak, {chats} chats busy, {worker_seconds:g} s each")
-        for count in worker_counts:
-            result = attempt(
-                f"soak --workers {count}",
-                notes,
-                lambda count=count: soak_workers(
-                    url, chats, worker_seconds, count, tmp / f"workers-{count}"
-                ),
-            )
-            if result is not None:
-                throughput.append(result)
-                print(
-                    f"  --workers {count}: {result.chats} chats, {result.replies_per_s:,.0f} "
-                    f"replies/s, {result.frames_per_s:,.0f} frames/s",
-                    flush=True,
+        print(
+            f"workers: soak, {chats} chats busy against the burst server (a reply in one "
+            f"write), {worker_seconds:g} s each"
+        )
+        burst = attempt("burst server", notes, lambda: BurstServer(args.tokens))
+        if burst:
+            try:
+                throughput = measure_workers(
+                    burst, chats, worker_seconds, worker_counts, tmp, notes
                 )
+            finally:
+                burst.stop()
     report(busy, idle, throughput, idle_chats, notes, entry is not None)
     print(f"\n{os.cpu_count()} cores; measured in {time.monotonic() - started:.0f} s")
 
@@ -698,9 +755,17 @@ def report(
             f"{result.rss_mb:.0f} | {result.rss_mb / idle_chats:.3f} | {ratio} |"
         )
     if throughput:
-        print("\n| soak --workers | chats | replies/s | frames/s |\n|---|---|---|---|")
+        one = throughput[0].frames_per_s or 1.0
+        print(
+            "\n| soak --workers | chats | replies/s | frames/s | vs 1 worker | load % of a core "
+            "| server % |\n|---|---|---|---|---|---|---|"
+        )
         for t in throughput:
-            print(f"| {t.workers} | {t.chats} | {t.replies_per_s:,.0f} | {t.frames_per_s:,.0f} |")
+            print(
+                f"| {t.workers} | {t.chats} | {t.replies_per_s:,.0f} | {t.frames_per_s:,.0f} | "
+                f"{t.frames_per_s / one:.2f}x | {t.load_cpu_percent:.0f} | "
+                f"{t.server_cpu_percent:.0f} |"
+            )
     print("\ngoals (issue 15):")
     soak = busy.get("soak")
     if soak and "artillery" in busy:
