@@ -204,13 +204,14 @@ def _presets() -> tuple[str, ...]:
     return tuple(PRESETS)
 
 
+def _preset(value: Any) -> str:
+    """The name of a query preset of soak.collect.prometheus."""
+    return _choice(_presets(), "preset")(value)
+
+
 PROMETHEUS_FIELDS: dict[str, Spec] = {
     "url": Spec(_server_url, None, 'url = "http://127.0.0.1:9090"', required=True),
-    "preset": Spec(
-        lambda value: None if value is None else _choice(_presets(), "preset")(value),
-        None,
-        'preset = "process-exporter"  # or "client", "cadvisor"',
-    ),
+    "preset": Spec(_preset, None, 'preset = "process-exporter"  # or "client", "cadvisor"'),
     "selector": Spec(_selector, "{}", "selector = '{groupname=\"chat\"}'"),
     "window": Spec(duration(1.0), 60.0, 'window = "1m"  # of rate(): 4 scrape intervals or more'),
     "max_age": Spec(duration(1.0), 120.0, 'max_age = "2m"  # older samples are stale'),

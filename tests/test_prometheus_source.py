@@ -281,6 +281,47 @@ max_age = "30s"
 """
 
 
+def sample_until(watcher, done, seconds: float = 20.0) -> None:
+    """Sample every 0.5 s until `done()` (at most `seconds`)."""
+    deadline = time.monotonic() + seconds
+    while not done():
+        assert time.monotonic() < deadline, "not done in time"
+        time.sleep(0.5)
+        watcher.sample()
+
+
+def test_a_real_restart_is_lost_then_a_new_segment(tmp_path):
+    """The built-in target seen through process-exporter and Prometheus: it ends (the
+    exporter keeps its group with no processes: no sample, target_lost), a new one starts
+    (target_restart with the new start time)."""
+    binaries()
+    tag = ["--token-interval", "0.0123"]  # what the exporter's group matches on
+    target = start_target(patched=True, extra_args=tag)
+    try:
+        groups = {"restarting": r"soak\.target.*--token-interval 0\.0123"}
+        with prometheus_stack(tmp_path, groups) as url:
+            selector = '{groupname="restarting"}'
+            watcher, events_out = watch(tmp_path, url, preset="process-exporter", queries={},
+                                        selector=selector, window="5s", max_age="30s")  # fmt: skip
+            watcher.sample()
+            target.stop()
+            sample_until(watcher, lambda: watcher.lost_reported)
+            target = start_target(patched=True, extra_args=tag)
+            sample_until(watcher, lambda: not watcher.lost_reported)
+            records, events = written(tmp_path, watcher, events_out)
+    finally:
+        target.stop()
+    kinds = [e["kind"] for e in events]
+    assert kinds[0] == "target_found" and "target_lost" in kinds, kinds
+    assert kinds[-1] == "target_restart", kinds
+    restart = events[-1]
+    assert restart["new_create_time"] > restart["old_create_time"] > 1e9
+    good = [r for r in records if "error" not in r]
+    assert good[0]["create_time"] == restart["old_create_time"]
+    assert good[-1]["create_time"] == restart["new_create_time"]
+    assert all(r["threads"] >= 1 for r in good)  # never the ended group's zeros
+
+
 @pytest.mark.e2e
 def test_a_prometheus_target_gets_the_same_verdicts_as_a_psutil_one(tmp_path):
     """`soak run` of the leaky and the patched build, each watched by psutil and through
@@ -302,7 +343,7 @@ def test_a_prometheus_target_gets_the_same_verdicts_as_a_psutil_one(tmp_path):
                 '[criteria]\nwarmup = "5s"\nchecks = ["threads.growth_per_hour < 100"]\n'
             )
             run = subprocess.run(
-                ["flock", "/tmp/soak-load.lock", sys.executable, "-m", "soak", "run",
+                [sys.executable, "-m", "soak", "run",
                  str(profile), "--out", str(tmp_path / "runs"), "--no-report"],
                 capture_output=True, text=True, timeout=300,
             )  # fmt: skip

@@ -48,8 +48,11 @@ LIMIT_METRICS = ("fds_limit", "threads_limit", "memory_limit_bytes")
 #: The preset queries; `$selector` becomes the profile's label matchers, `$window` its rate
 #: window ("60s"). Each query answers one series (aggregated), or none.
 PRESETS: dict[str, dict[str, str]] = {
-    "process-exporter": {
-        "threads": "sum(namedprocess_namegroup_num_threads{$selector})",
+    "process-exporter": {  # a group whose processes all ended stays, with num_procs 0
+        "threads": (
+            "sum(namedprocess_namegroup_num_threads{$selector})"
+            " and on() (sum(namedprocess_namegroup_num_procs{$selector}) > 0)"
+        ),
         "rss_bytes": 'sum(namedprocess_namegroup_memory_bytes{memtype="resident",$selector})',
         "cpu_cores": "sum(rate(namedprocess_namegroup_cpu_seconds_total{$selector}[$window]))",
         "cpu_user_seconds": 'sum(namedprocess_namegroup_cpu_seconds_total{mode="user",$selector})',
@@ -57,7 +60,9 @@ PRESETS: dict[str, dict[str, str]] = {
             'sum(namedprocess_namegroup_cpu_seconds_total{mode="system",$selector})'
         ),
         "fds": "sum(namedprocess_namegroup_open_filedesc{$selector})",
-        "start_time_seconds": "min(namedprocess_namegroup_oldest_start_time_seconds{$selector})",
+        "start_time_seconds": (
+            "min(namedprocess_namegroup_oldest_start_time_seconds{$selector} > 0)"
+        ),
         "sample_time_seconds": "max(timestamp(namedprocess_namegroup_num_threads{$selector}))",
         "fds_limit": (
             "min(namedprocess_namegroup_open_filedesc{$selector}"
@@ -183,7 +188,10 @@ class PrometheusSource:
         """One process.jsonl record (raises QueryError when there is none to write)."""
         values = self._answers(self.queries)
         if "threads" not in values:
-            raise QueryError(f"no series for threads ({self.queries['threads']})")
+            raise QueryError(
+                "no series for threads: the process is gone, or the selector matches "
+                f"nothing ({self.queries['threads']})"
+            )
         now = time.time()
         scraped = values.get("sample_time_seconds")
         if scraped is not None and now - scraped > self.max_age:
