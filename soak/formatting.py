@@ -22,6 +22,13 @@ def format_number(value: float) -> str:
     return f"{value:.1e}"
 
 
+def sampled_from(record: dict[str, Any]) -> str:
+    """Where a process.jsonl record came from, for people: "pid 4242" or "from Prometheus"."""
+    if record.get("source") == "prometheus":
+        return "from Prometheus"
+    return f"pid {record.get('pid')}"
+
+
 def format_seconds(seconds: float) -> str:
     """A latency for people: "2 s", "1.5 s", "120 ms", "3.27 ms"."""
     if abs(seconds) >= 1:

@@ -15,7 +15,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
-from soak.formatting import plural
+from soak.formatting import plural, sampled_from
 from soak.rundir import CHATS, GENERATOR, HEALTH, PROCESS, JsonlTail, RunDir
 from soak.units import format_duration
 
@@ -173,7 +173,7 @@ class LiveStatus:
         if compact:
             return f"{name} {threads} thr {sample.get('rss_mb', '?')} MB"
         return (
-            f"{name}: pid {sample.get('pid')}, {threads} threads, {sample.get('rss_mb', '?')} MB, "
+            f"{name}: {sampled_from(sample)}, {threads} threads, {sample.get('rss_mb', '?')} MB, "
             f"{sample.get('cpu_percent', '?')}% cpu"
         )
 

@@ -32,6 +32,7 @@ from soak.protocols.settings import (
     optional_string,
     string,
     string_list,
+    table,
 )
 from soak.redact import Redactor, redact_headers
 from soak.redact import redact_url as redact_url  # re-exported: its old home
@@ -167,6 +168,63 @@ def _criteria_targets(value: Any) -> dict[str, dict[str, list[str]]]:
         raise ValueError(str(exc).rstrip(".")) from None
 
 
+_MATCHER = r'\s*[A-Za-z_][A-Za-z0-9_]*\s*(=~|!~|!=|=)\s*"(?:[^"\\]|\\.)*"\s*'
+_SELECTOR = re.compile(rf"^\{{?(?:{_MATCHER}(?:,{_MATCHER})*,?\s*)?\}}?$")
+
+
+def _selector(value: Any) -> str:
+    """PromQL label matchers ('{groupname="chat"}'), kept with their braces."""
+    text = string(value).strip()
+    if not _SELECTOR.match(text) or text.startswith("{") != text.endswith("}"):
+        raise ValueError(
+            f'expected PromQL label matchers such as \'{{job="chat", instance=~"10.0.*"}}\', '
+            f"got {text!r}"
+        )
+    return "{" + text.removeprefix("{").removesuffix("}").strip() + "}"
+
+
+def _server_url(value: Any) -> str:
+    """An http(s) URL with a host: where a server answers."""
+    text = _http_url(value)
+    if text is None or not urlsplit(text).hostname:
+        raise ValueError(f"expected an http:// or https:// URL with a host, got {value!r}")
+    return text
+
+
+def _promql(value: Any) -> str:
+    text = string(value).strip()
+    if not text:
+        raise ValueError("expected a PromQL query, got an empty string")
+    return text
+
+
+def _presets() -> tuple[str, ...]:
+    from soak.collect.prometheus import PRESETS  # late: the collector imports the profile
+
+    return tuple(PRESETS)
+
+
+def _preset(value: Any) -> str:
+    """The name of a query preset of soak.collect.prometheus."""
+    return _choice(_presets(), "preset")(value)
+
+
+PROMETHEUS_FIELDS: dict[str, Spec] = {
+    "url": Spec(_server_url, None, 'url = "http://127.0.0.1:9090"', required=True),
+    "preset": Spec(_preset, None, 'preset = "process-exporter"  # or "client", "cadvisor"'),
+    "selector": Spec(_selector, "{}", "selector = '{groupname=\"chat\"}'"),
+    "window": Spec(duration(1.0), 60.0, 'window = "1m"  # of rate(): 4 scrape intervals or more'),
+    "max_age": Spec(duration(1.0), 120.0, 'max_age = "2m"  # older samples are stale'),
+    "timeout": Spec(
+        _optional_duration(0.1), None, 'timeout = "5s"  # default: [collector] health_timeout'
+    ),
+    "headers": Spec(headers, {}, 'headers = { Authorization = "Bearer ${PROMETHEUS_TOKEN}" }'),
+    "queries": Spec(
+        table, {}, "[targets.prometheus.queries] threads = 'sum(go_threads{job=\"chat\"})'"
+    ),
+}
+
+
 TARGET_FIELDS: dict[str, Spec] = {
     "name": Spec(_name, None, 'name = "patched"', required=True),
     "url": Spec(_target_url, None, 'url = "ws://127.0.0.1:8765/ws"'),
@@ -180,9 +238,13 @@ TARGET_FIELDS: dict[str, Spec] = {
     "health_headers": Spec(
         headers, {}, 'health_headers = { Authorization = "Bearer ${HEALTH_TOKEN}" }'
     ),
+    # sampled from a Prometheus server instead ([targets.prometheus], checked by _prometheus)
+    "prometheus": Spec(lambda value: value, None, '[targets.prometheus] url = "http://..."'),
 }
 #: Ways to find a target's process when it has no url (soak collect).
-FINDERS = ("pid", "port", "process", "spawn", "health")
+FINDERS = ("pid", "port", "process", "spawn", "health", "prometheus")
+#: Ways to find a local process, which a target sampled from Prometheus does not use.
+_LOCAL_FINDERS = ("pid", "port", "process")
 
 SECTIONS: dict[str, dict[str, Spec]] = {
     #: every key some kind reads; which keys a kind reads: soak.protocols.registry
@@ -273,6 +335,8 @@ class Target:
     process: str | None = None
     spawn: list[str] | None = None
     health_headers: dict[str, str] = field(default_factory=dict)
+    #: The validated [targets.prometheus] table: the target is sampled from there.
+    prometheus: dict[str, Any] | None = None
 
 
 @dataclass
@@ -313,6 +377,10 @@ class Profile:
         data = Redactor(self.secrets, min_length=1).value(self.to_dict())
         for target in data["targets"]:
             target["health_headers"] = redact_headers(target["health_headers"])
+            if target["prometheus"]:
+                prometheus = target["prometheus"]
+                prometheus["headers"] = redact_headers(prometheus["headers"])
+                prometheus["url"] = redact_url(prometheus["url"])
         return data
 
     @property
@@ -527,6 +595,8 @@ def _targets(data: Any, source: str) -> list[Target]:
         where = f"targets[{index}]"
         _check_keys(entry, TARGET_FIELDS, source, where)
         values = {k: _field(entry, k, spec, source, where) for k, spec in TARGET_FIELDS.items()}
+        if values["prometheus"] is not None:
+            values["prometheus"] = _prometheus(values, source, where)
         if values["url"] is None and not any(values[key] for key in FINDERS):
             raise ProfileError(
                 f"{_where(source, where, 'url')} is required (soak collect can do without it "
@@ -535,6 +605,36 @@ def _targets(data: Any, source: str) -> list[Target]:
             )
         targets.append(Target(**values))
     return targets
+
+
+def _prometheus(values: dict[str, Any], source: str, where: str) -> dict[str, Any]:
+    """A target's [targets.prometheus] table, checked: its keys, preset, selector, and that
+    every query names a metric soak records (soak.collect.prometheus.METRICS)."""
+    from soak.collect.prometheus import METRICS
+
+    section = f"{where}.prometheus"
+    config = _section(values["prometheus"], PROMETHEUS_FIELDS, source, section)
+    _check_keys(config["queries"], METRICS, source, f"{section}.queries")
+    config["queries"] = {
+        metric: _field(
+            config["queries"], metric, Spec(_promql, None, ""), source, f"{section}.queries"
+        )
+        for metric in config["queries"]
+    }
+    if config["preset"] is None and "threads" not in config["queries"]:
+        raise ProfileError(
+            f"{_where(source, section, 'preset')} is required unless "
+            f"[{section}.queries] gives threads. Presets: {', '.join(_presets())}; "
+            'write for example: preset = "process-exporter"'
+        )
+    local = [key for key in _LOCAL_FINDERS if values[key]]
+    if local:
+        raise ProfileError(
+            f"{_where(source, where, local[0])} does not apply to a target sampled from "
+            f"Prometheus ([{section}]): its process is not looked for on this machine. "
+            f"Remove {local[0]}, or the [{section}] table."
+        )
+    return config
 
 
 def _protocol(given: Any, source: str) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from soak.collect.health import field_value
-from soak.formatting import plural
+from soak.formatting import plural, sampled_from
 from soak.rundir import CHATS, EVENTS, HEALTH, PROCESS, THREADS, RunDir, open_run_file, parse_lines
 from soak.units import format_duration
 
@@ -205,7 +205,7 @@ def _format_target(name: str, target: dict[str, Any]) -> list[str]:
     if latest is None:
         return [f"{name}: no process sample yet (see events.jsonl for target_lost)"]
     restarts = target["restarts"]
-    head = f"{name}: pid {latest['pid']}, sampled {format_duration(target['age_s'])} ago"
+    head = f"{name}: {sampled_from(latest)}, sampled {format_duration(target['age_s'])} ago"
     if restarts:
         head += f", {restarts} restart{'s' if restarts > 1 else ''}"
     numbers = []

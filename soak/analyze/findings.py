@@ -232,7 +232,7 @@ def _restarts(summary: TargetSummary) -> str:
     if not restarts:
         return ""
     return (
-        f"the target restarted {plural(restarts, 'time')} (new pid); "
+        f"the target restarted {plural(restarts, 'time')} (new pid or start time); "
         f"trends are fitted per process segment, the longest one carries the verdict."
     )
 

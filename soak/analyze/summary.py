@@ -308,10 +308,10 @@ EXCLUDED_SHARE = 0.05
 
 
 def _recorded_limits(events: pd.DataFrame, target: str, pid: int | None) -> TargetLimits | None:
-    """The limits the collector recorded when it found process `pid` of `target`."""
-    if pid is None:
-        return None
-    mine = events[(events["target"] == target) & (events["pid"] == pid)]
+    """The limits the collector recorded when it found process `pid` of `target`; `pid`
+    None: of a target whose samples name no pid (sampled from Prometheus)."""
+    same = events["pid"].isna() if pid is None else events["pid"] == pid
+    mine = events[(events["target"] == target) & same]
     for value in reversed(mine["limits"].tolist()):
         limits = TargetLimits.from_json(value)
         if limits is not None:
@@ -381,7 +381,7 @@ def analyze_target(
         run.manifest,
         last_pid,
         None if last is None or pd.isna(last["create_time"]) else float(last["create_time"]),
-        recorded=_recorded_limits(events, data.info.name, last_pid),
+        recorded=None if last is None else _recorded_limits(events, data.info.name, last_pid),
     )
     target = TargetAnalysis(
         data=data,

@@ -48,6 +48,7 @@ from soak.collect.process import (
     pid_on_port,
     port_of,
 )
+from soak.collect.prometheus import PrometheusWatch
 from soak.limits import read_limits
 from soak.rundir import (
     CHATS,
@@ -175,7 +176,8 @@ class TargetWatch:
             self.events.write(
                 "target_lost",
                 f"{self.name}: not on this machine, so its process is not sampled; run soak "
-                "collect on the target's machine, or give pid, process or port",
+                "collect on the target's machine, give pid, process or port, or read it "
+                "from Prometheus ([targets.prometheus])",
                 self.name,
             )
 
@@ -454,7 +456,10 @@ class Collector:
             self.metrics.serve_also(ChatMetrics(self.run.file(CHATS), self._chats_problem))
         targets = profile["targets"]
         self.watches = [
-            TargetWatch(t, self.run, self.events, self.settings, self.metrics) for t in targets
+            (PrometheusWatch if t.get("prometheus") else TargetWatch)(
+                t, self.run, self.events, self.settings, self.metrics
+            )
+            for t in targets
         ]
         keep = named_fields(profile)
         self.healths = [
