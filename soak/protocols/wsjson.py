@@ -6,6 +6,15 @@ frame costs no hand-over between threads, no locks, and no reader thread per
 connection (websockets' sync client has one, plus one for keepalive). Soak's users
 always read while connected (think time is spent listening), which is when server
 pings are answered and the client's own keepalive pings go out.
+
+Once open, the server's frames are cut out of the read buffer here (`_parse_frames`):
+data frames, pings and pongs, which is all a streaming reply is made of, at a third
+of the CPU of websockets' generator-based parser. Anything else (a close frame, a
+masked frame, reserved bits or opcodes) hands the stream from that frame on to
+websockets, which checks and closes as it always did; a message over the size limit
+closes with 1009 and a misplaced continuation with 1002, as websockets does. Text that
+is not UTF-8 is decoded with replacement characters, as before: the turn's checks,
+not the transport, judge what a reply says.
 """
 
 from __future__ import annotations
@@ -34,6 +43,13 @@ MAX_FRAME_BYTES = 16 * 1024 * 1024
 CLOSE_TIMEOUT_S = 2.0
 #: Bytes read per socket read.
 READ_BYTES = 65536
+#: Bytes of a handshake response read before its head must have ended (websockets then
+#: says what is wrong with it: its lines are at most 8 KiB, its headers 128).
+_MAX_RESPONSE_HEAD = 1 << 20
+#: Opcodes of the frames `JsonSocket` parses itself: data frames, pings and pongs.
+_PARSED_HERE = frozenset((Opcode.CONT, Opcode.TEXT, Opcode.BINARY, Opcode.PING, Opcode.PONG))
+#: First byte of an unfragmented text frame (FIN and opcode TEXT).
+_FINAL_TEXT = 0x80 | Opcode.TEXT
 
 
 def http_base(url: str) -> str:
@@ -108,7 +124,12 @@ class JsonSocket:
         has not come after as long again."""
         self.keepalive = keepalive
         self.messages: deque[str | bytes] = deque()
+        #: Bytes read but not yet parsed (a partial frame), while frames are parsed here.
+        self._buffer = bytearray()
+        #: Frames are parsed by `_parse_frames` (after the handshake, until a hand-over).
+        self._parse_here = False
         self._fragments: list[bytes] = []
+        self._fragments_size = 0  # bytes in _fragments
         self._fragment_text = True
         self._ping_sent_at: float | None = None
         self._ping_payload = b""
@@ -137,11 +158,44 @@ class JsonSocket:
         self._last_sent = time.monotonic()
 
     def _handshake(self, deadline: float) -> None:
+        """Read the server's response: its head goes to websockets, which checks it; bytes
+        after a 101's head are the first frames, kept for `_parse_frames`, so that the two
+        parsers never share a frame."""
+        received = bytearray()
         while self.protocol.state is State.CONNECTING:
-            if not self._read(deadline - time.monotonic()):
+            data = self._recv_within(deadline - time.monotonic())
+            if data is None:
                 raise ConnectionLost(None, "connect failed: handshake timed out")
+            received += data
+            end = received.find(b"\r\n\r\n")
+            if data and end < 0 and len(received) <= _MAX_RESPONSE_HEAD:
+                continue
+            head = len(received) if end < 0 else end + 4
+            self.protocol.receive_data(bytes(received[:head]))
+            if not data:
+                self.protocol.receive_eof()
+            rest, received = bytes(received[head:]), bytearray()
+            if self.protocol.state is State.OPEN and not self.protocol.extensions:
+                self._parse_here = True
+                self._buffer += rest
+            elif rest:  # an error response's body (websockets reads it), or frames it parses
+                self.protocol.receive_data(rest)
             if self.protocol.handshake_exc is not None:
                 raise ConnectionLost(None, f"connect failed: {self.protocol.handshake_exc}")
+        for event in self.protocol.events_received():  # the response; frames when not here
+            self._event(event)
+        self._parse_frames()
+        self._flush()  # pongs to pings that came with the response
+
+    def _recv_within(self, timeout: float) -> bytes | None:
+        """One socket read (b"" at end of stream), None when nothing came within `timeout` s."""
+        if timeout <= 0:
+            return None
+        self.sock.settimeout(timeout)
+        try:
+            return self.sock.recv(READ_BYTES)
+        except TimeoutError:
+            return None
 
     # -- I/O ----------------------------------------------------------------------------
     def _flush(self) -> None:
@@ -154,21 +208,101 @@ class JsonSocket:
 
     def _read(self, timeout: float) -> bool:
         """Read once from the socket (False when nothing came within `timeout` s)."""
-        if timeout <= 0:
+        data = self._recv_within(timeout)
+        if data is None:
             return False
-        self.sock.settimeout(timeout)
-        try:
-            data = self.sock.recv(READ_BYTES)
-        except TimeoutError:
-            return False
-        if data:
-            self.protocol.receive_data(data)
+        if self._parse_here and data:
+            self._buffer += data
+            self._parse_frames()
         else:
-            self.protocol.receive_eof()
+            if self._parse_here:  # end of stream: websockets says how the connection ended
+                self._hand_over(0)
+            if data:
+                self.protocol.receive_data(data)
+            else:
+                self.protocol.receive_eof()
         for event in self.protocol.events_received():
             self._event(event)
         self._flush()  # pongs to server pings, the close echo
         return True
+
+    def _parse_frames(self) -> None:
+        """Take the complete frames out of the read buffer: messages into `messages`,
+        pings answered, pongs matched; a partial frame stays for the next read. Any other
+        frame is handed over to websockets (`_hand_over`) with everything after it."""
+        buffer = self._buffer
+        size = len(buffer)
+        at = 0
+        while size - at >= 2:
+            first, second = buffer[at], buffer[at + 1]
+            length, head = second & 0x7F, 2
+            if length == 126:
+                if size - at < 4:
+                    break
+                length, head = int.from_bytes(buffer[at + 2 : at + 4]), 4
+            elif length == 127:
+                if size - at < 10:
+                    break
+                length, head = int.from_bytes(buffer[at + 2 : at + 10]), 10
+            opcode = first & 0x0F
+            unusual = second & 0x80 or first & 0x70  # masked, or reserved bits set
+            if unusual or opcode not in _PARSED_HERE or (opcode >= Opcode.CLOSE and length > 125):
+                self._hand_over(at)
+                return
+            if opcode < Opcode.CLOSE and length > MAX_FRAME_BYTES - self._fragments_size:
+                self._fail(
+                    CloseCode.MESSAGE_TOO_BIG,
+                    f"message of {length} bytes or more exceeds limit of {MAX_FRAME_BYTES} bytes",
+                )
+                return
+            end = at + head + length
+            if end > size:
+                break
+            if first == _FINAL_TEXT and not self._fragments:  # a whole text message: most
+                self.messages.append(buffer[at + head : end].decode("utf-8", "replace"))
+                at = end
+                continue
+            payload = bytes(buffer[at + head : end])
+            if opcode >= Opcode.CLOSE:  # ping or pong
+                if opcode == Opcode.PING:
+                    self.protocol.send_pong(payload)
+                elif payload == self._ping_payload:
+                    self._ping_sent_at = None
+            else:
+                if bool(opcode) == bool(self._fragments):  # TEXT/BINARY start, CONT goes on
+                    why = "expected a continuation frame" if opcode else "unexpected continuation"
+                    self._fail(CloseCode.PROTOCOL_ERROR, why)
+                    return
+                if opcode:
+                    self._fragment_text = opcode == Opcode.TEXT
+                self._fragments.append(payload)
+                self._fragments_size += len(payload)
+                if first & 0x80:
+                    self._end_message()
+            at = end
+        del buffer[:at]
+
+    def _end_message(self) -> None:
+        """Append the message whose fragments are all in (text as `_event` decodes it)."""
+        data = b"".join(self._fragments)
+        self._fragments, self._fragments_size = [], 0
+        self.messages.append(data.decode("utf-8", "replace") if self._fragment_text else data)
+
+    def _fail(self, code: CloseCode, reason: str) -> None:
+        """Close with `code` as websockets would (its close frame; what follows is ignored
+        until the server closes), so that `recv` raises ConnectionLost(code, reason)."""
+        self._parse_here = False
+        self._buffer.clear()
+        self._fragments, self._fragments_size = [], 0
+        self.protocol.fail(code, reason)
+
+    def _hand_over(self, at: int) -> None:
+        """From byte `at` of the read buffer on, websockets parses the frames (for good)."""
+        self._parse_here = False
+        rest = bytes(self._buffer[at:])
+        self._buffer.clear()
+        if rest:
+            self.protocol.receive_data(rest)
 
     def _event(self, event: Any) -> None:
         opcode = getattr(event, "opcode", None)
