@@ -30,12 +30,18 @@ from soak.cgroups import (
     read_limit,
     unified_mount,
 )
-from soak.collect.containers import container_pid, namespace_pids, other_namespaces
+from soak.collect.containers import (
+    container_pid,
+    namespace_pids,
+    other_namespaces,
+    pid_listening_elsewhere,
+    pid_serving_port,
+)
 from soak.errors import ProfileError, RunError
 from soak.profile import apply_overrides, profile_from_mapping
 from soak.rundir import EVENTS, PROCESS, RunDir
 from soak.target.process import start_target
-from tests.test_collect_cli import soak
+from tests.test_collect_cli import free_port, soak, wait_for
 
 MOUNT = Path("/sys/fs/cgroup")
 MEMORY_LIMIT_MB = 512
@@ -224,6 +230,44 @@ def test_a_cpu_bound_process_under_a_quota_shows_as_throttled(cgroup: RealCgroup
     finally:
         busy.kill()
         busy.wait()
+
+
+#: A stand-in for docker-proxy: listens on the host port argv[1] until killed.
+FAKE_PROXY = (
+    "import socket, sys, time; s = socket.socket(); s.bind(('127.0.0.1', int(sys.argv[1]))); "
+    "s.listen(); time.sleep(600)"
+)
+
+
+def test_a_port_docker_proxy_forwards_leads_to_the_container_behind_it() -> None:
+    """Two boxed targets (network namespaces of their own, addresses 10.200.0.2 and .3)
+    listen on the same port inside; a process that runs as docker-proxy publishes the
+    second on a host port: the host port finds the second box, not the proxy, and the
+    inside port alone is ambiguous."""
+    if os.geteuid() != 0 or not shutil.which("unshare") or not shutil.which("ip"):
+        pytest.skip("needs root, unshare and ip for network namespaces with an address")
+    inside, host_port = free_port(), free_port()
+
+    def boxed(address: str):
+        setup = f"ip link set lo up && ip addr add {address}/32 dev lo"
+        prefix = ["unshare", "--net", "--", "sh", "-c", f'{setup} && exec "$@"', "sh"]
+        return start_target(patched=True, prefix=prefix, extra_args=["--port", str(inside)])
+
+    with boxed("10.200.0.2") as first, boxed("10.200.0.3") as second:
+        proxy = subprocess.Popen(
+            ["bash", "-c", 'exec -a docker-proxy "$@"', "bash", sys.executable, "-c",
+             FAKE_PROXY, str(host_port), "-proto", "tcp", "-host-ip", "127.0.0.1",
+             "-container-ip", "10.200.0.3", "-container-port", str(inside)]
+        )  # fmt: skip
+        try:
+            wait_for(lambda: psutil.Process(proxy.pid).net_connections(kind="inet"), 20)
+            assert pid_serving_port(host_port) == second.popen.pid
+            assert pid_listening_elsewhere(inside, address="10.200.0.2") == first.popen.pid
+            assert pid_serving_port(inside) is None  # two containers listen on it
+            assert pid_serving_port(inside, among=[first.popen.pid]) == first.popen.pid
+        finally:
+            proxy.kill()
+            proxy.wait()
 
 
 def _fake_v2(tmp_path: Path, hybrid: bool) -> tuple[Path, Path]:

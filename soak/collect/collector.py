@@ -30,7 +30,7 @@ from soak.collect.containers import (
     container_pid,
     namespace_pids,
     other_namespaces,
-    pid_listening_elsewhere,
+    pid_serving_port,
 )
 from soak.collect.forensics import (
     CensusError,
@@ -53,7 +53,6 @@ from soak.collect.process import (
     is_local_url,
     looks_like_python,
     pid_matching,
-    pid_on_port,
     port_of,
 )
 from soak.errors import RunError
@@ -326,7 +325,7 @@ class TargetWatch:
             found.append(("process", lambda: pid_matching(pattern)))
         if self.port:
             port = self.port
-            found.append(("port", lambda: pid_on_port(port) or self._listening_elsewhere(port)))
+            found.append(("port", lambda: pid_serving_port(port, self._cgroup_members())))
         return found
 
     def _in_container(self) -> int | None:
@@ -345,15 +344,11 @@ class TargetWatch:
             return None
         return pid_matching(self.pattern, tree)
 
-    def _cgroup_members(self) -> list[int]:
-        """The pids in the target's cgroup (and the cgroups below it)."""
-        assert self.cgroup is not None
+    def _cgroup_members(self) -> list[int] | None:
+        """The pids in the target's cgroup (and the cgroups below it); None: no cgroup."""
+        if self.cgroup is None:
+            return None
         return cgroup_members(cgroup_directories(System().cgroup, self.cgroup))
-
-    def _listening_elsewhere(self, port: int) -> int | None:
-        """The process listening on `port` in a container's network namespace (of the
-        target's cgroup when one is given)."""
-        return pid_listening_elsewhere(port, self._cgroup_members() if self.cgroup else None)
 
     def _find(self) -> None:
         for how, lookup in self._candidates():

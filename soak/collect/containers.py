@@ -4,8 +4,9 @@ A container's process runs in namespaces of its own: its pid inside (NSpid in
 /proc/PID/status) is not the host's, and its sockets are in another network namespace,
 where the host's /proc/net/tcp does not show them. The collector runs on the host and
 samples the host pid; these helpers find that pid from a container name (docker or
-podman), or from a port that only another network namespace listens on, and say which
-namespaces the target does not share with soak.
+podman), or from a port that only another network namespace listens on (or that
+docker-proxy forwards to a container), and say which namespaces the target does not
+share with soak.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 from pathlib import Path
 
+from soak.collect.process import pid_on_port
 from soak.errors import RunError
 
 #: The namespaces compared with the collector's own, in the order they are listed.
@@ -49,15 +51,48 @@ def other_namespaces(pid: int, proc: Path = _PROC) -> list[str]:
     ]
 
 
+def pid_serving_port(port: int, among: Iterable[int] | None = None) -> int | None:
+    """The process that serves TCP `port` of this machine: the one listening on it here,
+    or, when that is docker-proxy, the container process it forwards to; else one
+    listening on `port` in a container's network namespace (`among`: of these pids only)."""
+    pid = pid_on_port(port)
+    if pid is None:
+        return pid_listening_elsewhere(port, among)
+    forwarded = docker_proxy_target(pid)
+    if forwarded is None:
+        return pid
+    address, container_port = forwarded
+    return pid_listening_elsewhere(container_port, among, address=address)
+
+
+def docker_proxy_target(pid: int, proc: Path = _PROC) -> tuple[str | None, int] | None:
+    """(container ip, container port) that process `pid` forwards to when it is
+    docker-proxy (from its -container-ip and -container-port arguments), else None."""
+    try:
+        argv = (proc / str(pid) / "cmdline").read_bytes().decode(errors="replace").split("\0")
+    except OSError:
+        return None
+    if os.path.basename(argv[0]) != "docker-proxy":
+        return None
+    options = dict(zip(argv[1:-1], argv[2:], strict=True))
+    port = options.get("-container-port", "")
+    return (options.get("-container-ip"), int(port)) if port.isdigit() else None
+
+
 def pid_listening_elsewhere(
-    port: int, among: Iterable[int] | None = None, proc: Path = _PROC
+    port: int,
+    among: Iterable[int] | None = None,
+    proc: Path = _PROC,
+    address: str | None = None,
 ) -> int | None:
     """The process listening on TCP `port` in a network namespace other than this one's
     (a container's), read from /proc/PID/net/tcp and tcp6 of one process per namespace.
 
-    `among`: the pids to consider (a cgroup's), else every process. Of several listeners
-    (workers sharing a socket) the oldest, by pid order within a namespace; None when none
-    listens, or when listeners in two namespaces make the port ambiguous.
+    `among`: the pids to consider (a cgroup's), else every process; `address`: only a
+    namespace that has this local IPv4 address (a container's, from docker-proxy). Of
+    several listeners (workers sharing a socket) the oldest, by pid order within a
+    namespace; None when none listens, or when listeners in two namespaces make the
+    port ambiguous.
     """
     ours = _namespace("self", "net", proc)
     by_namespace: dict[str, list[int]] = defaultdict(list)
@@ -67,7 +102,10 @@ def pid_listening_elsewhere(
             by_namespace[namespace].append(pid)
     owners = []
     for pids in by_namespace.values():
-        sockets = _listening_sockets(proc / str(pids[0]) / "net", port)
+        net = proc / str(pids[0]) / "net"
+        if address is not None and address not in _local_addresses(net):
+            continue
+        sockets = _listening_sockets(net, port)
         owner = next((pid for pid in pids if _holds_socket(proc, pid, sockets)), None)
         if sockets and owner is not None:
             owners.append(owner)
@@ -138,6 +176,20 @@ def _listening_sockets(net: Path, port: int) -> set[str]:
             if len(fields) > 9 and fields[3] == _LISTEN and fields[1].endswith(f":{port:04X}"):
                 inodes.add(fields[9])
     return inodes
+
+
+def _local_addresses(net: Path) -> set[str]:
+    """The IPv4 addresses of a network namespace, from its /proc/PID/net/fib_trie (an
+    address line "|-- 172.17.0.2" followed by "/32 host LOCAL")."""
+    try:
+        lines = (net / "fib_trie").read_text().splitlines()
+    except OSError:
+        return set()
+    return {
+        line.split("|--")[1].strip()
+        for line, after in zip(lines, lines[1:], strict=False)
+        if "|--" in line and "host LOCAL" in after
+    }
 
 
 def _holds_socket(proc: Path, pid: int, inodes: set[str]) -> bool:
