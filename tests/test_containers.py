@@ -136,45 +136,77 @@ def _events(run_dir: Path) -> list[dict]:
     return [json.loads(line) for line in (run_dir / EVENTS).read_text().splitlines() if line]
 
 
+def _sampled(runs: Path, target: str, pid: int) -> int:
+    """How many process samples of `pid` the one run under `runs` has for `target`."""
+    files = list(runs.glob(f"*/targets/{target}/{PROCESS}"))
+    lines = files[0].read_text().splitlines() if files else []
+    return sum(1 for line in lines if line.endswith("}") and json.loads(line).get("pid") == pid)
+
+
 @pytest.mark.e2e
 def test_collect_finds_a_target_in_its_own_cgroup_and_namespaces(
     cgroup: RealCgroup, tmp_path: Path
 ) -> None:
     """The built-in target in a new pid and network namespace, inside a cgroup with a
     memory limit, pids.max and a CPU quota: soak collect finds it by its cgroup and, from
-    the host, by the port it listens on in its own network namespace."""
+    the host, by the port it listens on in its own network namespace; a new one in the
+    same cgroup is a restart."""
     lo_up = "ip link set lo up 2>/dev/null; " if shutil.which("ip") else ""
     prefix = [
-        "unshare", "--pid", "--fork", "--mount-proc", "--net", "--",
+        "unshare", "--pid", "--fork", "--kill-child", "--mount-proc", "--net", "--",
         "sh", "-c", f'{cgroup.join_command()}; {lo_up}exec "$@"', "sh",
     ]  # fmt: skip
-    with start_target(patched=True, prefix=prefix) as target:
-        host_pid = _host_pid_of_boxed_target(psutil.Process(target.popen.pid))
-        assert target.pid == 1  # the ready file's pid: the target's own namespace's
-        profile = tmp_path / "boxed.toml"
-        profile.write_text(
-            f"""
+    port, runs = free_port(), tmp_path / "runs"
+    profile = tmp_path / "boxed.toml"
+    profile.write_text(
+        f"""
 name = "boxed"
 [[targets]]
 name = "by-cgroup"
 cgroup = "{cgroup.path}"
-port = {target.port}
+port = {port}
 [[targets]]
 name = "by-port"
-port = {target.port}
+port = {port}
 [collector]
 interval = "250ms"
 detail_interval = "1s"
 python_threads = false
 """
-        )
-        done = soak(
-            "collect", str(profile), "--duration", "3s", "--out", str(tmp_path / "runs"),
-            timeout=90,
-        )  # fmt: skip
-        assert done.returncode in (0, 4), done.stdout + done.stderr
-    run_dir = next((tmp_path / "runs").iterdir())
-    found = {e["target"]: e for e in _events(run_dir) if e["kind"] == "target_found"}
+    )
+
+    def boxed():
+        return start_target(patched=True, prefix=prefix, extra_args=["--port", str(port)])
+
+    collect = None
+    try:
+        with boxed() as target:
+            host_pid = _host_pid_of_boxed_target(psutil.Process(target.popen.pid))
+            assert target.pid == 1  # the ready file's pid: the target's own namespace's
+            collect = subprocess.Popen(
+                [sys.executable, "-m", "soak", "collect", str(profile), "--duration", "8s",
+                 "--out", str(runs)],
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            )  # fmt: skip
+            names = ("by-cgroup", "by-port")
+            wait_for(lambda: min(_sampled(runs, name, host_pid) for name in names) >= 3)
+            os.kill(host_pid, signal.SIGKILL)  # the container's init crashes (unshare waits)
+        with boxed() as again:
+            new_pid = _host_pid_of_boxed_target(psutil.Process(again.popen.pid))
+            out, err = collect.communicate(timeout=90)
+        assert collect.returncode in (0, 4), out + err
+    finally:
+        if collect is not None and collect.poll() is None:
+            collect.kill()
+            collect.wait()
+    run_dir = next(runs.iterdir())
+    events = _events(run_dir)
+    restarts = {e["target"]: e for e in events if e["kind"] == "target_restart"}
+    for name, how in (("by-cgroup", "cgroup"), ("by-port", "port")):
+        restart = restarts[name]
+        assert (restart["old_pid"], restart["new_pid"], restart["ns_pid"]) == (host_pid, new_pid, 1)
+        assert restart["found_by"] == how
+    found = {e["target"]: e for e in events if e["kind"] == "target_found"}
     assert found["by-cgroup"]["found_by"] == "cgroup"
     assert found["by-port"]["found_by"] == "port"
     for event in found.values():

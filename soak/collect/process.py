@@ -302,7 +302,8 @@ class ProcessSampler:
         self._child_procs: dict[int, psutil.Process] = {}
 
     def sample(self, detail: bool = False) -> dict[str, Any]:
-        """One process.jsonl record; raises psutil.NoSuchProcess when the process is gone.
+        """One process.jsonl record; raises psutil.NoSuchProcess (or ZombieProcess)
+        when the process is gone.
 
         Every record: t, pid, create_time, threads, rss_mb, cpu_percent, cpu_user_s,
         cpu_system_s, fds, children. `detail` adds uss_mb, sockets, ctx_switches_voluntary,
@@ -310,6 +311,8 @@ class ProcessSampler:
         """
         proc = self.process
         with proc.oneshot():
+            if proc.status() == psutil.STATUS_ZOMBIE:  # ended, not yet reaped: no numbers
+                raise psutil.ZombieProcess(self.pid)
             times = proc.cpu_times()
             record: dict[str, Any] = {
                 "t": round(time.time(), 3),
@@ -372,8 +375,14 @@ class ProcessSampler:
         }
 
     def alive(self) -> bool:
+        """Whether the process runs: the same start time, and not a zombie (a container's
+        init that ended stays one until its parent reaps it)."""
         try:
-            return self.process.is_running() and self.process.create_time() == self.create_time
+            return (
+                self.process.is_running()
+                and self.process.create_time() == self.create_time
+                and self.process.status() != psutil.STATUS_ZOMBIE
+            )
         except psutil.Error:
             return False
 
