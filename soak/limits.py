@@ -75,8 +75,9 @@ class TargetLimits:
         parts = {}
         for name in ("threads", "fds", "memory_mb", "cpu_cores"):
             entry = data.get(name)
-            if name == "cpu_cores" and entry is None:
-                continue  # recorded before soak read CPU quotas
+            if name == "cpu_cores" and entry is None:  # recorded before soak read quotas
+                parts[name] = Limit(None, "CPU quota not recorded")
+                continue
             if not isinstance(entry, list) or len(entry) != 2:
                 return None
             value, source = entry

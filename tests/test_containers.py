@@ -258,6 +258,8 @@ def test_a_cpu_bound_process_under_a_quota_shows_as_throttled(cgroup: RealCgroup
         assert usage["cgroup_cpu_periods"] >= usage["cgroup_cpu_throttled_periods"]
         assert usage["cgroup_cpu_throttled_s"] > 0
         assert cgroup_members(cgroup_directories(MOUNT, cgroup.path)) == [busy.pid]
+        by_directory = cgroup_directories(MOUNT, str(cgroup.directories["cpu"]))
+        assert by_directory == [cgroup.directories["cpu"]]
         assert namespace_pids(busy.pid) == [busy.pid] and other_namespaces(busy.pid) == []
     finally:
         busy.kill()
