@@ -10,17 +10,22 @@ own error.
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+import pandas as pd
 import psutil
 import pytest
 
+from soak.analyze.summary import cgroup_throttled_percent
 from soak.cgroups import (
     NO_LIMIT,
     ProcessCgroups,
@@ -30,6 +35,7 @@ from soak.cgroups import (
     read_limit,
     unified_mount,
 )
+from soak.collect.collector import Collector
 from soak.collect.containers import (
     container_pid,
     namespace_pids,
@@ -136,9 +142,10 @@ def _events(run_dir: Path) -> list[dict]:
     return [json.loads(line) for line in (run_dir / EVENTS).read_text().splitlines() if line]
 
 
-def _sampled(runs: Path, target: str, pid: int) -> int:
-    """How many process samples of `pid` the one run under `runs` has for `target`."""
-    files = list(runs.glob(f"*/targets/{target}/{PROCESS}"))
+def _sampled(runs: Path, target: str, pid: int, run_dirs: str = "*/") -> int:
+    """How many process samples of `pid` the one run under `runs` has for `target`
+    (`run_dirs=""`: `runs` is the run directory)."""
+    files = list(runs.glob(f"{run_dirs}targets/{target}/{PROCESS}"))
     lines = files[0].read_text().splitlines() if files else []
     return sum(1 for line in lines if line.endswith("}") and json.loads(line).get("pid") == pid)
 
@@ -240,30 +247,57 @@ python_threads = false
     assert "| CPU limit | 0.5 cores (cgroup CPU quota, " in report.replace("\\", "")
 
 
-def test_a_cpu_bound_process_under_a_quota_shows_as_throttled(cgroup: RealCgroup) -> None:
-    """cpu.stat of a real cgroup with half a core: a busy loop in it is throttled."""
+def test_a_cpu_bound_process_under_a_quota_shows_as_throttled(
+    cgroup: RealCgroup, tmp_path: Path
+) -> None:
+    """A busy loop in a real cgroup with half a core, watched by the collector by its
+    cgroup: its records, the summary's share and the metrics show it throttled."""
+    pytest.importorskip("prometheus_client")
     busy = subprocess.Popen(
         ["sh", "-c", f"{cgroup.join_command()}; exec {sys.executable} -c 'while True: pass'"]
     )
     try:
-        deadline = time.monotonic() + 20
-        usage: dict = {}
-        while time.monotonic() < deadline:
-            groups = process_cgroups(Path("/proc"), MOUNT, busy.pid)
-            usage = groups.usage() if groups else {}
-            if usage.get("cgroup_cpu_throttled_periods", 0) >= 3:
-                break
-            time.sleep(0.2)
-        assert usage["cgroup_cpu_throttled_periods"] >= 3, usage
-        assert usage["cgroup_cpu_periods"] >= usage["cgroup_cpu_throttled_periods"]
-        assert usage["cgroup_cpu_throttled_s"] > 0
-        assert cgroup_members(cgroup_directories(MOUNT, cgroup.path)) == [busy.pid]
+        wait_for(lambda: cgroup_members(cgroup_directories(MOUNT, cgroup.path)) == [busy.pid])
         by_directory = cgroup_directories(MOUNT, str(cgroup.directories["cpu"]))
         assert by_directory == [cgroup.directories["cpu"]]
         assert namespace_pids(busy.pid) == [busy.pid] and other_namespaces(busy.pid) == []
+        profile = {
+            "targets": [{"name": "busy", "cgroup": cgroup.path}],
+            "collector": {"interval": 0.25, "python_threads": False},
+        }
+        metrics_port = free_port()
+        collector = Collector(tmp_path, profile, metrics_port=metrics_port)
+        stop = threading.Event()
+        thread = threading.Thread(target=collector.run_until, args=(stop,))
+        thread.start()
+        try:
+            wait_for(lambda: _sampled(tmp_path, "busy", busy.pid, run_dirs="") >= 8)
+            opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+            with opener.open(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5) as response:
+                metrics = response.read().decode()
+        finally:
+            stop.set()
+            thread.join(10)
     finally:
         busy.kill()
         busy.wait()
+    records = [
+        json.loads(line)
+        for line in RunDir(tmp_path).target_file("busy", PROCESS).read_text().splitlines()
+    ]
+    last = records[-1]
+    assert last["cgroup_cpu_throttled_periods"] >= 3, last
+    assert last["cgroup_cpu_periods"] >= last["cgroup_cpu_throttled_periods"]
+    assert last["cgroup_cpu_throttled_s"] > 0
+    assert 20 < last["cpu_percent"] < 80  # half a core, give or take a sample's edges
+    assert cgroup_throttled_percent(pd.DataFrame.from_records(records)) > 20
+    throttled = re.search(
+        r'^soak_target_cgroup_cpu_periods_total\{kind="throttled",target="busy"\} (\S+)$',
+        metrics,
+        re.MULTILINE,
+    )
+    assert throttled and float(throttled.group(1)) > 0
+    assert re.search(r'^soak_target_cgroup_memory_bytes\{target="busy"\} \d', metrics, re.M)
 
 
 #: A stand-in for docker-proxy: listens on the host port argv[1] until killed.
@@ -378,13 +412,15 @@ def test_container_without_a_running_daemon_says_what_to_give_instead() -> None:
 def test_soak_collect_with_a_container_it_cannot_resolve_fails_in_one_line(
     tmp_path: Path,
 ) -> None:
+    """Before its run directory exists: no crashed run is left behind."""
     done = soak(
         "collect", "--container", "soak-no-such-container", "--duration", "1s",
-        "--out", str(tmp_path),
+        "--out", str(tmp_path / "runs"),
     )  # fmt: skip
     assert done.returncode == 3, done.stdout + done.stderr
     assert "give cgroup = or pid = instead" in done.stderr
     assert "Traceback" not in done.stderr
+    assert not (tmp_path / "runs").exists()
 
 
 @pytest.mark.parametrize(

@@ -404,7 +404,7 @@ def analyze_target(
     summary.cpu = _cpu_summary(process, target.cpu_states, target.idle)
     summary.cpu.limit_cores = limits.cpu_cores.value
     summary.cpu.limit_source = limits.cpu_cores.source
-    summary.cpu.throttled_percent = _throttled_percent(process)
+    summary.cpu.throttled_percent = cgroup_throttled_percent(process)
     summary.loop_lag = _loop_lag_summary(data, settings)
     duration = run.ended_at - run.started_at
     target.drift = analyze_drift(
@@ -822,7 +822,7 @@ def _cpu_summary(
     return summary
 
 
-def _throttled_percent(process: pd.DataFrame) -> float | None:
+def cgroup_throttled_percent(process: pd.DataFrame) -> float | None:
     """Percent of the cgroup's CPU periods that were throttled over the run (its counters
     rise between samples; a drop is a new cgroup, a restart, and starts over)."""
     periods = process["cgroup_cpu_periods"].to_numpy(dtype=float)

@@ -164,8 +164,6 @@ class TargetWatch:
         self.pattern = re.compile(pattern) if pattern else None
         self.container: str | None = target.get("container")
         self.cgroup: str | None = target.get("cgroup")
-        if self.container:
-            container_pid(self.container)  # a daemon that is down, a typo: say so now
         #: The sampled process's cgroups when their usage is recorded (a container's).
         self.cgroups: ProcessCgroups | None = None
         self.port: int | None = target.get("port") or next(
