@@ -199,6 +199,25 @@ ProcessOption = Annotated[
         "line, in target order (also after a restart).",
     ),
 ]
+ContainerOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--container",
+        metavar="NAME",
+        help="Docker or podman container of each target, by name or id, in target order "
+        "(its pid by docker inspect). Example: --container chat-server.",
+    ),
+]
+CgroupOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--cgroup",
+        metavar="PATH",
+        help="cgroup of each target, in target order: its oldest process (or the one "
+        "--process matches) is the target; any container runtime. "
+        "Example: --cgroup /kubepods.slice/kubepods-pod1.slice.",
+    ),
+]
 MetricsPortOption = Annotated[
     int | None,
     typer.Option(
@@ -417,6 +436,8 @@ def collect(
     ] = None,
     process: ProcessOption = None,
     spawn: SpawnOption = None,
+    container: ContainerOption = None,
+    cgroup: CgroupOption = None,
     interval: Annotated[
         str | None, typer.Option(metavar="DURATION", help="Sampling interval: 1s, 5s.")
     ] = None,
@@ -457,6 +478,8 @@ def collect(
             ports=port,
             process=process,
             spawn=_argv_lists(spawn),
+            containers=container,
+            cgroups=cgroup,
             interval=interval,
             pyspy=True if pyspy else None,
         )

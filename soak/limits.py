@@ -9,7 +9,13 @@ the target's process (same pid and start time as its last sample) still runs. Ei
 - threads: the smallest of the kernel's threads-max, the pids.max of the process's
   cgroup (and its parents), and its `ulimit -u` (RLIMIT_NPROC, per user);
 - open fds: its `ulimit -n` (RLIMIT_NOFILE, soft);
-- memory: the memory.max of its cgroup (and parents), else the machine's MemTotal.
+- memory: the memory limit of its cgroup (and parents: memory.max on cgroup v2,
+  memory.limit_in_bytes on v1), else the machine's MemTotal;
+- CPU (cores): the quota of its cgroup (cpu.max, or cpu.cfs_quota_us / cpu.cfs_period_us),
+  else none (the machine's cores, which nothing grows toward).
+
+cgroup v1 and v2 are both read (soak.cgroups), so a target in a container gets the
+container's limits.
 
 Otherwise the defaults say so: 4,096 threads (threads-max when smaller, on the machine
 that recorded the run), 1,024 fds (the usual soft `ulimit -n`), and the machine's
@@ -24,12 +30,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from soak.cgroups import ProcessCgroups, process_cgroups, read_limit
+
 #: The thread count at which trouble is expected when nothing better is known.
 DEFAULT_THREADS = 4096
 #: The usual soft `ulimit -n`.
 DEFAULT_FDS = 1024
 #: A process start time (s) read back within this of the recorded one is the same process.
 _START_TOLERANCE_S = 1.0
+_MB = 1_048_576
 
 
 @dataclass(frozen=True)
@@ -40,16 +49,22 @@ class Limit:
     source: str
 
 
+#: The CPU limit of a process whose cgroups set no quota.
+NO_CPU_QUOTA = Limit(None, "no cgroup CPU quota")
+
+
 @dataclass(frozen=True)
 class TargetLimits:
-    """Threads (count), open fds (count) and memory (MB) limits of one target."""
+    """Threads (count), open fds (count), memory (MB) and CPU (cores) limits of one target."""
 
     threads: Limit
     fds: Limit
     memory_mb: Limit
+    cpu_cores: Limit = NO_CPU_QUOTA
 
     def to_json(self) -> dict[str, list[Any]]:
-        """{"threads": [value, source], "fds": [...], "memory_mb": [...]} for an event."""
+        """{"threads": [value, source], "fds": [...], "memory_mb": [...], "cpu_cores": [...]}
+        for an event."""
         return {name: [limit.value, limit.source] for name, limit in self._named()}
 
     @classmethod
@@ -58,8 +73,11 @@ class TargetLimits:
         if not isinstance(data, dict):
             return None
         parts = {}
-        for name in ("threads", "fds", "memory_mb"):
+        for name in ("threads", "fds", "memory_mb", "cpu_cores"):
             entry = data.get(name)
+            if name == "cpu_cores" and entry is None:  # recorded before soak read quotas
+                parts[name] = Limit(None, "CPU quota not recorded")
+                continue
             if not isinstance(entry, list) or len(entry) != 2:
                 return None
             value, source = entry
@@ -71,12 +89,18 @@ class TargetLimits:
         return cls(**parts)
 
     def _named(self) -> list[tuple[str, Limit]]:
-        return [("threads", self.threads), ("fds", self.fds), ("memory_mb", self.memory_mb)]
+        return [
+            ("threads", self.threads),
+            ("fds", self.fds),
+            ("memory_mb", self.memory_mb),
+            ("cpu_cores", self.cpu_cores),
+        ]
 
 
 @dataclass(frozen=True)
 class System:
-    """Where the limits are read from: /proc and the cgroup v2 mount (tests point elsewhere)."""
+    """Where the limits are read from: /proc and the cgroup mount, v1 or v2 (tests point
+    elsewhere)."""
 
     proc: Path = Path("/proc")
     cgroup: Path = Path("/sys/fs/cgroup")
@@ -97,7 +121,7 @@ def target_limits(
     system = system or System()
     host = manifest.get("host") if isinstance(manifest.get("host"), dict) else {}
     here = host.get("hostname") == system.hostname
-    threads_max = _read_int(system.proc / "sys/kernel/threads-max")
+    threads_max = read_limit(system.proc / "sys/kernel/threads-max")
     memory_total = _meminfo_mb(system.proc / "meminfo") if here else None
     if not here:
         why = "the run was recorded on another machine"
@@ -119,7 +143,7 @@ def target_limits(
 def read_limits(pid: int, system: System | None = None) -> TargetLimits:
     """The limits of the running process `pid`, read now from /proc and its cgroups."""
     system = system or System()
-    threads_max = _read_int(system.proc / "sys/kernel/threads-max")
+    threads_max = read_limit(system.proc / "sys/kernel/threads-max")
     return _live_limits(system, pid, threads_max, _meminfo_mb(system.proc / "meminfo"))
 
 
@@ -129,22 +153,27 @@ def _live_limits(
     rlimits = _rlimits(system.proc / str(pid) / "limits")
     candidates = [
         (threads_max, "kernel threads-max"),
-        (_cgroup_limit(system, pid, "pids", ("pids.max",)), "cgroup pids.max"),
         (rlimits.get("Max processes"), "ulimit -u"),
     ]
+    cgroups = process_cgroups(system.proc, system.cgroup, pid) or ProcessCgroups()
+    pids_max = cgroups.smallest("pids", ("pids.max",))
+    if pids_max is not None:
+        candidates.append((int(pids_max.value), f"cgroup {pids_max.where}"))
     known = [(value, source) for value, source in candidates if value is not None]
     threads = Limit(*min(known)) if known else Limit(DEFAULT_THREADS, "default")
     nofile = rlimits.get("Max open files")
     fds = Limit(nofile, "ulimit -n") if nofile is not None else Limit(DEFAULT_FDS, "default")
-    memory_max = _cgroup_limit(system, pid, "memory", ("memory.max", "memory.limit_in_bytes"))
-    memory_max_mb = None if memory_max is None else memory_max / 1_048_576
+    memory_max = cgroups.smallest("memory", ("memory.max", "memory.limit_in_bytes"))
+    memory_max_mb = None if memory_max is None else memory_max.value / _MB
     if memory_max_mb is not None and (memory_total is None or memory_max_mb < memory_total):
-        memory = Limit(memory_max_mb, "cgroup memory limit")
+        memory = Limit(memory_max_mb, f"cgroup memory limit, {memory_max.where}")
     elif memory_total is not None:
         memory = Limit(memory_total, "memory of this machine")
     else:
         memory = Limit(None, "unknown")
-    return TargetLimits(threads, fds, memory)
+    quota = cgroups.cpu_cores()
+    cpu = NO_CPU_QUOTA if quota is None else Limit(quota.value, f"cgroup CPU quota, {quota.where}")
+    return TargetLimits(threads, fds, memory, cpu)
 
 
 def _same_process(system: System, pid: int | None, create_time: float | None) -> bool:
@@ -180,39 +209,6 @@ def _rlimits(path: Path) -> dict[str, int]:
         if soft and soft[0].isdigit():
             limits[name] = int(soft[0])
     return limits
-
-
-def _cgroup_limit(system: System, pid: int, controller: str, names: tuple[str, ...]) -> int | None:
-    """The smallest limit file `names` of the process's cgroup and its parents (v2 and v1)."""
-    try:
-        lines = (system.proc / str(pid) / "cgroup").read_text().splitlines()
-    except OSError:
-        return None
-    values = []
-    for line in lines:
-        _, controllers, relative = (line.split(":", 2) + ["", ""])[:3]
-        if controllers == "":
-            root = system.cgroup  # cgroup v2: one unified hierarchy
-        elif controller in controllers.split(","):
-            root = system.cgroup / controllers  # cgroup v1: one hierarchy per controller
-        else:
-            continue
-        leaf = root / relative.strip().lstrip("/")
-        for directory in (leaf, *leaf.parents):
-            if directory != root and root not in directory.parents:
-                break
-            values += [_read_int(directory / name) for name in names]
-    known = [v for v in values if v is not None]
-    return min(known) if known else None
-
-
-def _read_int(path: Path) -> int | None:
-    """An integer file such as threads-max or pids.max; None for "max" or when unreadable."""
-    try:
-        text = path.read_text().strip()
-    except OSError:
-        return None
-    return int(text) if text.isdigit() else None
 
 
 def _meminfo_mb(path: Path) -> float | None:

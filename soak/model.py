@@ -184,6 +184,11 @@ class CpuSummary(Section):
     idle_growth_per_1k_replies: float | None = None
     idle_rise_points: float | None = None
     idle_periods: list[dict[str, Any]] = field(default_factory=list)
+    #: The cgroup CPU quota (cores) and where it is set; None: no quota.
+    limit_cores: float | None = None
+    limit_source: str | None = None
+    #: Share of the cgroup's CPU periods (%) in which its quota throttled it, over the run.
+    throttled_percent: float | None = None
 
 
 @dataclass(kw_only=True)

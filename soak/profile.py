@@ -106,6 +106,36 @@ def _optional_regex(value: Any) -> str | None:
     return text
 
 
+#: A docker/podman container name or id: what `docker inspect` accepts.
+_CONTAINER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,254}$")
+
+
+def _optional_container(value: Any) -> str | None:
+    """A docker or podman container name or id ("chat-server", "3f9a1c0b2e4d")."""
+    if value is None:
+        return None
+    text = string(value)
+    if not _CONTAINER.match(text):
+        raise ValueError(
+            f"expected a container name or id (letters, digits, '_', '.', '-'), got {text!r}"
+        )
+    return text
+
+
+def _optional_cgroup(value: Any) -> str | None:
+    """A cgroup path as /proc/PID/cgroup shows it ("/system.slice/docker-ID.scope"), or
+    its directory under /sys/fs/cgroup."""
+    if value is None:
+        return None
+    text = string(value)
+    if not text.startswith("/") or "/../" in f"{text}/" or "\n" in text:
+        raise ValueError(
+            f"expected an absolute cgroup path such as /kubepods.slice/... or "
+            f"/sys/fs/cgroup/memory/app, got {text!r}"
+        )
+    return text
+
+
 def _optional_argv(value: Any) -> list[str] | None:
     """A command as an argv list (run without a shell)."""
     if value is None:
@@ -235,6 +265,12 @@ TARGET_FIELDS: dict[str, Spec] = {
     "port": Spec(_optional_port, None, "port = 8765  # its process is the one listening here"),
     "process": Spec(_optional_regex, None, 'process = "uvicorn .*app:main"  # name/cmdline regex'),
     "spawn": Spec(_optional_argv, None, 'spawn = ["python", "-m", "myserver", "--port", "8765"]'),
+    "container": Spec(
+        _optional_container, None, 'container = "chat-server"  # docker/podman name or id'
+    ),
+    "cgroup": Spec(
+        _optional_cgroup, None, 'cgroup = "/system.slice/docker-3f9a1c.scope"  # any container'
+    ),
     "health_headers": Spec(
         headers, {}, 'health_headers = { Authorization = "Bearer ${HEALTH_TOKEN}" }'
     ),
@@ -242,9 +278,9 @@ TARGET_FIELDS: dict[str, Spec] = {
     "prometheus": Spec(lambda value: value, None, '[targets.prometheus] url = "http://..."'),
 }
 #: Ways to find a target's process when it has no url (soak collect).
-FINDERS = ("pid", "port", "process", "spawn", "health", "prometheus")
+FINDERS = ("pid", "port", "process", "spawn", "container", "cgroup", "health", "prometheus")
 #: Ways to find a local process, which a target sampled from Prometheus does not use.
-_LOCAL_FINDERS = ("pid", "port", "process")
+_LOCAL_FINDERS = ("pid", "port", "process", "container", "cgroup")
 
 SECTIONS: dict[str, dict[str, Spec]] = {
     #: every key some kind reads; which keys a kind reads: soak.protocols.registry
@@ -334,6 +370,8 @@ class Target:
     port: int | None = None
     process: str | None = None
     spawn: list[str] | None = None
+    container: str | None = None
+    cgroup: str | None = None
     health_headers: dict[str, str] = field(default_factory=dict)
     #: The validated [targets.prometheus] table: the target is sampled from there.
     prometheus: dict[str, Any] | None = None
@@ -471,14 +509,16 @@ def apply_overrides(
     ports: list[int] | None = None,
     process: list[str] | None = None,
     spawn: list[list[str]] | None = None,
+    containers: list[str] | None = None,
+    cgroups: list[str] | None = None,
     interval: str | None = None,
     pyspy: bool | None = None,
 ) -> Profile:
     """Return the profile with command-line overrides applied and validated like the file.
 
     `targets` replaces the profile's targets (names t1, t2, ... unless given as
-    NAME=URL); `health`, `pids`, `ports`, `process` and `spawn` pair with targets
-    in order; without any target, they make targets t1, t2, ... (soak collect).
+    NAME=URL); `health`, `pids`, `ports`, `process`, `spawn`, `containers` and `cgroups`
+    pair with targets in order; without any target, they make targets t1, t2, ... (soak collect).
     """
     data = profile.to_dict()
     source = f"{profile.source} (command line)"
@@ -495,6 +535,8 @@ def apply_overrides(
         ("--port", ports, "port"),
         ("--process", process, "process"),
         ("--spawn", spawn, "spawn"),
+        ("--container", containers, "container"),
+        ("--cgroup", cgroups, "cgroup"),
     )
     if not data["targets"]:
         count = max((len(values) for _, values, _ in per_target if values), default=0)
@@ -603,6 +645,7 @@ def _targets(data: Any, source: str) -> list[Target]:
                 f"given one of {', '.join(FINDERS)}). Write for example: "
                 f"{TARGET_FIELDS['url'].example}"
             )
+        _check_finders(values, source, where)
         targets.append(Target(**values))
     return targets
 
@@ -635,6 +678,24 @@ def _prometheus(values: dict[str, Any], source: str, where: str) -> dict[str, An
             f"Remove {local[0]}, or the [{section}] table."
         )
     return config
+
+
+#: Keys that each say which process is the target, so no two of them go together.
+_ONE_PROCESS = ("pid", "spawn", "container", "cgroup")
+
+
+def _check_finders(values: dict[str, Any], source: str, where: str) -> None:
+    """container and cgroup find a process already running in a container: neither goes
+    with pid or spawn, nor with the other (`process` and `port` may narrow them down)."""
+    given = [key for key in _ONE_PROCESS if values[key]]
+    if len(given) > 1 and {"container", "cgroup"} & set(given):
+        first, second = given[:2]
+        raise ProfileError(
+            f"{_where(source, where, second)} cannot go with {first}: both say which process "
+            "is the target. Keep one: container = for a docker/podman container, cgroup = "
+            "for any other (Kubernetes, containerd, systemd-nspawn); add process = "
+            '"PATTERN" to pick one of the container\'s processes.'
+        )
 
 
 def _protocol(given: Any, source: str) -> dict[str, Any]:

@@ -27,6 +27,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from soak.child import module_argv, module_env
+from soak.collect.containers import container_pid
 from soak.collect.metrics import check_metrics_port
 from soak.collect.spawn import SpawnedTarget, start_spawned, stop_spawned
 from soak.errors import OutputClosed, ProfileError, RunError, StorageError, UsageError
@@ -282,6 +283,9 @@ def _prepare(profile: Profile, metrics_port: int | None, *, reach: bool) -> None
     """
     install_redactor(profile.secrets)  # from now on every writer here masks them
     require_targets(profile)
+    for target in profile.targets:
+        if target.container:  # a docker daemon that is down, a typo: say so before the run
+            container_pid(target.container)
     if reach:
         preflight(profile)
     if metrics_port is not None:

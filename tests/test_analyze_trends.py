@@ -14,7 +14,7 @@ import pytest
 
 from soak.analyze import analyze_run, summarize
 from soak.analyze.trend import FLAT, GROWING, PLATEAU, fit_trend, sawtooth_drops
-from soak.limits import DEFAULT_FDS, DEFAULT_THREADS, System, target_limits
+from soak.limits import DEFAULT_FDS, DEFAULT_THREADS, System, TargetLimits, target_limits
 from tests.rundir_factory import FakeRun, FakeTarget, write_run
 
 GROWTH_CHECK = "threads.growth_per_hour < 5"
@@ -181,11 +181,26 @@ def test_cgroup_limits_are_the_smallest_up_the_tree(tmp_path: Path) -> None:
     (cgroup / "app.slice/pids.max").write_text("2048\n")
     (cgroup / "app.slice/server.service/pids.max").write_text("max\n")
     (cgroup / "app.slice/server.service/memory.max").write_text(str(512 * 1_048_576))
+    (cgroup / "app.slice/cpu.max").write_text("150000 100000\n")
+    (cgroup / "app.slice/server.service/cpu.max").write_text("max 100000\n")
     system = System(proc=proc, cgroup=cgroup, hostname="box")
     limits = target_limits({"host": {"hostname": "box"}}, 4242, int(boot) + 500, system)
-    assert (limits.threads.value, limits.threads.source) == (2048, "cgroup pids.max")
+    assert (limits.threads.value, limits.threads.source) == (
+        2048,
+        "cgroup pids.max of /app.slice",
+    )
     assert (limits.fds.value, limits.fds.source) == (65536, "ulimit -n")
-    assert (limits.memory_mb.value, limits.memory_mb.source) == (512, "cgroup memory limit")
+    assert (limits.memory_mb.value, limits.memory_mb.source) == (
+        512,
+        "cgroup memory limit, memory.max of /app.slice/server.service",
+    )
+    assert (limits.cpu_cores.value, limits.cpu_cores.source) == (
+        1.5,
+        "cgroup CPU quota, cpu.max of /app.slice",
+    )
+    assert TargetLimits.from_json(limits.to_json()).cpu_cores.value == 1.5
+    older = {name: entry for name, entry in limits.to_json().items() if name != "cpu_cores"}
+    assert TargetLimits.from_json(older).cpu_cores.value is None  # recorded before CPU quotas
 
 
 @pytest.mark.parametrize(

@@ -53,7 +53,8 @@ ANOMALY_LIMIT = 200
 
 _PROCESS_COLUMNS = (
     "pid", "create_time", "threads", "rss_mb", "uss_mb", "cpu_percent", "cpu_user_s",
-    "cpu_system_s", "fds", "children",
+    "cpu_system_s", "fds", "children", "cgroup_memory_mb", "cgroup_cpu_periods",
+    "cgroup_cpu_throttled_periods",
 )  # fmt: skip
 _CHAT_FIELDS = (
     "interval_s", "started", "turns", "in_flight", "connections", "connects", "pings",

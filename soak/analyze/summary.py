@@ -402,6 +402,9 @@ def analyze_target(
 
     target.idle = idle_periods(process, target.cpu_states, data.chats)
     summary.cpu = _cpu_summary(process, target.cpu_states, target.idle)
+    summary.cpu.limit_cores = limits.cpu_cores.value
+    summary.cpu.limit_source = limits.cpu_cores.source
+    summary.cpu.throttled_percent = cgroup_throttled_percent(process)
     summary.loop_lag = _loop_lag_summary(data, settings)
     duration = run.ended_at - run.started_at
     target.drift = analyze_drift(
@@ -817,6 +820,20 @@ def _cpu_summary(
         )
     _idle_trend(periods, summary)
     return summary
+
+
+def cgroup_throttled_percent(process: pd.DataFrame) -> float | None:
+    """Percent of the cgroup's CPU periods that were throttled over the run (its counters
+    rise between samples; a drop is a new cgroup, a restart, and starts over)."""
+    periods = process["cgroup_cpu_periods"].to_numpy(dtype=float)
+    throttled = process["cgroup_cpu_throttled_periods"].to_numpy(dtype=float)
+    known = np.isfinite(periods) & np.isfinite(throttled)
+    if known.sum() < 2:
+        return None
+    steps = np.diff(periods[known]), np.diff(throttled[known])
+    rising = (steps[0] >= 0) & (steps[1] >= 0)
+    total = float(steps[0][rising].sum())
+    return round(100 * float(steps[1][rising].sum()) / total, 1) if total else 0.0
 
 
 #: Idle CPU (points of one core) that a fitted rise over the whole run must reach to be

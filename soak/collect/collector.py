@@ -2,9 +2,10 @@
 
 Each target gets one thread for process samples and one for /health, so a
 hanging /health never delays the process samples. A target whose process
-ends is looked for again every interval (by its pid while that lives, by
-its process-name pattern, by the port it listens on); a process with another
-pid or start time is recorded as a restart. Any unexpected error of a loop is
+ends is looked for again every interval (by its pid while that lives, by its
+container or cgroup, by its process-name pattern, by the port it listens on, in
+this network namespace or a container's); a process with another pid or start
+time is recorded as a restart. Any unexpected error of a loop is
 recorded as a `collector_error` event (rate-limited) and the loop goes on:
 a collector that dies on day two has lost the run.
 """
@@ -23,7 +24,14 @@ from typing import Any
 
 import psutil
 
+from soak.cgroups import ProcessCgroups, cgroup_directories, cgroup_members, process_cgroups
 from soak.collect.chat_metrics import ChatMetrics
+from soak.collect.containers import (
+    container_pid,
+    namespace_pids,
+    other_namespaces,
+    pid_serving_port,
+)
 from soak.collect.forensics import (
     CensusError,
     Forensics,
@@ -45,11 +53,11 @@ from soak.collect.process import (
     is_local_url,
     looks_like_python,
     pid_matching,
-    pid_on_port,
     port_of,
 )
 from soak.collect.prometheus import PrometheusWatch
-from soak.limits import read_limits
+from soak.errors import RunError
+from soak.limits import System, TargetLimits, read_limits
 from soak.rundir import (
     CHATS,
     EVENTS,
@@ -155,6 +163,10 @@ class TargetWatch:
         self.pid_hint: int | None = target.get("pid")
         pattern = target.get("process")
         self.pattern = re.compile(pattern) if pattern else None
+        self.container: str | None = target.get("container")
+        self.cgroup: str | None = target.get("cgroup")
+        #: The sampled process's cgroups when their usage is recorded (a container's).
+        self.cgroups: ProcessCgroups | None = None
         self.port: int | None = target.get("port") or next(
             (port_of(u) for u in (target.get("url"), target.get("health")) if is_local_url(u)),
             None,
@@ -176,15 +188,15 @@ class TargetWatch:
             self.events.write(
                 "target_lost",
                 f"{self.name}: not on this machine, so its process is not sampled; run soak "
-                "collect on the target's machine, give pid, process or port, or read it "
-                "from Prometheus ([targets.prometheus])",
+                "collect on the target's machine, give pid, process, port, container or "
+                "cgroup, or read it from Prometheus ([targets.prometheus])",
                 self.name,
             )
 
     @property
     def findable(self) -> bool:
         """Whether there is any way to find the target's process on this machine."""
-        return bool(self.pid_hint or self.pattern or self.port)
+        return bool(self.pid_hint or self.pattern or self.port or self.container or self.cgroup)
 
     @property
     def pid(self) -> int | None:
@@ -221,6 +233,8 @@ class TargetWatch:
             self.last_detail = now
             if self.python and self.census_with:
                 families = self._census(families)
+        if self.cgroups is not None:
+            record.update(self.cgroups.usage())
         self.process_out.write(record)
         self._write_families(
             {"t": record["t"], "pid": record["pid"], "families": families}, periodic=detail
@@ -301,13 +315,39 @@ class TargetWatch:
         if self.pid_hint:
             hint = self.pid_hint
             found.append(("pid", lambda: hint))
-        if self.pattern:
+        if self.container:
+            found.append(("container", self._in_container))
+        if self.cgroup:
+            found.append(("cgroup", lambda: pid_matching(self.pattern, self._cgroup_members())))
+        elif self.pattern and not self.container:
             pattern = self.pattern
             found.append(("process", lambda: pid_matching(pattern)))
         if self.port:
             port = self.port
-            found.append(("port", lambda: pid_on_port(port)))
+            found.append(("port", lambda: pid_serving_port(port, self._cgroup_members())))
         return found
+
+    def _in_container(self) -> int | None:
+        """The container's main process, or its process matching `process` (with children)."""
+        assert self.container is not None
+        try:
+            pid = container_pid(self.container)
+        except RunError as exc:  # the daemon went away mid-run: the target is lost for now
+            self.events.error(f"container {self.name}", exc.message, self.name)
+            return None
+        if pid is None or self.pattern is None:
+            return pid
+        try:
+            tree = [pid, *(child.pid for child in psutil.Process(pid).children(recursive=True))]
+        except psutil.Error:
+            return None
+        return pid_matching(self.pattern, tree)
+
+    def _cgroup_members(self) -> list[int] | None:
+        """The pids in the target's cgroup (and the cgroups below it); None: no cgroup."""
+        if self.cgroup is None:
+            return None
+        return cgroup_members(cgroup_directories(System().cgroup, self.cgroup))
 
     def _find(self) -> None:
         for how, lookup in self._candidates():
@@ -332,7 +372,12 @@ class TargetWatch:
         identity = (sampler.pid, sampler.create_time)
         previous, self.identity = self.identity, identity
         program, self.program = self.program, sampler.program
-        limits = read_limits(sampler.pid).to_json()  # a report made later or elsewhere: same
+        read = read_limits(sampler.pid)
+        limits = read.to_json()  # a report made later or elsewhere: the same limits
+        self.cgroups = self._usage_of(sampler.pid, how, read)
+        ns_pid, apart = namespace_pids(sampler.pid)[-1], other_namespaces(sampler.pid)
+        inside = f" (pid {ns_pid} in its pid namespace)" if "pid" in apart else ""
+        where = {"ns_pid": ns_pid, "namespaces": apart}
         self.sampler = sampler
         self.python = looks_like_python(sampler.process)
         if self.python and self.settings.python_threads and self.census_with is None:
@@ -346,13 +391,15 @@ class TargetWatch:
         if previous is None:
             self.events.write(
                 "target_found",
-                f"{self.name}: sampling pid {sampler.pid}, {sampler.program} (found by {how})",
+                f"{self.name}: sampling pid {sampler.pid}{inside}, {sampler.program} "
+                f"(found by {how})",
                 self.name,
                 pid=sampler.pid,
                 create_time=sampler.create_time,
                 program=sampler.program,
                 found_by=how,
                 limits=limits,
+                **where,
             )
         elif previous != identity and program not in (None, sampler.program):
             self.events.write(
@@ -368,13 +415,15 @@ class TargetWatch:
                 new_program=sampler.program,
                 found_by=how,
                 limits=limits,
+                **where,
             )
         elif previous != identity:
             if self.metrics:
                 self.metrics.restarted(self.name)
             self.events.write(
                 "target_restart",
-                f"{self.name}: new process pid {sampler.pid} (was {previous[0]}; found by {how})",
+                f"{self.name}: new process pid {sampler.pid}{inside} (was {previous[0]}; "
+                f"found by {how})",
                 self.name,
                 pid=sampler.pid,
                 old_pid=previous[0],
@@ -384,12 +433,24 @@ class TargetWatch:
                 program=sampler.program,
                 found_by=how,
                 limits=limits,
+                **where,
             )
         else:
             self.events.write(
                 "target_found", f"{self.name}: sampling pid {sampler.pid} again", self.name,
                 pid=sampler.pid, create_time=sampler.create_time, found_by=how, limits=limits,
+                **where,
             )  # fmt: skip
+
+    @staticmethod
+    def _usage_of(pid: int, how: str, limits: TargetLimits) -> ProcessCgroups | None:
+        """The cgroups whose usage goes into the process records: those of a target found
+        by its container or cgroup, or limited by a cgroup's memory limit or CPU quota."""
+        limited = limits.memory_mb.source.startswith("cgroup") or limits.cpu_cores.value
+        if how not in ("container", "cgroup") and not limited:
+            return None
+        system = System()
+        return process_cgroups(system.proc, system.cgroup, pid)
 
     def close(self) -> None:
         self.process_out.close()

@@ -20,6 +20,8 @@ MAX_HEALTH_FIELDS = 100
 #: Thread-name families exposed per target (the largest ones).
 MAX_FAMILIES = 50
 _MB = 1_048_576
+#: (kind label, process-record field) of soak_target_cgroup_cpu_periods_total.
+_CGROUP_PERIODS = (("all", "cgroup_cpu_periods"), ("throttled", "cgroup_cpu_throttled_periods"))
 
 
 def require_prometheus_client() -> None:
@@ -144,6 +146,12 @@ class Metrics:
             ("soak_target_pid", "Pid of the sampled process", "pid", 1.0),
             ("soak_target_uss_bytes", "Unique memory (USS), detail samples", "uss_mb", _MB),
             ("soak_target_children_rss_bytes", "RSS of descendants", "children_rss_mb", _MB),
+            (
+                "soak_target_cgroup_memory_bytes",
+                "Memory of the target's cgroup (a container's: all its processes)",
+                "cgroup_memory_mb",
+                _MB,
+            ),
         )
         latest = {name: {**detail.get(name, {}), **record} for name, record in process.items()}
         for metric, doc, key, scale in plain:
@@ -161,10 +169,18 @@ class Metrics:
             "soak_target_context_switches", "Context switches", labels=["target", "kind"]
         )
         sockets = gauge("soak_target_sockets", "Inet sockets by TCP state (UDP: UDP)", ("state",))
+        periods = CounterMetricFamily(
+            "soak_target_cgroup_cpu_periods",
+            "CFS periods of the target's cgroup: all, and those its CPU quota throttled",
+            labels=["target", "kind"],
+        )
         for name, record in process.items():
             for mode in ("user", "system"):
                 if isinstance(record.get(f"cpu_{mode}_s"), int | float):
                     cpu.add_metric([name, mode], record[f"cpu_{mode}_s"])
+            for kind, key in _CGROUP_PERIODS:
+                if isinstance(record.get(key), int):
+                    periods.add_metric([name, kind], record[key])
         for name, record in detail.items():
             for kind in ("voluntary", "involuntary"):
                 value = record.get(f"ctx_switches_{kind}")
@@ -172,7 +188,7 @@ class Metrics:
                     switches.add_metric([name, kind], value)
             for state, count in (record.get("sockets") or {}).items():
                 sockets.add_metric([name, state], count)
-        yield from (cpu, switches, sockets)
+        yield from (cpu, switches, sockets, periods)
 
         threads = gauge("soak_target_thread_family", "Threads per name family", ("family",))
         for name, counts in families.items():

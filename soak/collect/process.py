@@ -16,6 +16,7 @@ import re
 import socket
 import time
 from collections import Counter
+from collections.abc import Collection, Iterator
 from functools import cache
 from typing import Any
 from urllib.parse import urlsplit
@@ -212,25 +213,47 @@ def pid_listening_on(url: str) -> int | None:
     return None if port is None else pid_on_port(port)
 
 
-def pid_matching(pattern: re.Pattern[str]) -> int | None:
-    """The process whose name or command line matches `pattern` (re.search).
+def pid_matching(
+    pattern: re.Pattern[str] | None, among: Collection[int] | None = None
+) -> int | None:
+    """The process whose name or command line matches `pattern` (re.search; None: any).
 
-    soak's own process and its ancestors are skipped (their command lines may
-    hold the pattern). Of several matches the outermost one (whose parent does
-    not match) wins, the oldest first: a server's master rather than its workers.
+    `among`: only these pids (a container's cgroup), else every process. soak's own
+    process and its ancestors are skipped (their command lines may hold the pattern).
+    Of several matches the outermost one (whose parent does not match) wins, the oldest
+    first: a server's master rather than its workers, a container's first process.
     """
     me = psutil.Process()
     skip = {me.pid, *(p.pid for p in _safe_parents(me))}
     matches: dict[int, tuple[float, int]] = {}
-    for proc in psutil.process_iter(["name", "cmdline", "create_time", "ppid"]):
+    for proc in _processes(among):
         info = proc.info
         if proc.pid in skip:
             continue
         cmdline = " ".join(info.get("cmdline") or [])
-        if pattern.search(info.get("name") or "") or (cmdline and pattern.search(cmdline)):
+        if (
+            pattern is None
+            or pattern.search(info.get("name") or "")
+            or (cmdline and pattern.search(cmdline))
+        ):
             matches[proc.pid] = (info.get("create_time") or 0.0, info.get("ppid") or 0)
     outer = [(created, pid) for pid, (created, ppid) in matches.items() if ppid not in matches]
     return min(outer)[1] if outer else None
+
+
+def _processes(among: Collection[int] | None) -> Iterator[psutil.Process]:
+    """Every process, or those of `among` that run, with name, cmdline, create_time, ppid."""
+    attrs = ["name", "cmdline", "create_time", "ppid"]
+    if among is None:
+        yield from psutil.process_iter(attrs)
+        return
+    for pid in among:
+        try:
+            proc = psutil.Process(pid)
+            proc.info = proc.as_dict(attrs)
+        except psutil.Error:
+            continue
+        yield proc
 
 
 def _safe_parents(proc: psutil.Process) -> list[psutil.Process]:
@@ -279,7 +302,8 @@ class ProcessSampler:
         self._child_procs: dict[int, psutil.Process] = {}
 
     def sample(self, detail: bool = False) -> dict[str, Any]:
-        """One process.jsonl record; raises psutil.NoSuchProcess when the process is gone.
+        """One process.jsonl record; raises psutil.NoSuchProcess (or ZombieProcess)
+        when the process is gone.
 
         Every record: t, pid, create_time, threads, rss_mb, cpu_percent, cpu_user_s,
         cpu_system_s, fds, children. `detail` adds uss_mb, sockets, ctx_switches_voluntary,
@@ -287,6 +311,8 @@ class ProcessSampler:
         """
         proc = self.process
         with proc.oneshot():
+            if proc.status() == psutil.STATUS_ZOMBIE:  # ended, not yet reaped: no numbers
+                raise psutil.ZombieProcess(self.pid)
             times = proc.cpu_times()
             record: dict[str, Any] = {
                 "t": round(time.time(), 3),
@@ -349,8 +375,14 @@ class ProcessSampler:
         }
 
     def alive(self) -> bool:
+        """Whether the process runs: the same start time, and not a zombie (a container's
+        init that ended stays one until its parent reaps it)."""
         try:
-            return self.process.is_running() and self.process.create_time() == self.create_time
+            return (
+                self.process.is_running()
+                and self.process.create_time() == self.create_time
+                and self.process.status() != psutil.STATUS_ZOMBIE
+            )
         except psutil.Error:
             return False
 

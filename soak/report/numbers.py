@@ -107,6 +107,17 @@ def _cpu(state: str) -> Callable[[TargetSummary], str]:
     return cell
 
 
+def _cpu_limit(t: TargetSummary) -> str:
+    """The cgroup CPU quota and how often it throttled the target."""
+    cpu = t.cpu
+    if cpu.limit_cores is None:
+        return cpu.limit_source or MISSING
+    text = f"{format_number(cpu.limit_cores)} cores ({cpu.limit_source})"
+    if cpu.throttled_percent is not None:
+        text += f"; throttled in {format_number(cpu.throttled_percent)}% of its CPU periods"
+    return text
+
+
 def _health(t: TargetSummary) -> str:
     health = t.health
     text = f"{health.samples:,} ({health.errors:,} failed"
@@ -172,6 +183,7 @@ KEY_NUMBERS: list[Row] = [
     ("Idle CPU (median)", _cpu("idle")),
     ("Idle CPU first → last idle period", _idle_trend),
     ("Busy CPU (median)", _cpu("busy")),
+    ("CPU limit", _cpu_limit),
     ("Loop lag p99 / max", _quantiles(lambda t: t.loop_lag, "p99", "max")),
     ("/health latency p50 / p99", _quantiles(lambda t: t.health.latency, "p50", "p99")),
     ("Drift spikes", _drift),

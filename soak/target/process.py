@@ -79,18 +79,22 @@ def start_target(
     host: str = "127.0.0.1",
     timeout: float = 15.0,
     log_path: Path | None = None,
+    prefix: Sequence[str] = (),
 ) -> TargetProcess:
     """Start `python -m soak.target` on a free port and wait up to `timeout` s until it listens.
 
     `extra_args` are more target flags (e.g. `["--stall-every", "1"]`). Output goes to
-    `log_path`, or to a temporary log that is removed by `stop()`. Raises `RunError` with the
-    tail of that log if the target exits or is not listening in time.
+    `log_path`, or to a temporary log that is removed by `stop()`. `prefix` is a command
+    that runs the target's argv (`["unshare", "--pid", "--fork", "--"]`: in a container of
+    sorts); the ready file's pid is then the target's pid as its own namespace sees it.
+    Raises `RunError` with the tail of that log if the target exits or is not listening in
+    time.
     """
     workdir = Path(tempfile.mkdtemp(prefix="soak-target-"))
     ready = workdir / "ready.json"
     log_file = log_path or workdir / "target.log"
     argv = module_argv("soak.target", "--host", host, "--port", "0", "--ready-file", str(ready))
-    argv += [*(["--patched"] if patched else []), *extra_args]
+    argv = [*prefix, *argv, *(["--patched"] if patched else []), *extra_args]
     log = open(log_file, "ab")  # noqa: SIM115 - closed by TargetProcess.stop()
     popen = subprocess.Popen(
         argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=module_env()
