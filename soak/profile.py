@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from soak.collect.wire import parse_address
 from soak.errors import ProfileError
 from soak.protocols import registry
 from soak.protocols.settings import (
@@ -115,6 +116,15 @@ def _optional_argv(value: Any) -> list[str] | None:
     return argv
 
 
+def _optional_address(value: Any) -> str | None:
+    """HOST:PORT to listen on (port 0: any free one)."""
+    if value is None:
+        return None
+    text = string(value)
+    parse_address(text, "listen")
+    return text
+
+
 def _optional_duration(minimum: float) -> Callable[[Any], float | None]:
     convert = duration(minimum)
     return lambda value: None if value is None else convert(value)
@@ -180,6 +190,9 @@ TARGET_FIELDS: dict[str, Spec] = {
     "health_headers": Spec(
         headers, {}, 'health_headers = { Authorization = "Bearer ${HEALTH_TOKEN}" }'
     ),
+    "remote": Spec(
+        boolean, False, "remote = true  # sampled on its machine by soak collect --join"
+    ),
 }
 #: Ways to find a target's process when it has no url (soak collect).
 FINDERS = ("pid", "port", "process", "spawn", "health")
@@ -232,6 +245,10 @@ SECTIONS: dict[str, dict[str, Spec]] = {
         "python_threads": Spec(
             boolean, True, "python_threads = true  # Python thread names by py-spy (Python targets)"
         ),
+        "listen": Spec(
+            _optional_address, None, 'listen = "0.0.0.0:7557"  # where soak collect --join connects'
+        ),
+        "secret": Spec(optional_string, None, 'secret = "${SOAK_COLLECT_SECRET}"'),
     },
     "criteria": {
         "warmup": Spec(duration(), 60.0, 'warmup = "5m"'),
@@ -273,6 +290,7 @@ class Target:
     process: str | None = None
     spawn: list[str] | None = None
     health_headers: dict[str, str] = field(default_factory=dict)
+    remote: bool = False
 
 
 @dataclass
@@ -341,6 +359,7 @@ def load_profile(path: Path | str) -> Profile:
     except tomllib.TOMLDecodeError as exc:
         raise ProfileError(f"{path} is not valid TOML: {exc}. Check quotes and brackets.") from None
     data.setdefault("name", path.stem)
+    _check_secret_is_env(data, str(path))
     return profile_from_mapping(data, source=str(path))
 
 
@@ -405,6 +424,7 @@ def apply_overrides(
     spawn: list[list[str]] | None = None,
     interval: str | None = None,
     pyspy: bool | None = None,
+    collector_listen: str | None = None,
 ) -> Profile:
     """Return the profile with command-line overrides applied and validated like the file.
 
@@ -451,6 +471,8 @@ def apply_overrides(
         data["collector"]["interval"] = interval
     if pyspy is not None:
         data["collector"]["pyspy"] = pyspy
+    if collector_listen is not None:
+        data["collector"]["listen"] = collector_listen
     result = profile_from_mapping(data, source=source, warmup_given=profile.warmup_given)
     result.secrets = sorted(set(result.secrets) | set(profile.secrets))
     return result
@@ -589,6 +611,7 @@ def _check_consistency(profile: Profile) -> None:
             f"{profile.source}: target name {duplicates[0]!r} is used twice; "
             "give every [[targets]] its own name."
         )
+    _check_remote(profile)
     load = profile.load
     if load["first_token_timeout"] > load["reply_timeout"]:
         raise ProfileError(
@@ -621,6 +644,44 @@ def _check_consistency(profile: Profile) -> None:
         raise ProfileError(
             f"{profile.source}: [load] users = {load['users']} cannot be split over "
             f"{len(profile.targets)} targets; use at least one user per target."
+        )
+
+
+#: Shortest [collector] secret accepted, in characters (an HMAC key guessed is no key).
+MIN_SECRET_CHARS = 16
+
+
+def _check_remote(profile: Profile) -> None:
+    """Remote targets need a listen address and a secret; they are not looked for here."""
+    collector, where = profile.collector, profile.source
+    for target in profile.targets:
+        finder = next((k for k in ("pid", "port", "process", "spawn") if getattr(target, k)), None)
+        if target.remote and finder:
+            raise ProfileError(
+                f"{where}: target {target.name} has remote = true and {finder}; a remote "
+                f"target's process is sampled on its own machine, so drop {finder} (or remote)."
+            )
+    if any(t.remote for t in profile.targets) and not collector["listen"]:
+        raise ProfileError(
+            f"{where}: a target has remote = true, but [collector] listen is not set; write "
+            'listen = "0.0.0.0:7557" (where soak collect --join connects), or --collector-listen.'
+        )
+    if collector["listen"] and len(collector["secret"] or "") < MIN_SECRET_CHARS:
+        raise ProfileError(
+            f"{where}: [collector] listen needs a secret of at least {MIN_SECRET_CHARS} "
+            "characters shared with the remote collectors; write secret = "
+            '"${SOAK_COLLECT_SECRET}" and export SOAK_COLLECT_SECRET=$(openssl rand -hex 16).'
+        )
+
+
+def _check_secret_is_env(data: Mapping[str, Any], source: str) -> None:
+    """[collector] secret must come from the environment: a profile file is often shared."""
+    collector = data.get("collector")
+    secret = collector.get("secret") if isinstance(collector, Mapping) else None
+    if isinstance(secret, str) and not _ENV_REF.fullmatch(secret):
+        raise ProfileError(
+            f"{source}: [collector] secret must be an environment reference, not the secret "
+            'itself; write secret = "${SOAK_COLLECT_SECRET}" and set that variable.'
         )
 
 
