@@ -128,6 +128,7 @@ def test_every_record_arrives_once_in_order_with_its_events(runs):
     assert {"remote_joined", "clock_offset", "remote_backfilled", "remote_lost"} <= set(
         run_events.kinds()
     )
+    assert not [r for r in run_events.records if "source" in r]  # events.jsonl's own field
     backfilled = run_events.wait_for("remote_backfilled")
     assert backfilled["records"] == 50 + 1  # the samples and the one collector event
     offset = run_events.wait_for("clock_offset")

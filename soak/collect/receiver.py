@@ -134,7 +134,8 @@ class Receiver:
     def _refusal(self, challenge: str, hello: dict[str, Any]) -> str | None:
         """Why `hello` is refused, or None."""
         if hello.get("protocol") != PROTOCOL:
-            return f"protocol {hello.get('protocol')!r}; this soak speaks protocol {PROTOCOL}"
+            given = repr(hello.get("protocol"))[:20]  # not authenticated yet: quoted short
+            return f"protocol {given}; this soak speaks protocol {PROTOCOL}"
         fields = (hello.get("source"), hello.get("nonce"), hello.get("host"))
         targets = hello.get("targets")
         if not all(isinstance(f, str) for f in fields) or not isinstance(targets, list):
@@ -242,7 +243,7 @@ class Connection:
             "remote_joined",
             f"remote collector on {self.host} ({self.peer}) joined; "
             f"{behind} bytes to backfill",
-            source=self.source, peer=self.peer, backfill_bytes=behind,
+            remote_run=self.source, peer=self.peer, backfill_bytes=behind,
         )  # fmt: skip
         self._clock_event(best)
         self._writer.start()
@@ -266,7 +267,7 @@ class Connection:
             self._event(
                 "remote_lost",
                 f"remote collector on {self.host} left after {seconds:.0f} s ({reason})",
-                source=self.source, reason=reason, connected_s=round(seconds, 1),
+                remote_run=self.source, reason=reason, connected_s=round(seconds, 1),
             )  # fmt: skip
 
     def _pong(self, message: dict[str, Any]) -> None:
