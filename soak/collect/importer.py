@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -135,7 +135,10 @@ class Importer:
             write_text_atomic(self.run.file(IMPORTS), json.dumps(self._state, indent=1))
             return len(records)
 
-    def _destination(self, file: str, targets: Mapping[str, str]) -> tuple[Path, Any]:
+    def _destination(
+        self, file: str, targets: Mapping[str, str]
+    ) -> tuple[Path, Callable[[dict[str, Any]], bool]]:
+        """Where the records of a source's `file` go, and which of them are kept."""
         if file == EVENTS:
             return (
                 self.run.file(EVENTS),
@@ -177,9 +180,10 @@ def merge_collected(
 ) -> Imported:
     """`soak merge`: import the collect run's files of the targets `pairs` names (collected
     name -> run's name) into `run`, from where an earlier import stopped."""
-    run.manifest()
-    source = collected.manifest().get("run_id") or collected.path.name
-    host = (collected.manifest().get("host") or {}).get("hostname", "")
+    run.manifest()  # a readable run directory, or a RunDirError that says why not
+    manifest = collected.manifest()
+    source = manifest.get("run_id") or collected.path.name
+    host = (manifest.get("host") or {}).get("hostname", "")
     importer = Importer(run)
     known = {t.name for t in run.targets()}
     for remote, local in pairs.items():
