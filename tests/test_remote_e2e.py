@@ -36,6 +36,8 @@ pytestmark = pytest.mark.e2e
 SECRET = "e2e-secret-0123456789abcdef"
 TARGET = "remote1"
 LOAD_LOCK = "/tmp/soak-load.lock"
+#: How long the run may wait for the load lock before it starts, in seconds.
+LOCK_WAIT_S = 1800
 
 
 def free_port() -> int:
@@ -210,7 +212,8 @@ def test_a_remote_collector_supplies_every_sample_across_a_cut(
     proxy: CuttableProxy | None = None
     remote: subprocess.Popen | None = None
     try:
-        run = wait_for(lambda: only_run(out), 300, "the run directory")  # after the lock
+        # the run starts once it has the load lock: other suites may hold it for long
+        run = wait_for(lambda: only_run(out), LOCK_WAIT_S, "the run directory (the load lock)")
         wait_for(lambda: events_of(run, "remote_listening"), 60, "the receiver")
         started = time.monotonic()
         proxy = CuttableProxy(("127.0.0.1", listen_port))
@@ -270,6 +273,8 @@ def test_a_remote_collector_supplies_every_sample_across_a_cut(
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert merged.returncode == 0 and "merged 0 records" in merged.stdout, merged  # one path
+    for path in [*run.path.rglob("*"), *remote_run.path.rglob("*")]:  # the secret nowhere
+        assert not path.is_file() or SECRET.encode() not in path.read_bytes(), path
     live = run_status(run.path)["targets"][TARGET]  # soak status sees it as a local target
     assert live["latest"]["pid"] == unpatched.pid
 
