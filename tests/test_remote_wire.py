@@ -36,7 +36,8 @@ from soak.collect.wire import (
     client_proof,
     nonce,
 )
-from soak.errors import UsageError
+from soak.errors import RunError, UsageError
+from soak.run import check_listen
 from soak.rundir import EVENTS, PROCESS, JsonlWriter, RunDir
 
 SECRET = "s3cret-shared-by-both-sides"
@@ -330,3 +331,12 @@ def test_merge_refuses_a_target_with_samples_of_its_own(tmp_path):
     write_samples(collected, 0, 3)
     with pytest.raises(UsageError, match="samples of its own"):
         merge_runs(load.path, collected.path, None, None)
+
+
+def test_a_busy_listen_port_fails_before_the_run_starts():
+    busy = socket.create_server(("127.0.0.1", 0))
+    try:
+        with pytest.raises(RunError, match="cannot listen there"):
+            check_listen(f"127.0.0.1:{busy.getsockname()[1]}")
+    finally:
+        busy.close()
