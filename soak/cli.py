@@ -317,6 +317,15 @@ def run(
         bool, typer.Option("--web", help="Serve Locust's web UI on 127.0.0.1 (live charts).")
     ] = False,
     web_port: Annotated[int, typer.Option(metavar="PORT", help="Port of the --web UI.")] = 8089,
+    collector_listen: Annotated[
+        str | None,
+        typer.Option(
+            metavar="HOST:PORT",
+            help="Accept `soak collect --join` from the machines of remote = true targets "
+            "here (the profile's [collector] listen; its secret comes from [collector] secret). "
+            "Example: --collector-listen 0.0.0.0:7557",
+        ),
+    ] = None,
 ) -> None:
     """Run a soak test: chat load and process/health sampling into a run directory.
 
@@ -326,6 +335,9 @@ def run(
     Distributed: soak run profiles/demo.toml --workers 2 --web   (master + 2 local workers)
 
     After a crash or kill: soak run --resume latest
+
+    A target on another machine (remote = true, SOAK_COLLECT_SECRET exported):
+    soak run profiles/lab.toml --collector-listen 0.0.0.0:7557
     """
 
     def body() -> int:
@@ -348,6 +360,7 @@ def run(
             idle_after=idle_after,
             process=process,
             spawn=_argv_lists(spawn),
+            collector_listen=collector_listen,
         )
         names = ", ".join(t.name for t in loaded.targets)
         for warning in loaded.warnings:
@@ -453,6 +466,22 @@ def collect(
     out: OutOption = DEFAULT_OUT,
     label: LabelOption = "collect",
     report: ReportOption = True,
+    join: Annotated[
+        str | None,
+        typer.Option(
+            metavar="HOST:PORT",
+            help="Also ship the samples to the running `soak run` listening there "
+            "([collector] listen), into its run directory; this collect's own run directory "
+            "is the buffer while the network is down. Example: --join 10.0.0.5:7557",
+        ),
+    ] = None,
+    secret_env: Annotated[
+        str,
+        typer.Option(
+            metavar="VAR",
+            help="Environment variable holding the secret shared with the run (--join).",
+        ),
+    ] = "SOAK_COLLECT_SECRET",
 ) -> None:
     """Watch a target's process and /health with no load of soak's own, into a run directory.
 
@@ -462,11 +491,15 @@ def collect(
 
     Example: soak collect --port 8765 --health http://127.0.0.1:8765/health
     --interval 1s --duration 3d --metrics-port 9464
+
+    Into a run on another machine (same target name as its profile, same secret):
+    SOAK_COLLECT_SECRET=... soak collect --target gpu1=ws://127.0.0.1:8765/ws --port 8765
+    --health http://127.0.0.1:8765/health --join 10.0.0.5:7557
     """
 
     def body() -> int:
         from soak.profile import apply_overrides, load_profile, profile_from_mapping
-        from soak.run import execute_collect
+        from soak.run import execute_collect, join_of
         from soak.units import parse_duration
 
         base = load_profile(profile) if profile else profile_from_mapping({"name": "collect"})
@@ -487,9 +520,11 @@ def collect(
             seconds = parse_duration(duration) if duration else None
         except ValueError as exc:
             raise UsageError(f"--duration: {exc}") from None
+        joining = join_of(join, secret_env)
         typer.echo(
             f"soak: collecting {', '.join(t.name for t in loaded.targets) or 'nothing'} "
             f"every {loaded.collector['interval']:g} s (Ctrl-C ends)"
+            + (f", shipping to {join}" if join else "")
         )
         outcome = execute_collect(
             loaded,
@@ -498,6 +533,7 @@ def collect(
             duration_s=seconds,
             metrics_port=metrics_port,
             on_status=_status_printer(),
+            join=joining,
         )
         return _ended(outcome, "collect", report)
 
@@ -514,6 +550,63 @@ def _ended(outcome: Any, what: str, report: bool) -> int:
         return EXIT_RUN_FAILED
     code = _report_and_print(outcome.run.path) if report else 0
     return code if outcome.status == STATUS_COMPLETED else EXIT_RUN_FAILED
+
+
+# --- soak merge -------------------------------------------------------------------
+@app.command()
+def merge(
+    run_dir: Annotated[
+        str,
+        typer.Argument(metavar="RUN", help="The run to import into (path, prefix or latest)."),
+    ],
+    collected: Annotated[
+        str,
+        typer.Argument(
+            metavar="COLLECTED",
+            help="A soak collect run of the same target, recorded on the target's machine.",
+        ),
+    ],
+    target: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--target",
+            metavar="RUN_NAME=COLLECTED_NAME",
+            help="Which target of COLLECTED is which of RUN (default: equal names, or the "
+            "only one of each); repeatable.",
+        ),
+    ] = None,
+    clock_offset: Annotated[
+        str | None,
+        typer.Option(
+            metavar="DURATION",
+            help="How far the collect machine's clock is ahead of the run machine's "
+            "(1.5s, -200ms); its timestamps are moved back by it. Default: 0 (NTP-synced).",
+        ),
+    ] = None,
+    root: _ROOT = DEFAULT_OUT,
+) -> None:
+    """Import a separately recorded soak collect run's samples into a run, then report it.
+
+    The target's process, thread and /health samples and its collector events land in
+    RUN as if sampled there. Idempotent: merging again imports only what is new (the
+    same importer a live soak collect --join feeds). Then soak report / compare RUN.
+
+    Example: soak merge reports/20261121T124200Z_lab_run reports/20261121T124155Z_collect_gpu1
+    --target gpu1=t1 --clock-offset 1.5s
+    """
+
+    def body() -> int:
+        from soak.collect.importer import merge_runs
+        from soak.runs import resolve_run
+
+        done = merge_runs(
+            resolve_run(run_dir, root), resolve_run(collected, root), target, clock_offset
+        )
+        files = ", ".join(f"{n} {f}" for f, n in done.records.items() if n) or "nothing new"
+        typer.echo(f"soak: merged {done.total} records into {run_dir}: {files}")
+        return 0
+
+    _guarded(body)
 
 
 # --- soak status ------------------------------------------------------------------

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from soak.collect.wire import parse_address
 from soak.errors import ProfileError
 from soak.protocols import registry
 from soak.protocols.settings import (
@@ -144,6 +145,15 @@ def _optional_argv(value: Any) -> list[str] | None:
     if not argv or not argv[0]:
         raise ValueError("expected a non-empty argv list, the program first")
     return argv
+
+
+def _optional_address(value: Any) -> str | None:
+    """HOST:PORT to listen on (port 0: any free one)."""
+    if value is None:
+        return None
+    text = string(value)
+    parse_address(text, "listen")
+    return text
 
 
 def _optional_duration(minimum: float) -> Callable[[Any], float | None]:
@@ -276,6 +286,9 @@ TARGET_FIELDS: dict[str, Spec] = {
     ),
     # sampled from a Prometheus server instead ([targets.prometheus], checked by _prometheus)
     "prometheus": Spec(lambda value: value, None, '[targets.prometheus] url = "http://..."'),
+    "remote": Spec(
+        boolean, False, "remote = true  # sampled on its machine by soak collect --join"
+    ),
 }
 #: Ways to find a target's process when it has no url (soak collect).
 FINDERS = ("pid", "port", "process", "spawn", "container", "cgroup", "health", "prometheus")
@@ -330,6 +343,10 @@ SECTIONS: dict[str, dict[str, Spec]] = {
         "python_threads": Spec(
             boolean, True, "python_threads = true  # Python thread names by py-spy (Python targets)"
         ),
+        "listen": Spec(
+            _optional_address, None, 'listen = "0.0.0.0:7557"  # where soak collect --join connects'
+        ),
+        "secret": Spec(optional_string, None, 'secret = "${SOAK_COLLECT_SECRET}"'),
     },
     "criteria": {
         "warmup": Spec(duration(), 60.0, 'warmup = "5m"'),
@@ -375,6 +392,7 @@ class Target:
     health_headers: dict[str, str] = field(default_factory=dict)
     #: The validated [targets.prometheus] table: the target is sampled from there.
     prometheus: dict[str, Any] | None = None
+    remote: bool = False
 
 
 @dataclass
@@ -447,6 +465,7 @@ def load_profile(path: Path | str) -> Profile:
     except tomllib.TOMLDecodeError as exc:
         raise ProfileError(f"{path} is not valid TOML: {exc}. Check quotes and brackets.") from None
     data.setdefault("name", path.stem)
+    _check_secret_is_env(data, str(path))
     return profile_from_mapping(data, source=str(path))
 
 
@@ -513,6 +532,7 @@ def apply_overrides(
     cgroups: list[str] | None = None,
     interval: str | None = None,
     pyspy: bool | None = None,
+    collector_listen: str | None = None,
 ) -> Profile:
     """Return the profile with command-line overrides applied and validated like the file.
 
@@ -561,6 +581,8 @@ def apply_overrides(
         data["collector"]["interval"] = interval
     if pyspy is not None:
         data["collector"]["pyspy"] = pyspy
+    if collector_listen is not None:
+        data["collector"]["listen"] = collector_listen
     result = profile_from_mapping(data, source=source, warmup_given=profile.warmup_given)
     result.secrets = sorted(set(result.secrets) | set(profile.secrets))
     return result
@@ -750,6 +772,7 @@ def _check_consistency(profile: Profile) -> None:
             f"{profile.source}: target name {duplicates[0]!r} is used twice; "
             "give every [[targets]] its own name."
         )
+    _check_remote(profile)
     load = profile.load
     if load["first_token_timeout"] > load["reply_timeout"]:
         raise ProfileError(
@@ -782,6 +805,45 @@ def _check_consistency(profile: Profile) -> None:
         raise ProfileError(
             f"{profile.source}: [load] users = {load['users']} cannot be split over "
             f"{len(profile.targets)} targets; use at least one user per target."
+        )
+
+
+#: Shortest [collector] secret accepted, in characters (an HMAC key guessed is no key).
+MIN_SECRET_CHARS = 16
+
+
+def _check_remote(profile: Profile) -> None:
+    """Remote targets need a listen address and a secret; they are not looked for here."""
+    collector, where = profile.collector, profile.source
+    for target in profile.targets:
+        local = ("pid", "port", "process", "spawn", "container", "cgroup", "prometheus")
+        finder = next((k for k in local if getattr(target, k)), None)
+        if target.remote and finder:
+            raise ProfileError(
+                f"{where}: target {target.name} has remote = true and {finder}; a remote "
+                f"target's process is sampled on its own machine, so drop {finder} (or remote)."
+            )
+    if any(t.remote for t in profile.targets) and not collector["listen"]:
+        raise ProfileError(
+            f"{where}: a target has remote = true, but [collector] listen is not set; write "
+            'listen = "0.0.0.0:7557" (where soak collect --join connects), or --collector-listen.'
+        )
+    if collector["listen"] and len(collector["secret"] or "") < MIN_SECRET_CHARS:
+        raise ProfileError(
+            f"{where}: [collector] listen needs a secret of at least {MIN_SECRET_CHARS} "
+            "characters shared with the remote collectors; write secret = "
+            '"${SOAK_COLLECT_SECRET}" and export SOAK_COLLECT_SECRET=$(openssl rand -hex 16).'
+        )
+
+
+def _check_secret_is_env(data: Mapping[str, Any], source: str) -> None:
+    """[collector] secret must come from the environment: a profile file is often shared."""
+    collector = data.get("collector")
+    secret = collector.get("secret") if isinstance(collector, Mapping) else None
+    if isinstance(secret, str) and not _ENV_REF.fullmatch(secret):
+        raise ProfileError(
+            f"{source}: [collector] secret must be an environment reference, not the secret "
+            'itself; write secret = "${SOAK_COLLECT_SECRET}" and set that variable.'
         )
 
 

@@ -30,9 +30,16 @@ from soak.child import module_argv, module_env
 from soak.collect.containers import container_pid
 from soak.collect.metrics import check_metrics_port
 from soak.collect.spawn import SpawnedTarget, start_spawned, stop_spawned
+from soak.collect.wire import parse_address
 from soak.errors import OutputClosed, ProfileError, RunError, StorageError, UsageError
 from soak.live import LiveStatus
-from soak.profile import Profile, profile_from_mapping, redact_url, require_targets
+from soak.profile import (
+    MIN_SECRET_CHARS,
+    Profile,
+    profile_from_mapping,
+    redact_url,
+    require_targets,
+)
 from soak.redact import PAYLOAD_SECRETS
 from soak.redact import install as install_redactor
 from soak.rundir import (
@@ -196,6 +203,15 @@ def resume_run(
     return session.outcome
 
 
+@dataclass(frozen=True)
+class Join:
+    """Where a remote `soak collect` ships its samples: a running `soak run`'s [collector]
+    listen address, and the secret they share (from the environment, never argv)."""
+
+    address: tuple[str, int]
+    secret: str
+
+
 def execute_collect(
     profile: Profile,
     *,
@@ -204,22 +220,28 @@ def execute_collect(
     duration_s: float | None = None,
     metrics_port: int | None = None,
     on_status: StatusSink | None = None,
+    join: Join | None = None,
 ) -> RunOutcome:
     """`soak collect`: sample the targets with no load of soak's own, into a run directory.
 
     The collector runs in this process until `duration_s` (None: until SIGINT or
     SIGTERM, which then end the run as completed). The run directory has the
-    same format as a run's, without chats.jsonl and anomalies.jsonl.
+    same format as a run's, without chats.jsonl and anomalies.jsonl. With `join`,
+    its target files are also shipped to that running `soak run` (soak.collect.shipper);
+    a refusal ends the collect with the reason.
     """
     from soak.collect.collector import Collector
+    from soak.collect.shipper import Shipper
 
+    if join:
+        profile.secrets = sorted({*profile.secrets, join.secret})
     _prepare(profile, metrics_port, reach=False)  # no load of soak's own: nothing to reach
     session = RunSession.create(
         profile,
         out_root,
         label,
         duration_s,
-        {"mode": "collect"},
+        {"mode": "collect", **({"joined": f"{join.address[0]}:{join.address[1]}"} if join else {})},
         on_status=on_status,
         interrupted=(STATUS_ABORTED, COLLECT_ABORTED) if duration_s else (STATUS_COMPLETED, ""),
         last_look=False,
@@ -231,10 +253,18 @@ def execute_collect(
         thread = threading.Thread(target=collector.run_until, args=(stop,), name="soak-collector")
         thread.start()
         session.at_end(thread.join)
+        shipper = None
+        if join:
+            names = [t.name for t in profile.targets]
+            shipper = Shipper(session.run, join.address, join.secret, names, session.event)
+            shipper.start()
+            session.at_end(shipper.finish)  # after the sampling stopped: ships the rest
         deadline = session.started_at + duration_s if duration_s else float("inf")
         while time.time() < deadline:
             if storage_failure():
                 raise unwritable(session.run.path)
+            if shipper and shipper.failure:
+                raise RunError(shipper.failure)
             session.refresh()
             time.sleep(max(0.0, min(STATUS_EVERY_S, deadline - time.time())))
         session.refresh()
@@ -290,7 +320,41 @@ def _prepare(profile: Profile, metrics_port: int | None, *, reach: bool) -> None
         preflight(profile)
     if metrics_port is not None:
         check_metrics_port(metrics_port)
+    if profile.collector["listen"]:
+        check_listen(profile.collector["listen"])
     forget_storage_failures()  # an earlier run of this process says nothing about this one
+
+
+def join_of(address: str | None, secret_env: str) -> Join | None:
+    """`soak collect --join HOST:PORT`: the address, and the secret from `secret_env`."""
+    if address is None:
+        return None
+    try:
+        parsed = parse_address(address, "--join")
+    except ValueError as exc:
+        raise UsageError(f"{exc}; give the run's [collector] listen address.") from None
+    secret = os.environ.get(secret_env, "")
+    if len(secret) < MIN_SECRET_CHARS:
+        raise UsageError(
+            f"--join needs the secret shared with the run in ${secret_env} (at least "
+            f"{MIN_SECRET_CHARS} characters): export {secret_env}=... with the value the run's "
+            "[collector] secret reads (or name another variable with --secret-env)."
+        )
+    return Join(parsed, secret)
+
+
+def check_listen(listen: str) -> None:
+    """Fail before a run starts when [collector] listen cannot be listened on."""
+    host, port = parse_address(listen, "[collector] listen")
+    if port == 0:
+        return
+    try:
+        socket.create_server((host, port)).close()
+    except OSError as exc:
+        raise RunError(
+            f"[collector] listen = {listen!r}: cannot listen there ({exc.strerror or exc}); "
+            "pick a free port (--collector-listen HOST:PORT)."
+        ) from None
 
 
 class RunSession:
@@ -537,7 +601,7 @@ def _target_entries(profile: Profile) -> list[dict[str, Any]]:
             "build": t.build,
             **{
                 key: redacted[t.name][key]
-                for key in ("port", "process", "spawn")
+                for key in ("port", "process", "spawn", "remote")
                 if getattr(t, key)
             },
         }

@@ -203,7 +203,8 @@ def format_status(status: dict[str, Any]) -> str:
 def _format_target(name: str, target: dict[str, Any]) -> list[str]:
     latest = target["latest"]
     if latest is None:
-        return [f"{name}: no process sample yet (see events.jsonl for target_lost)"]
+        why = "target_lost, or remote_joined for a remote target"
+        return [f"{name}: no process sample yet (see events.jsonl for {why})"]
     restarts = target["restarts"]
     head = f"{name}: {sampled_from(latest)}, sampled {format_duration(target['age_s'])} ago"
     if restarts:

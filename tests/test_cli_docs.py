@@ -14,7 +14,7 @@ COMMANDS = sorted(command.name or command.callback.__name__ for command in app.r
 
 def test_the_commands_are_the_ones_users_expect():
     expected = {"collect", "compare", "demo", "release", "report", "run", "runs", "status"}
-    assert expected | {"target", "worker"} == set(COMMANDS)
+    assert expected | {"merge", "target", "worker"} == set(COMMANDS)
 
 
 @pytest.mark.parametrize("command", COMMANDS)

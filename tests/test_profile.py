@@ -192,3 +192,33 @@ def test_a_warmup_longer_than_a_third_of_the_load_is_cut_with_a_warning(tmp_path
     assert apply_overrides(given, duration="60s").warnings  # still said after --duration
     default = load_profile(write(tmp_path, '[load]\nduration = "90s"\n'))  # warmup: default
     assert default.warnings == []
+
+
+REMOTE = '[[targets]]\nname = "gpu1"\nurl = "ws://gpu1:8765/ws"\nremote = true\n'
+LISTEN = '[collector]\nlisten = "0.0.0.0:7557"\nsecret = "${SOAK_TEST_COLLECT_SECRET}"\n'
+
+
+@pytest.mark.parametrize(
+    ("text", "hint"),
+    [
+        (REMOTE.replace("remote = true", "remote = true\nport = 8765"), "drop port (or remote)"),
+        (REMOTE, 'write listen = "0.0.0.0:7557"'),
+        (REMOTE + '[collector]\nlisten = "0.0.0.0:7557"\n', "needs a secret of at least 16"),
+        (REMOTE + '[collector]\nlisten = "7557"\n', "must be HOST:PORT"),
+        (REMOTE + LISTEN.replace("${SOAK_TEST_COLLECT_SECRET}", "x" * 20), "environment ref"),
+    ],
+)
+def test_remote_targets_need_a_listen_address_and_a_secret_from_the_environment(
+    tmp_path, monkeypatch, text, hint
+):
+    monkeypatch.setenv("SOAK_TEST_COLLECT_SECRET", "0123456789abcdef")
+    assert hint in error_of(tmp_path, text)
+
+
+def test_a_remote_target_with_listen_and_secret_loads_redacted(tmp_path, monkeypatch):
+    monkeypatch.setenv("SOAK_TEST_COLLECT_SECRET", "0123456789abcdef")
+    profile = load_profile(write(tmp_path, REMOTE + LISTEN))
+    assert profile.targets[0].remote and profile.collector["secret"] == "0123456789abcdef"
+    assert "0123456789abcdef" not in str(profile.redacted())
+    moved = apply_overrides(profile, collector_listen="127.0.0.1:9000")
+    assert moved.collector["listen"] == "127.0.0.1:9000"

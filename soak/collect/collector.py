@@ -56,6 +56,8 @@ from soak.collect.process import (
     port_of,
 )
 from soak.collect.prometheus import PrometheusWatch
+from soak.collect.receiver import Receiver
+from soak.collect.wire import parse_address
 from soak.errors import RunError
 from soak.limits import System, TargetLimits, read_limits
 from soak.rundir import (
@@ -515,7 +517,7 @@ class Collector:
         self.events = Events(self._events_out)
         if self.metrics:  # what the load process records, beside what is sampled here
             self.metrics.serve_also(ChatMetrics(self.run.file(CHATS), self._chats_problem))
-        targets = profile["targets"]
+        targets = [t for t in profile["targets"] if not t.get("remote")]
         self.watches = [
             (PrometheusWatch if t.get("prometheus") else TargetWatch)(
                 t, self.run, self.events, self.settings, self.metrics
@@ -528,6 +530,7 @@ class Collector:
             for t in targets
             if t.get("health")
         ]
+        self.receiver = _receiver(self.run, profile, self.events)
 
     def _loops(self) -> list[tuple[str, float, Callable[[], None]]]:
         loops = [(f"{w.name} process", self.settings.interval, w.sample) for w in self.watches]
@@ -572,12 +575,16 @@ class Collector:
         ]
         on_storage_failure(lambda error: stop.set())  # samples not recorded are not a soak
         try:
+            if self.receiver:
+                self.receiver.start()
             for thread in threads:
                 thread.start()
             stop.wait()
             for thread in threads:
                 thread.join(timeout=self.settings.health_timeout + 1)
         finally:
+            if self.receiver:
+                self.receiver.close()
             for part in (*self.watches, *self.healths):
                 part.close()
             self._events_out.close()
@@ -591,6 +598,29 @@ class Collector:
             self.events.error(where, f"{where}: {type(exc).__name__}: {exc}{at}")
 
         return report
+
+
+def _receiver(run: RunDir, profile: dict[str, Any], events: Events) -> Receiver | None:
+    """The receiver of remote collectors, when [collector] listen is set."""
+    collector = profile.get("collector") or {}
+    if not collector.get("listen"):
+        return None
+    remote = [t["name"] for t in profile["targets"] if t.get("remote")]
+    address = parse_address(collector["listen"], "[collector] listen")
+    try:
+        receiver = Receiver(run, address, collector["secret"], remote, events.write)
+    except OSError as exc:
+        raise RunError(
+            f"[collector] listen = {collector['listen']!r}: cannot listen there "
+            f"({exc.strerror or exc}); pick a free port (or stop what uses it)."
+        ) from None
+    events.write(
+        "remote_listening",
+        f"waiting for remote collectors of {', '.join(remote) or 'no target'} on "
+        f"{receiver.address[0]}:{receiver.address[1]}",
+        address=f"{receiver.address[0]}:{receiver.address[1]}",
+    )
+    return receiver
 
 
 def run_collector(
