@@ -263,3 +263,32 @@ def test_a_cut_in_the_middle_of_a_frame_is_a_drop_without_close(serve) -> None:
     exc = lost(serve(script))
     assert exc.code is None
     assert "without a close frame" in exc.reason
+
+
+def test_a_refusal_whose_body_comes_later_is_a_connect_failure_with_its_status() -> None:
+    """The head of a non-101 answer goes to websockets, then its body as it comes (not held
+    back waiting for a blank line the body does not have)."""
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def refuse() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            request = b""
+            while b"\r\n\r\n" not in request:
+                request += conn.recv(4096)
+            conn.sendall(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 5\r\n\r\n")
+            time.sleep(0.3)
+            conn.sendall(b"nope!")
+            time.sleep(3)  # the connection stays open: only the body can end the handshake
+
+    thread = threading.Thread(target=refuse, daemon=True)
+    thread.start()
+    try:
+        started = time.monotonic()
+        with pytest.raises(ConnectionLost) as caught:
+            JsonSocket(f"ws://127.0.0.1:{listener.getsockname()[1]}/ws", timeout=10)
+        assert "403" in caught.value.reason
+        assert time.monotonic() - started < 3  # decided by the body, not by the timeout
+    finally:
+        thread.join(timeout=5)
+        listener.close()

@@ -161,25 +161,28 @@ class JsonSocket:
         """Read the server's response: its head goes to websockets, which checks it; bytes
         after a 101's head are the first frames, kept for `_parse_frames`, so that the two
         parsers never share a frame."""
-        received = bytearray()
+        received: bytearray | None = bytearray()  # None once the head went to websockets
         while self.protocol.state is State.CONNECTING:
             data = self._recv_within(deadline - time.monotonic())
             if data is None:
                 raise ConnectionLost(None, "connect failed: handshake timed out")
-            received += data
-            end = received.find(b"\r\n\r\n")
-            if data and end < 0 and len(received) <= _MAX_RESPONSE_HEAD:
-                continue
-            head = len(received) if end < 0 else end + 4
-            self.protocol.receive_data(bytes(received[:head]))
-            if not data:
-                self.protocol.receive_eof()
-            rest, received = bytes(received[head:]), bytearray()
-            if self.protocol.state is State.OPEN and not self.protocol.extensions:
-                self._parse_here = True
-                self._buffer += rest
-            elif rest:  # an error response's body (websockets reads it), or frames it parses
-                self.protocol.receive_data(rest)
+            if received is None:  # an error response's body: websockets reads it
+                self._feed(data)
+            else:
+                received += data
+                end = received.find(b"\r\n\r\n")
+                if data and end < 0 and len(received) <= _MAX_RESPONSE_HEAD:
+                    continue
+                head = len(received) if end < 0 else end + 4
+                self.protocol.receive_data(bytes(received[:head]))
+                rest, received = bytes(received[head:]), None
+                if self.protocol.state is State.OPEN and not self.protocol.extensions:
+                    self._parse_here = True
+                    self._buffer += rest
+                elif rest:
+                    self.protocol.receive_data(rest)
+                if not data:
+                    self.protocol.receive_eof()
             if self.protocol.handshake_exc is not None:
                 raise ConnectionLost(None, f"connect failed: {self.protocol.handshake_exc}")
         for event in self.protocol.events_received():  # the response; frames when not here
@@ -217,14 +220,18 @@ class JsonSocket:
         else:
             if self._parse_here:  # end of stream: websockets says how the connection ended
                 self._hand_over(0)
-            if data:
-                self.protocol.receive_data(data)
-            else:
-                self.protocol.receive_eof()
+            self._feed(data)
         for event in self.protocol.events_received():
             self._event(event)
         self._flush()  # pongs to server pings, the close echo
         return True
+
+    def _feed(self, data: bytes) -> None:
+        """Bytes read (b"": the end of the stream) to websockets' parser."""
+        if data:
+            self.protocol.receive_data(data)
+        else:
+            self.protocol.receive_eof()
 
     def _parse_frames(self) -> None:
         """Take the complete frames out of the read buffer: messages into `messages`,
@@ -275,18 +282,21 @@ class JsonSocket:
                     return
                 if opcode:
                     self._fragment_text = opcode == Opcode.TEXT
-                self._fragments.append(payload)
-                self._fragments_size += len(payload)
-                if first & 0x80:
-                    self._end_message()
+                self._add_fragment(payload, bool(first & 0x80))
             at = end
         del buffer[:at]
 
-    def _end_message(self) -> None:
-        """Append the message whose fragments are all in (text as `_event` decodes it)."""
-        data = b"".join(self._fragments)
-        self._fragments, self._fragments_size = [], 0
-        self.messages.append(data.decode("utf-8", "replace") if self._fragment_text else data)
+    def _add_fragment(self, data: bytes, final: bool) -> None:
+        """A data frame's payload (either parser's); the message it ends into `messages`,
+        text decoded with replacement characters where it is not UTF-8."""
+        self._fragments.append(data)
+        self._fragments_size += len(data)
+        if final:
+            message = b"".join(self._fragments)
+            self._fragments, self._fragments_size = [], 0
+            self.messages.append(
+                message.decode("utf-8", "replace") if self._fragment_text else message
+            )
 
     def _fail(self, code: CloseCode, reason: str) -> None:
         """Close with `code` as websockets would (its close frame; what follows is ignored
@@ -309,13 +319,7 @@ class JsonSocket:
         if opcode in (Opcode.TEXT, Opcode.BINARY, Opcode.CONT):
             if opcode is not Opcode.CONT:
                 self._fragment_text = opcode is Opcode.TEXT
-            self._fragments.append(event.data)
-            if event.fin:
-                data = b"".join(self._fragments)
-                self._fragments = []
-                self.messages.append(
-                    data.decode("utf-8", "replace") if self._fragment_text else data
-                )
+            self._add_fragment(event.data, event.fin)
         elif opcode is Opcode.PONG and event.data == self._ping_payload:
             self._ping_sent_at = None
 
