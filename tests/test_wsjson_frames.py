@@ -82,6 +82,14 @@ class Peer:
         return first & 0x0F, payload
 
 
+def read_request(conn: socket.socket) -> bytes:
+    """The client's handshake request, up to the end of its head."""
+    request = b""
+    while b"\r\n\r\n" not in request:
+        request += conn.recv(4096)
+    return request
+
+
 @pytest.fixture
 def serve() -> Iterator[Callable[..., str]]:
     """serve(script, after_head=b"") -> ws:// URL of a one-connection server that answers
@@ -96,9 +104,7 @@ def serve() -> Iterator[Callable[..., str]]:
         def run() -> None:
             conn, _ = listener.accept()
             with conn:
-                request = b""
-                while b"\r\n\r\n" not in request:
-                    request += conn.recv(4096)
+                request = read_request(conn)
                 key = next(
                     line.split(b":", 1)[1].strip()
                     for line in request.split(b"\r\n")
@@ -273,9 +279,7 @@ def test_a_refusal_whose_body_comes_later_is_a_connect_failure_with_its_status()
     def refuse() -> None:
         conn, _ = listener.accept()
         with conn:
-            request = b""
-            while b"\r\n\r\n" not in request:
-                request += conn.recv(4096)
+            read_request(conn)
             conn.sendall(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 5\r\n\r\n")
             time.sleep(0.3)
             conn.sendall(b"nope!")
